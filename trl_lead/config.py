@@ -1,0 +1,145 @@
+"""`LEADConfig`: `SFTConfig` plus the `lead_*` fields of LEAD's data selection."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from trl import SFTConfig
+
+ROUND_MODES = ("single", "mixture")
+FINE_SELECTIONS = ("top", "sample", "random")
+REWARDS = ("idu_drop", "first_visit", "mean_idu", "loss_drop")
+INITIAL_SCORES = ("loss", "none")
+CLUSTER_METHODS = ("ifd", "embedding")
+
+
+def resolve_count(value: float, pool_size: int, field_name: str) -> int:
+    """A `lead_*` size given as a fraction of the pool (`value <= 1`) or as a count, as a count of samples."""
+    count = math.ceil(value * pool_size) if value <= 1 else int(value)
+    if count < 1:
+        raise ValueError(f"`{field_name}={value}` gives no sample out of a pool of {pool_size}; set it higher.")
+    return count
+
+
+@dataclass
+class LEADConfig(SFTConfig):
+    r"""
+    Configuration class for [`LEADSFTTrainer`]: every field of [`~trl.SFTConfig`] plus LEAD's own.
+
+    LEAD (Lin et al., arXiv 2505.07437) trains in rounds: a bandit policy picks a cluster of samples, the samples of
+    highest Instance-level Dynamic Uncertainty (IDU) in it are trained on, and the round's result rewards the policy.
+    One round is one Trainer epoch of `lead_round_size` samples. The defaults are the paper's choices.
+
+    Parameters:
+        lead_enabled (`bool`, *optional*, defaults to `True`):
+            `False` makes the trainer exactly `SFTTrainer`.
+        lead_cluster_column (`str`, *optional*):
+            Dataset column holding each sample's cluster (int or str). When not set, clusters are computed
+            (`lead_clusters`).
+        lead_clusters (`str`, *optional*, defaults to `"ifd"`):
+            How to cluster when no column is given: `"ifd"` (k-means on the IFD score, the paper) or `"embedding"`.
+        lead_num_clusters (`int`, *optional*, defaults to `7`):
+            Number of clusters when they are computed.
+        lead_policy (`str`, *optional*, defaults to `"exp3s"`):
+            Bandit policy name for `envs.policies.make_policy`; or pass `policy=` to the trainer.
+        lead_round_size (`float`, *optional*, defaults to `0.01`):
+            Samples per round: a fraction of the pool when `< 1`, else a count.
+        lead_budget (`float`, *optional*, defaults to `0.025`):
+            Distinct samples selected in total: a fraction of the pool when `<= 1`, else a count.
+        lead_max_reuse (`int`, *optional*, defaults to `4`):
+            Times one sample may be trained.
+        lead_smoothing (`float`, *optional*, defaults to `0.5`):
+            Weight `b` of the sample's history in the IDU recursion `IDU = (1 - b) * (IU - dL') + b * IDU_prev`.
+        lead_gradient_correction (`bool`, *optional*, defaults to `True`):
+            Subtract the gradient-based estimate `dL'` of the loss drop caused by the round's updates.
+        lead_initial_score (`str`, *optional*, defaults to `"loss"`):
+            `"loss"`: one scoring pass of the base model gives every sample its initial IU. `"none"`: no pass; unseen
+            samples tie (and rank first) and ties break at random.
+        lead_round_mode (`str`, *optional*, defaults to `"single"`):
+            `"single"`: one cluster per round (the paper). `"mixture"`: the round is split across clusters in
+            proportion to the policy's arm probabilities.
+        lead_fine_selection (`str`, *optional*, defaults to `"top"`):
+            Choice inside a cluster: `"top"` (highest IDU, the paper), `"sample"` (softmax over standardised IDU,
+            without replacement) or `"random"`.
+        lead_reward (`str`, *optional*, defaults to `"idu_drop"`):
+            Bandit reward: `"idu_drop"`, `"first_visit"`, `"mean_idu"` or `"loss_drop"`.
+        lead_warmup_steps (`int`, *optional*, defaults to `0`):
+            Optimizer steps on uniformly random samples before the first round (rounded up to whole rounds).
+        lead_seed (`int`, *optional*):
+            Seed of the selection randomness; `seed` when not set.
+    """
+
+    lead_enabled: bool = field(default=True, metadata={"help": "False makes the trainer exactly SFTTrainer."})
+    lead_cluster_column: str | None = field(
+        default=None,
+        metadata={"help": "Dataset column holding each sample's cluster (int or str). Computed when not set."},
+    )
+    lead_clusters: str = field(
+        default="ifd",
+        metadata={"help": "How to cluster when no column is given.", "choices": list(CLUSTER_METHODS)},
+    )
+    lead_num_clusters: int = field(default=7, metadata={"help": "Number of clusters when they are computed."})
+    lead_policy: str = field(default="exp3s", metadata={"help": "Bandit policy name (envs.policies.make_policy)."})
+    lead_round_size: float = field(
+        default=0.01, metadata={"help": "Samples per round: a fraction of the pool when < 1, else a count."}
+    )
+    lead_budget: float = field(
+        default=0.025,
+        metadata={"help": "Distinct samples selected in total: a fraction of the pool when <= 1, else a count."},
+    )
+    lead_max_reuse: int = field(default=4, metadata={"help": "Times one sample may be trained."})
+    lead_smoothing: float = field(default=0.5, metadata={"help": "Weight b of the history in the IDU recursion."})
+    lead_gradient_correction: bool = field(
+        default=True, metadata={"help": "Subtract the gradient-based estimate of the loss drop (False: ablation)."}
+    )
+    lead_initial_score: str = field(
+        default="loss",
+        metadata={"help": "Initial IU of unseen samples: one scoring pass or none.", "choices": list(INITIAL_SCORES)},
+    )
+    lead_round_mode: str = field(
+        default="single", metadata={"help": "One cluster per round or a mixture.", "choices": list(ROUND_MODES)}
+    )
+    lead_fine_selection: str = field(
+        default="top", metadata={"help": "Choice inside a cluster.", "choices": list(FINE_SELECTIONS)}
+    )
+    lead_reward: str = field(default="idu_drop", metadata={"help": "Bandit reward.", "choices": list(REWARDS)})
+    lead_warmup_steps: int = field(
+        default=0, metadata={"help": "Optimizer steps on random samples before the first round."}
+    )
+    lead_seed: int | None = field(default=None, metadata={"help": "Seed of the selection randomness (None: seed)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.lead_enabled:
+            return
+        choices = {
+            "lead_clusters": CLUSTER_METHODS,
+            "lead_initial_score": INITIAL_SCORES,
+            "lead_round_mode": ROUND_MODES,
+            "lead_fine_selection": FINE_SELECTIONS,
+            "lead_reward": REWARDS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"`{name}={getattr(self, name)!r}` is not one of {list(allowed)}; pick one of them.")
+        positive = {"lead_round_size": self.lead_round_size, "lead_budget": self.lead_budget}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"`{name}={value}` must be > 0 (a fraction of the pool when <= 1, else a count).")
+        if self.lead_max_reuse < 1:
+            raise ValueError(f"`lead_max_reuse={self.lead_max_reuse}` must be >= 1: each sample may train that often.")
+        if self.lead_num_clusters < 1:
+            raise ValueError(f"`lead_num_clusters={self.lead_num_clusters}` must be >= 1.")
+        if not 0.0 <= self.lead_smoothing < 1.0:
+            raise ValueError(f"`lead_smoothing={self.lead_smoothing}` must lie in [0, 1): it weights the history.")
+        if self.lead_warmup_steps < 0:
+            raise ValueError(f"`lead_warmup_steps={self.lead_warmup_steps}` must be >= 0.")
+        if self.packing:
+            raise ValueError(
+                "LEAD scores each sample from its own loss, and `packing=True` merges samples into one sequence. "
+                "Set `packing=False` (use `padding_free=True` for the same speed without merging losses), or "
+                "`lead_enabled=False`."
+            )
+        if self.lead_seed is None:
+            self.lead_seed = self.seed

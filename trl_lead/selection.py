@@ -1,0 +1,392 @@
+"""LEAD's round logic in numpy: IDU recursion, coarse (cluster) and fine (sample) selection, budget, rewards.
+
+Shared by `LEADSFTTrainer` and the `ProxyTraining` environment, so it imports no torch. The algorithm is the one of
+DESIGN.md §1; one round is:
+
+1. `RoundSelector.plan_round()`: the policy picks a cluster (or a mixture), the fine rule picks samples among the
+   eligible ones (reuse cap, budget), shortfalls are filled from other clusters.
+2. The caller trains on `round.sample_ids` and records one loss (IU) per trained sample.
+3. `RoundSelector.finish_round(ids, losses, ...)`: IU/IDU updated with the gradient correction, reward computed,
+   normalised and fed to the policy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+ROUND_MODES = ("single", "mixture")
+FINE_SELECTIONS = ("top", "sample", "random")
+REWARDS = ("idu_drop", "first_visit", "mean_idu", "loss_drop")
+
+
+def predicted_drop(eta: float, d_prev: float, d_k: float | None, cos_phi: float) -> tuple[float, float]:
+    """Gradient-based estimate `dL'` of a cluster's loss drop, and the `beta*` it uses (DESIGN.md §1).
+
+    `dL' = eta * ||beta u + (1 - beta) v||^2` with `||u||^2 = d_k`, `||v||^2 = d_prev`, `<u, v> = sqrt(d_k d_prev)
+    cos(phi)`, at the `beta*` that minimises it (clipped to [0, 1]; 0/0 -> 1). Without `d_k` (the cluster's first
+    visit) it is `eta * d_prev` (beta = 0), as the official code does. Negative sizes are clipped to 0.
+
+    Args:
+        eta (`float`): learning-rate factor.
+        d_prev (`float`): size of the previous round's update.
+        d_k (`float` or `None`): size of the update of the round that last trained the cluster.
+        cos_phi (`float`): cosine of the angle between those two updates.
+    """
+    d_prev = max(float(d_prev), 0.0)
+    if d_k is None or not math.isfinite(d_k):
+        return eta * d_prev, 0.0
+    d_k = max(float(d_k), 0.0)
+    cross = math.sqrt(d_k * d_prev) * float(np.clip(cos_phi, -1.0, 1.0))
+    denominator = d_k + d_prev - 2.0 * cross
+    beta = 1.0 if denominator <= 1e-30 else float(np.clip((d_prev - cross) / denominator, 0.0, 1.0))
+    drop = eta * (beta**2 * d_k + (1 - beta) ** 2 * d_prev + 2 * beta * (1 - beta) * cross)
+    return max(drop, 0.0), beta
+
+
+@dataclass
+class RewardNormalizer:
+    """Maps rewards to [-1, 1] by the running min/max of all rewards seen so far (as the paper's EXP3-S code)."""
+
+    low: float = math.inf
+    high: float = -math.inf
+
+    def __call__(self, reward: float) -> float:
+        self.low, self.high = min(self.low, reward), max(self.high, reward)
+        if self.high - self.low < 1e-12:
+            return 0.0
+        return 2.0 * (reward - self.low) / (self.high - self.low) - 1.0
+
+
+@dataclass
+class SelectionSettings:
+    """The numpy side of `LEADConfig`'s `lead_*` fields, with sizes already resolved to counts."""
+
+    round_size: int
+    budget: int
+    max_reuse: int = 4
+    smoothing: float = 0.5
+    gradient_correction: bool = True
+    round_mode: str = "single"
+    fine_selection: str = "top"
+    reward: str = "idu_drop"
+    warmup_rounds: int = 0
+
+    def __post_init__(self):
+        for name, allowed in (
+            ("round_mode", ROUND_MODES),
+            ("fine_selection", FINE_SELECTIONS),
+            ("reward", REWARDS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"`{name}={getattr(self, name)!r}` is not one of {list(allowed)}.")
+        if self.round_size < 1:
+            raise ValueError(f"`round_size={self.round_size}` must be >= 1.")
+        if self.budget < 1:
+            raise ValueError(f"`budget={self.budget}` must be >= 1.")
+
+
+@dataclass
+class PlannedRound:
+    """One round's plan: which samples, from which cluster, and why."""
+
+    index: int
+    arms: list[int]  # clusters the policy chose (one in single mode)
+    sample_ids: np.ndarray  # int64, training order
+    filled: np.ndarray  # bool per sample: taken from another cluster to fill a shortfall
+    probabilities: list[float] | None = None  # the policy's arm distribution, when it has one
+    warmup: bool = False
+
+
+class LEADState:
+    """Per-sample selection state of a pool of N samples (DESIGN.md §2: `trainer.lead_state`).
+
+    Arrays (length N): `iu` last instantaneous loss (NaN = never observed), `idu` dynamic uncertainty (NaN = never
+    observed), `first_iu` the IU at a sample's first training, `use_count`, `cluster`. Per cluster: `cluster_drop`
+    (the loss drop of the round that last trained it, `d_k`), `cluster_round` (that round's index) and
+    `cluster_first_visit_iu` (mean IU of first-time samples at its last visit). `rounds`: one dict per round.
+    """
+
+    def __init__(self, cluster: np.ndarray, num_clusters: int | None = None):
+        cluster = np.asarray(cluster)
+        if cluster.ndim != 1 or len(cluster) == 0:
+            raise ValueError("`cluster` must be a non-empty 1-D array of cluster labels, one per sample.")
+        if not np.issubdtype(cluster.dtype, np.integer) or cluster.min() < 0:
+            raise ValueError("`cluster` labels must be integers >= 0; map strings to ids first.")
+        n = len(cluster)
+        self.num_clusters = int(num_clusters if num_clusters is not None else cluster.max() + 1)
+        self.cluster = cluster.astype(np.int64)
+        self.iu = np.full(n, np.nan)
+        self.idu = np.full(n, np.nan)
+        self.first_iu = np.full(n, np.nan)
+        self.use_count = np.zeros(n, dtype=np.int64)
+        self.cluster_drop = np.full(self.num_clusters, np.nan)
+        self.cluster_round = np.full(self.num_clusters, -1, dtype=np.int64)
+        self.cluster_first_visit_iu = np.full(self.num_clusters, np.nan)
+        self.rounds: list[dict[str, Any]] = []
+
+    def __len__(self) -> int:
+        return len(self.cluster)
+
+    @property
+    def num_selected(self) -> int:
+        return int((self.use_count > 0).sum())
+
+    def set_initial_scores(self, losses: np.ndarray) -> None:
+        """The base model's loss of every sample: the initial IU and IDU of samples not yet trained."""
+        losses = np.asarray(losses, dtype=np.float64)
+        if losses.shape != self.iu.shape:
+            raise ValueError(f"Expected {len(self)} initial scores, got shape {losses.shape}.")
+        unseen = self.use_count == 0
+        self.iu[unseen] = losses[unseen]
+        self.idu[unseen] = losses[unseen]
+        self.initial_iu = losses.copy()
+
+    _ARRAYS = ("cluster", "iu", "idu", "first_iu", "use_count", "cluster_drop", "cluster_round",
+               "cluster_first_visit_iu")  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {name: getattr(self, name) for name in self._ARRAYS}
+        if hasattr(self, "initial_iu"):
+            state["initial_iu"] = self.initial_iu
+        state["num_clusters"] = np.int64(self.num_clusters)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], rounds: list[dict[str, Any]] | None = None) -> None:
+        if len(state["cluster"]) != len(self) or not np.array_equal(state["cluster"], self.cluster):
+            raise ValueError("The saved LEAD state belongs to another pool (its clusters differ from this dataset's).")
+        for name in self._ARRAYS:
+            setattr(self, name, np.array(state[name]))
+        if "initial_iu" in state:
+            self.initial_iu = np.array(state["initial_iu"])
+        if rounds is not None:
+            self.rounds = list(rounds)
+
+
+@dataclass
+class RoundSelector:
+    """Plans and finishes LEAD rounds over a `LEADState` with a bandit `policy` (see the module docstring)."""
+
+    state: LEADState
+    policy: Any
+    settings: SelectionSettings
+    seed: int = 0
+    normalizer: RewardNormalizer = field(default_factory=RewardNormalizer)
+
+    def __post_init__(self):
+        self.rng = np.random.default_rng(self.seed)
+        if self.settings.budget > len(self.state):
+            raise ValueError(
+                f"`lead_budget` gives {self.settings.budget} distinct samples but the pool has only "
+                f"{len(self.state)}; set it to at most {len(self.state)} (or a fraction <= 1)."
+            )
+        if self.settings.round_mode == "mixture" and not callable(getattr(self.policy, "probabilities", None)):
+            raise ValueError(
+                f"`lead_round_mode='mixture'` splits a round by the policy's arm probabilities, and "
+                f"{type(self.policy).__name__} has no `probabilities(mask)`; use a policy that has one (exp3, exp3s, "
+                "epsilon-greedy, uniform) or `lead_round_mode='single'`."
+            )
+
+    # ----- eligibility -------------------------------------------------------------------------------------------
+    def eligible(self) -> np.ndarray:
+        """Samples that may still be trained: under the reuse cap, and already selected once the budget is spent."""
+        state = self.state
+        ok = state.use_count < self.settings.max_reuse
+        if state.num_selected >= self.settings.budget:
+            ok &= state.use_count > 0
+        return ok
+
+    def arm_mask(self, eligible: np.ndarray | None = None) -> np.ndarray:
+        """True for clusters with at least one eligible sample (the policy's action mask)."""
+        eligible = self.eligible() if eligible is None else eligible
+        counts = np.bincount(self.state.cluster[eligible], minlength=self.state.num_clusters)
+        return counts > 0
+
+    # ----- fine selection -----------------------------------------------------------------------------------------
+    def _rank(self, candidates: np.ndarray, rule: str) -> np.ndarray:
+        """Candidates in the order the fine rule takes them (ties and draws from `self.rng`)."""
+        if len(candidates) == 0 or rule == "random":
+            return self.rng.permutation(candidates)
+        scores = self.state.idu[candidates]
+        if rule == "top":
+            # Unseen samples (NaN, with lead_initial_score="none") rank first; random keys break ties
+            keys = np.where(np.isnan(scores), np.inf, scores)
+            order = np.lexsort((self.rng.random(len(candidates)), -keys))
+            return candidates[order]
+        # "sample": draws without replacement with p ~ softmax(z-scored IDU), by the Gumbel-top-k trick
+        finite = np.isfinite(scores)
+        if finite.sum() >= 2 and np.std(scores[finite]) > 0:
+            z = (scores - scores[finite].mean()) / scores[finite].std()
+            z = np.where(finite, z, z[finite].max())
+        else:
+            z = np.zeros(len(candidates))
+        return candidates[np.argsort(-(z + self.rng.gumbel(size=len(candidates))))]
+
+    def _take(self, ordered: np.ndarray, n: int, new_quota: int) -> tuple[np.ndarray, int]:
+        """First `n` of `ordered`, taking at most `new_quota` never-selected samples (the budget)."""
+        is_new = self.state.use_count[ordered] == 0
+        allowed = ~is_new | (np.cumsum(is_new) <= new_quota)
+        chosen = ordered[allowed][:n]
+        return chosen, new_quota - int((self.state.use_count[chosen] == 0).sum())
+
+    # ----- rounds ---------------------------------------------------------------------------------------------------
+    def plan_round(self) -> PlannedRound | None:
+        """The next round, or None when no sample is eligible."""
+        s, state = self.settings, self.state
+        index = len(state.rounds)
+        eligible = self.eligible()
+        if not eligible.any():
+            return None
+        new_quota = max(s.budget - state.num_selected, 0)
+        mask = self.arm_mask(eligible)
+        probabilities = None
+        if index < s.warmup_rounds:
+            # Warm-up: uniform over the pool, the policy is not asked
+            ids, _ = self._take(self.rng.permutation(np.flatnonzero(eligible)), s.round_size, new_quota)
+            return PlannedRound(index, [], ids, np.zeros(len(ids), bool), warmup=True)
+        if s.round_mode == "single":
+            arms = [int(self.policy.select(mask))]
+            if not mask[arms[0]]:
+                raise RuntimeError(f"The policy chose cluster {arms[0]}, which has no eligible sample (masked).")
+            shares = {arms[0]: s.round_size}
+            if callable(getattr(self.policy, "probabilities", None)):
+                probabilities = [float(p) for p in self.policy.probabilities(mask)]
+        else:
+            p = np.asarray(self.policy.probabilities(mask), dtype=np.float64)
+            probabilities = [float(x) for x in p]
+            counts = self.rng.multinomial(s.round_size, p / p.sum())
+            arms = [int(k) for k in np.flatnonzero(counts)]
+            shares = {k: int(counts[k]) for k in arms}
+        chosen: list[np.ndarray] = []
+        for arm in arms:
+            candidates = np.flatnonzero(eligible & (state.cluster == arm))
+            ids, new_quota = self._take(self._rank(candidates, s.fine_selection), shares[arm], new_quota)
+            chosen.append(ids)
+        ids = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+        filled = np.zeros(len(ids), bool)
+        shortfall = s.round_size - len(ids)
+        if shortfall > 0:
+            # A chosen cluster ran short: fill from the other clusters with the same fine rule, over all of them
+            rest = eligible.copy()
+            rest[ids] = False
+            extra, _ = self._take(self._rank(np.flatnonzero(rest), s.fine_selection), shortfall, new_quota)
+            ids = np.concatenate([ids, extra])
+            filled = np.concatenate([filled, np.ones(len(extra), bool)])
+        return PlannedRound(index, arms, ids.astype(np.int64), filled, probabilities)
+
+    def finish_round(
+        self,
+        planned: PlannedRound,
+        ids: np.ndarray,
+        losses: np.ndarray,
+        eta: float = 1.0,
+        cos_with_last_visit: dict[int, float] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Update IU/IDU from the round's recorded losses, reward the policy, and log the round.
+
+        Args:
+            planned (`PlannedRound`): the round as planned.
+            ids (`np.ndarray`): sample ids whose loss was recorded (each once).
+            losses (`np.ndarray`): their IU, in the same order.
+            eta (`float`): learning-rate factor of the gradient correction.
+            cos_with_last_visit (`dict[int, float]`, *optional*): per cluster, the cosine between this round's update
+                and that of the round that last trained the cluster (1.0 where missing).
+            extra (`dict`, *optional*): more fields for the round's record.
+        """
+        s, state = self.settings, self.state
+        ids = np.asarray(ids, dtype=np.int64)
+        losses = np.asarray(losses, dtype=np.float64)
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("finish_round got a sample id twice; de-duplicate the gathered losses first.")
+        cos_with_last_visit = cos_with_last_visit or {}
+        clusters = state.cluster[ids]
+        idu_before = state.idu[ids].copy()
+        first_time = state.use_count[ids] == 0
+
+        # d: the loss drop the round's update caused on each cluster it trained: mean IDU before (the corrected
+        # estimate) minus mean IU observed during the round, over samples that had an estimate.
+        correction = np.zeros(len(ids))
+        record_clusters: dict[int, dict[str, float]] = {}
+        present = np.unique(clusters)
+        for k in present:
+            in_k = clusters == k
+            known = in_k & np.isfinite(idu_before)
+            d_round = float(np.mean(idu_before[known] - losses[known])) if known.any() else 0.0
+            d_last = state.cluster_drop[k] if state.cluster_round[k] >= 0 else None
+            drop, beta = predicted_drop(eta, d_round, d_last, cos_with_last_visit.get(int(k), 1.0))
+            if s.gradient_correction:
+                correction[in_k] = drop
+            record_clusters[int(k)] = {"d": d_round, "predicted_drop": drop, "beta": beta}
+
+        # IU / IDU
+        corrected = losses - correction
+        b = s.smoothing
+        state.iu[ids] = losses
+        state.idu[ids] = np.where(np.isnan(idu_before), corrected, (1 - b) * corrected + b * idu_before)
+        state.first_iu[ids[first_time]] = losses[first_time]
+        state.use_count[ids] += 1
+
+        # Rewards: one per cluster present, from its own samples
+        rewards: dict[int, float] = {}
+        for k in present:
+            in_k = clusters == k
+            rewards[int(k)] = self._reward(int(k), ids[in_k], idu_before[in_k], losses[in_k], first_time[in_k])
+            state.cluster_drop[k] = record_clusters[int(k)]["d"]
+            state.cluster_round[k] = planned.index
+        normalize = not getattr(self.policy, "normalizes_rewards", False)
+        if not planned.warmup:
+            for arm in planned.arms:
+                if arm in rewards:
+                    self.policy.update(arm, self.normalizer(rewards[arm]) if normalize else rewards[arm])
+        reward = float(np.mean([rewards[a] for a in planned.arms if a in rewards])) if planned.arms else 0.0
+        record = {
+            "round": planned.index,
+            "cluster": planned.arms[0] if len(planned.arms) == 1 else planned.arms,
+            "sample_ids": [int(i) for i in planned.sample_ids],
+            "filled": int(planned.filled.sum()),
+            "reward": reward,
+            "cluster_rewards": {str(k): v for k, v in rewards.items()},
+            "probabilities": planned.probabilities,
+            "warmup": planned.warmup,
+            "selected": state.num_selected,
+            "mean_idu": float(np.mean(state.idu[ids])) if len(ids) else float("nan"),
+            "correction": {str(k): v for k, v in record_clusters.items()},
+        }
+        record.update(extra or {})
+        state.rounds.append(record)
+        return record
+
+    def _reward(self, k: int, ids, idu_before, losses, first_time) -> float:
+        state, kind = self.state, self.settings.reward
+        if kind == "idu_drop":
+            known = np.isfinite(idu_before)
+            return float(np.mean(idu_before[known] - state.idu[ids][known])) if known.any() else 0.0
+        if kind == "mean_idu":
+            return float(np.mean(state.idu[ids]))
+        if kind == "loss_drop":
+            # First visits contribute 0: their first and last IU are the same measurement
+            return float(np.mean(state.first_iu[ids] - losses))
+        # first_visit: IU of never-trained samples is measured before any update on them, a held-out estimate
+        if not first_time.any():
+            return 0.0
+        now = float(np.mean(losses[first_time]))
+        before = state.cluster_first_visit_iu[k]
+        if np.isnan(before) and hasattr(state, "initial_iu"):
+            before = float(np.mean(state.initial_iu[ids[first_time]]))
+        state.cluster_first_visit_iu[k] = now
+        return 0.0 if np.isnan(before) else float(before - now)
+
+    # ----- persistence -----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "rng": self.rng.bit_generator.state,
+            "normalizer": [self.normalizer.low, self.normalizer.high],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.normalizer.low, self.normalizer.high = state["normalizer"]
