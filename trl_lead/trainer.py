@@ -104,7 +104,10 @@ class _UpdateTracker:
         if self.exact:
             return torch.cat([p.detach().float().reshape(-1).cpu() for p in self.params])
         return torch.cat(
-            [self.params[i].detach().reshape(-1)[idx.to(self.params[i].device)].float().cpu() for i, idx in self.coords]
+            [
+                self.params[i].detach().reshape(-1)[idx.to(self.params[i].device)].float().cpu()
+                for i, idx in self.coords
+            ]
         )
 
 
@@ -186,7 +189,7 @@ class LEADSFTTrainer(SFTTrainer):
             rounds = math.ceil(args.num_train_epochs * settings.budget / settings.round_size) + settings.warmup_rounds
             self.args.max_steps = rounds * _steps_per_round(args, settings.round_size)
 
-    # ----- set-up, all checks before any training work -----------------------------------------------------------------
+    # ----- set-up, all checks before any training work ---------------------------------------------------------------
     @staticmethod
     def _resolve_clusters(dataset: Dataset, args: LEADConfig, clusters) -> np.ndarray | None:
         if clusters is not None:
@@ -370,7 +373,9 @@ class LEADSFTTrainer(SFTTrainer):
 
     def _make_state(self, clusters: np.ndarray) -> None:
         self.lead_state = LEADState(clusters)
-        self._lead_selector = RoundSelector(self.lead_state, self._lead_policy, self._lead_settings, self.args.lead_seed)
+        self._lead_selector = RoundSelector(
+            self.lead_state, self._lead_policy, self._lead_settings, self.args.lead_seed
+        )
 
     def _round_rows(self, epoch: int) -> np.ndarray:
         """Dataset rows of the round trained in Trainer epoch `epoch` (planned once, then replayed)."""
