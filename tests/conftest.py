@@ -1,0 +1,34 @@
+"""Shared fixtures: the embedded tokenizer, a small slice of the generated pool, tiny models. No downloads."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from trl_lead.embedded import build_tokenizer
+
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def pool():
+    from trl_lead.embedded import make_instruction_pool
+
+    train, _ = make_instruction_pool(num_train=160, num_eval_per_family=4, seed=0)
+    return train
+
+
+@pytest.fixture
+def make_model(tokenizer):
+    from trl_lead.embedded import build_tiny_model
+
+    def make(seed: int = 0):
+        return build_tiny_model(tokenizer, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, seed=seed)
+
+    return make

@@ -1,0 +1,222 @@
+"""The numpy round logic against hand-worked examples (DESIGN.md §1)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from envs.policies import make_policy
+from trl_lead.selection import LEADState, RewardNormalizer, RoundSelector, SelectionSettings, predicted_drop
+
+
+class FixedPolicy:
+    """Always picks `arm` (or the first allowed arm); records its updates."""
+
+    normalizes_rewards = True
+
+    def __init__(self, arm=0, probs=None):
+        self.arm, self.probs, self.updates, self.masks = arm, probs, [], []
+
+    def reset(self, num_arms, seed=None):
+        self.k = num_arms
+
+    def select(self, mask=None):
+        self.masks.append(None if mask is None else np.array(mask))
+        return self.arm if mask is None or mask[self.arm] else int(np.flatnonzero(mask)[0])
+
+    def update(self, arm, reward):
+        self.updates.append((arm, reward))
+
+
+def selector(cluster, policy=None, **settings):
+    defaults = dict(round_size=2, budget=len(cluster))
+    defaults.update(settings)
+    state = LEADState(np.asarray(cluster))
+    return RoundSelector(state, policy or FixedPolicy(), SelectionSettings(**defaults), seed=0)
+
+
+def run_round(sel, losses_by_id):
+    planned = sel.plan_round()
+    ids = planned.sample_ids
+    return planned, sel.finish_round(planned, ids, np.array([losses_by_id[i] for i in ids]))
+
+
+def test_predicted_drop_matches_closed_form():
+    # First visit: eta * d_prev, beta 0
+    assert predicted_drop(0.5, 0.4, None, 0.3) == (0.2, 0.0)
+    # Orthogonal updates of sizes 1 and 4: beta* = 4/5, norm^2 = (0.8^2 * 1 + 0.2^2 * 4) = 0.8
+    drop, beta = predicted_drop(1.0, 4.0, 1.0, 0.0)
+    assert beta == pytest.approx(0.8) and drop == pytest.approx(0.8)
+    # Same direction and size: denominator 0 -> beta 1, drop = d_k
+    drop, beta = predicted_drop(2.0, 1.0, 1.0, 1.0)
+    assert beta == 1.0 and drop == pytest.approx(2.0)
+    # beta* minimises the quadratic over [0, 1]
+    d_prev, d_k, cos = 0.7, 0.3, -0.4
+    grid = np.linspace(0, 1, 10001)
+    cross = math.sqrt(d_k * d_prev) * cos
+    values = grid**2 * d_k + (1 - grid) ** 2 * d_prev + 2 * grid * (1 - grid) * cross
+    drop, beta = predicted_drop(1.0, d_prev, d_k, cos)
+    assert drop == pytest.approx(values.min(), abs=1e-6) and beta == pytest.approx(grid[values.argmin()], abs=1e-3)
+
+
+def test_top_selection_idu_recursion_and_idu_drop_reward():
+    sel = selector([0, 0, 0, 1], smoothing=0.5, gradient_correction=False)
+    sel.state.set_initial_scores(np.array([1.0, 3.0, 2.0, 9.0]))
+    planned, record = run_round(sel, {1: 2.0, 2: 1.0})
+    assert planned.arms == [0] and sorted(planned.sample_ids.tolist()) == [1, 2]  # top-2 IDU of cluster 0
+    # IDU = 0.5 * IU + 0.5 * previous
+    np.testing.assert_allclose(sel.state.idu, [1.0, 2.5, 1.5, 9.0])
+    # idu_drop: mean of (3 - 2.5, 2 - 1.5)
+    assert record["reward"] == pytest.approx(0.5)
+    assert sel.policy.updates == [(0, 0.5)]  # policy normalises itself: raw reward
+
+
+def test_gradient_correction_enters_idu():
+    sel = selector([0, 0, 1, 1], smoothing=0.0, gradient_correction=True)
+    sel.state.set_initial_scores(np.array([2.0, 2.0, 5.0, 5.0]))
+    planned = sel.plan_round()
+    ids = np.array([0, 1])
+    assert sorted(planned.sample_ids.tolist()) == [0, 1]
+    record = sel.finish_round(planned, ids, np.array([1.5, 1.0]), eta=0.5)
+    # d = mean(2 - 1.5, 2 - 1) = 0.75; first visit: dL' = eta * d = 0.375
+    np.testing.assert_allclose(sel.state.idu[[0, 1]], [1.5 - 0.375, 1.0 - 0.375])
+    assert record["correction"]["0"]["predicted_drop"] == pytest.approx(0.375)
+
+
+def test_reuse_cap_exhausted_cluster_is_masked_and_fill_from_others():
+    policy = FixedPolicy(arm=0)
+    sel = selector([0, 0, 1, 1, 1], policy, round_size=3, max_reuse=1)
+    sel.state.set_initial_scores(np.array([5.0, 4.0, 1.0, 3.0, 2.0]))
+    planned, _ = run_round(sel, {i: 1.0 for i in range(5)})
+    # Cluster 0 has 2 samples: take both, fill 1 from cluster 1 by the same rule (top IDU: sample 3)
+    assert planned.sample_ids.tolist() == [0, 1, 3] and planned.filled.tolist() == [False, False, True]
+    planned, _ = run_round(sel, {i: 1.0 for i in range(5)})
+    assert policy.masks[-1].tolist() == [False, True]  # cluster 0 used up under max_reuse=1
+    assert sorted(planned.sample_ids.tolist()) == [2, 4]
+    assert sel.plan_round() is None  # nothing eligible: training ends
+    assert sel.state.use_count.max() == 1
+
+
+def test_budget_counts_distinct_samples_then_reuses_only_selected():
+    policy = FixedPolicy(arm=0)
+    sel = selector([0] * 6, policy, round_size=4, budget=5, max_reuse=3, fine_selection="random")
+    seen = set()
+    for _ in range(4):
+        planned, _ = run_round(sel, {i: 1.0 for i in range(6)})
+        assert len(planned.sample_ids) == len(set(planned.sample_ids.tolist())) <= 4
+        seen |= set(planned.sample_ids.tolist())
+        assert len(seen) <= 5
+    assert len(seen) == 5 == sel.state.num_selected  # exactly the budget
+    never = ({*range(6)} - seen).pop()
+    assert sel.state.use_count[never] == 0 and sel.eligible()[never] == False  # noqa: E712
+
+
+def test_round_size_and_random_rule_is_uniform_within_cluster():
+    counts = np.zeros(10)
+    for seed in range(400):
+        sel = selector([0] * 10 + [1] * 10, FixedPolicy(arm=0), round_size=3, fine_selection="random")
+        sel.rng = np.random.default_rng(seed)
+        sel.state.set_initial_scores(np.arange(20.0))
+        planned = sel.plan_round()
+        assert len(planned.sample_ids) == 3 and (planned.sample_ids < 10).all()
+        counts[planned.sample_ids] += 1
+    assert counts.min() > 0.6 * counts.mean()  # no preference for high IDU
+
+
+def test_sample_rule_prefers_high_idu_but_not_only_the_top():
+    counts = np.zeros(10)
+    for seed in range(300):
+        sel = selector([0] * 10, FixedPolicy(arm=0), round_size=2, fine_selection="sample")
+        sel.rng = np.random.default_rng(seed)
+        sel.state.set_initial_scores(np.arange(10.0))
+        counts[sel.plan_round().sample_ids] += 1
+    assert counts[9] > counts[5] > counts[0]  # probability rises with IDU
+    assert counts[:8].sum() > 0  # and the top two are not always taken
+
+
+def test_unseen_samples_rank_first_with_random_ties():
+    sel = selector([0] * 4, FixedPolicy(arm=0), round_size=2)
+    sel.state.idu[:] = [np.nan, 5.0, np.nan, 7.0]
+    assert sorted(sel.plan_round().sample_ids.tolist()) == [0, 2]
+
+
+def test_mixture_round_splits_by_policy_probabilities_and_rewards_each_cluster():
+    policy = make_policy("uniform")
+    policy.reset(2, seed=0)
+    updates = []
+    policy.update = lambda arm, reward: updates.append((arm, reward))
+    sel = selector([0] * 50 + [1] * 50, policy, round_size=40, round_mode="mixture", reward="mean_idu")
+    sel.state.set_initial_scores(np.zeros(100))
+    planned = sel.plan_round()
+    per_cluster = np.bincount(sel.state.cluster[planned.sample_ids], minlength=2)
+    assert per_cluster.sum() == 40 and per_cluster.min() >= 8  # both present, split ~ 1/2 each
+    losses = np.where(sel.state.cluster[planned.sample_ids] == 0, 2.0, 4.0)
+    sel.settings.smoothing = 0.0
+    sel.settings.gradient_correction = False
+    sel.finish_round(planned, planned.sample_ids, losses)
+    # mean_idu per cluster from its own samples: 2 and 4, normalised by running min/max -> [-1, 1]
+    assert sorted(a for a, _ in updates) == [0, 1]
+    raw = {0: 2.0, 1: 4.0}
+    normalizer = RewardNormalizer()
+    expected = [normalizer(raw[a]) for a, _ in updates]
+    assert [r for _, r in updates] == pytest.approx(expected)
+
+
+def test_mixture_mode_requires_probabilities():
+    with pytest.raises(ValueError, match="probabilities"):
+        selector([0, 1], make_policy("ucb1"), round_mode="mixture")
+
+
+def test_first_visit_and_loss_drop_rewards():
+    policy = FixedPolicy(arm=0)
+    sel = selector([0] * 4, policy, round_size=2, reward="first_visit", fine_selection="random", max_reuse=2)
+    sel.state.set_initial_scores(np.array([3.0, 3.0, 5.0, 5.0]))
+    p1 = sel.plan_round()
+    r1 = sel.finish_round(p1, p1.sample_ids, np.array([2.0, 2.0]))
+    # first visit of the cluster: initial IU of the same samples minus their IU now
+    assert r1["reward"] == pytest.approx(np.mean(sel.state.initial_iu[p1.sample_ids]) - 2.0)
+    p2 = sel.plan_round()
+    first = sel.state.use_count[p2.sample_ids] == 0
+    r2 = sel.finish_round(p2, p2.sample_ids, np.array([1.0, 1.5]))
+    new_losses = np.array([1.0, 1.5])[first]
+    assert r2["reward"] == pytest.approx(2.0 - new_losses.mean() if first.any() else 0.0)
+
+    sel = selector([0] * 2, FixedPolicy(arm=0), round_size=2, reward="loss_drop", max_reuse=3)
+    sel.state.set_initial_scores(np.array([4.0, 4.0]))
+    assert run_round(sel, {0: 3.0, 1: 2.0})[1]["reward"] == 0.0  # first visits: first IU == current IU
+    assert run_round(sel, {0: 1.0, 1: 1.0})[1]["reward"] == pytest.approx(np.mean([3 - 1, 2 - 1]))
+
+
+def test_warmup_rounds_are_uniform_and_do_not_update_the_policy():
+    policy = FixedPolicy(arm=1)
+    sel = selector([0] * 10 + [1] * 10, policy, round_size=4, warmup_rounds=2)
+    sel.state.set_initial_scores(np.zeros(20))
+    for _ in range(2):
+        planned, record = run_round(sel, {i: 1.0 for i in range(20)})
+        assert planned.warmup and record["warmup"]
+    assert policy.updates == [] and sel.state.use_count.sum() == 8
+    planned, _ = run_round(sel, {i: 1.0 for i in range(20)})
+    assert planned.arms == [1] and len(policy.updates) == 1
+
+
+def test_budget_larger_than_pool_and_bad_settings_raise():
+    with pytest.raises(ValueError, match="lead_budget"):
+        selector([0, 1], budget=3)
+    with pytest.raises(ValueError, match="round_size"):
+        SelectionSettings(round_size=0, budget=1)
+    with pytest.raises(ValueError, match="fine_selection"):
+        SelectionSettings(round_size=1, budget=1, fine_selection="best")
+
+
+def test_state_round_trip():
+    sel = selector([0, 0, 1, 1], smoothing=0.3)
+    sel.state.set_initial_scores(np.array([1.0, 2.0, 3.0, 4.0]))
+    run_round(sel, {0: 0.5, 1: 0.7, 2: 0.1, 3: 0.2})
+    other = LEADState(np.array([0, 0, 1, 1]))
+    other.load_state_dict(dict(sel.state.state_dict()), rounds=sel.state.rounds)
+    np.testing.assert_array_equal(other.idu, sel.state.idu)
+    np.testing.assert_array_equal(other.use_count, sel.state.use_count)
+    with pytest.raises(ValueError, match="another pool"):
+        LEADState(np.array([1, 0, 1, 1])).load_state_dict(sel.state.state_dict())
