@@ -15,7 +15,7 @@ from accelerate.utils import gather_object
 from datasets import Dataset
 from torch.utils.data import Sampler
 from tqdm.auto import tqdm
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from trl import SFTTrainer
 
 from .config import LEADConfig, resolve_count
@@ -76,6 +76,18 @@ class _RoundSampler(Sampler):
 
     def __iter__(self):
         return iter(self.trainer._round_rows(self.epoch).tolist())
+
+
+class _FinishRoundAtLastStep(TrainerCallback):
+    """Folds a round's losses in right after its last optimizer step, before the Trainer logs or saves."""
+
+    def __init__(self, trainer: LEADSFTTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        if trainer._lead_pending is not None and state.global_step >= trainer._lead_round_end_step:
+            trainer._finish_round(trainer._lead_pending)
 
 
 class _UpdateTracker:
@@ -169,7 +181,7 @@ class LEADSFTTrainer(SFTTrainer):
                 "LEAD needs each sample's whole loss on one rank; context/sequence parallelism splits it. Disable it "
                 "or set `lead_enabled=False`."
             )
-        self._check_trained_tokens()
+        self._check_trained_tokens(n)
         self.data_collator = _CollatorWithIds(self.data_collator)
         rows = np.asarray(self.train_dataset[SAMPLE_ID])
         self._lead_row_of_id = np.empty(n, dtype=np.int64)
@@ -183,6 +195,7 @@ class LEADSFTTrainer(SFTTrainer):
         self._lead_capture: tuple[torch.Tensor, torch.Tensor] | None = None
         self._lead_started = False
         self._patch_forward_capture()
+        self.add_callback(_FinishRoundAtLastStep(self))
         if args.max_steps <= 0:
             # One epoch of the Trainer is one round: turn `num_train_epochs` passes over the budget into steps
             settings = self._lead_settings
@@ -253,15 +266,19 @@ class LEADSFTTrainer(SFTTrainer):
             )
         return policy
 
-    def _check_trained_tokens(self) -> None:
-        empty = []
+    def _check_trained_tokens(self, pool_size: int) -> None:
+        """Every sample needs trained tokens for its IU; TRL silently drops rows truncation left fully masked."""
+        kept, empty = set(), []
         for batch in self.train_dataset.select_columns(["labels", SAMPLE_ID]).iter(batch_size=4096):
+            kept.update(batch[SAMPLE_ID])
             empty += [i for i, labels in zip(batch[SAMPLE_ID], batch["labels"]) if all(x == -100 for x in labels[1:])]
+        empty = sorted(set(empty) | (set(range(pool_size)) - kept))
         if empty:
             raise ValueError(
                 f"{len(empty)} training samples have no trained tokens (every label is -100 after "
-                f"`assistant_only_loss`/`completion_only_loss`/truncation), e.g. rows {empty[:5]}; LEAD cannot score "
-                "them. Drop them, raise `max_length`, or check the chat template's generation markers."
+                f"`assistant_only_loss`/`completion_only_loss`/`max_length` truncation), e.g. rows {empty[:5]}; LEAD "
+                "cannot score them. Drop them from the dataset, raise `max_length`, or check the chat template's "
+                "generation markers."
             )
 
     def _set_signature_columns_if_needed(self):
@@ -390,6 +407,7 @@ class LEADSFTTrainer(SFTTrainer):
                 return np.zeros(0, np.int64)
             self._lead_rounds[epoch] = self._lead_pending = planned
             self._lead_round_start = (self._lead_tracker.snapshot(), time.perf_counter())
+            self._lead_round_end_step = self.state.global_step + _steps_per_round(self.args, len(planned.sample_ids))
         return self._lead_row_of_id[self._lead_rounds[epoch].sample_ids]
 
     def _finish_round(self, planned: PlannedRound) -> dict[str, Any]:

@@ -1,0 +1,182 @@
+"""LEADSFTTrainer inside TRL: equivalence with SFTTrainer, IU against a reference forward, round protocol, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback
+from trl import SFTConfig, SFTTrainer
+
+from trl_lead import LEADConfig, LEADSFTTrainer
+
+COMMON = dict(
+    assistant_only_loss=True,
+    report_to="none",
+    use_cpu=True,
+    save_strategy="no",
+    logging_steps=1,
+    max_length=64,
+    seed=0,
+    dataloader_num_workers=0,
+)
+
+
+def lead_args(tmp_path, **kwargs):
+    settings = dict(COMMON, output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, learning_rate=1e-3)
+    settings.update(lead_cluster_column="family_id", lead_round_size=8, lead_budget=0.5, lead_initial_score="none")
+    settings.update(kwargs)
+    return LEADConfig(**settings)
+
+
+def test_disabled_is_exactly_sft_trainer(tmp_path, pool, tokenizer, make_model):
+    settings = dict(COMMON, per_device_train_batch_size=4, learning_rate=1e-3, max_steps=6)
+    sft = SFTTrainer(
+        model=make_model(), args=SFTConfig(output_dir=str(tmp_path / "a"), **settings), train_dataset=pool,
+        processing_class=tokenizer,
+    )
+    sft.train()
+    lead = LEADSFTTrainer(
+        model=make_model(), args=LEADConfig(output_dir=str(tmp_path / "b"), lead_enabled=False, **settings),
+        train_dataset=pool, processing_class=tokenizer,
+    )
+    lead.train()
+    losses = [[h["loss"] for h in t.state.log_history if "loss" in h] for t in (sft, lead)]
+    assert len(losses[0]) == 6 and losses[0] == losses[1]
+    assert sft.state.global_step == lead.state.global_step == 6
+    for a, b in zip(sft.model.parameters(), lead.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def reference_iu(model, dataset, ids) -> np.ndarray:
+    """Mean NLL of each sample's trained tokens from its own full-logits forward (no fused head, no batching)."""
+    rows = {int(i): r for i, r in zip(dataset["lead_id"], range(len(dataset)))}
+    out = []
+    model.eval()
+    with torch.no_grad():
+        for i in ids:
+            row = dataset[rows[int(i)]]
+            input_ids = torch.tensor([row["input_ids"]])
+            labels = torch.tensor(row["labels"][1:])
+            logits = model(input_ids=input_ids).logits[0, :-1].double()
+            nll = -torch.log_softmax(logits, -1).gather(1, labels.clamp(min=0)[:, None])[:, 0]
+            out.append(float(nll[labels != -100].mean()))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("padding_free", [False, True])
+def test_recorded_iu_equals_single_sample_forward(tmp_path, pool, tokenizer, make_model, padding_free):
+    extra = {"padding_free": True, "max_length": None} if padding_free else {}
+    args = lead_args(
+        tmp_path, learning_rate=0.0, gradient_accumulation_steps=2, per_device_train_batch_size=3, lead_round_size=10,
+        max_steps=4, **extra,
+    )
+    trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
+    recorded = {}
+    finish = trainer._lead_selector.finish_round
+
+    def spy(planned, ids, losses, **kwargs):
+        recorded.update(zip(ids.tolist(), losses.tolist()))
+        return finish(planned, ids, losses, **kwargs)
+
+    trainer._lead_selector.finish_round = spy
+    trainer.train()
+    assert len(recorded) >= 20  # two rounds of 10 samples, every one recorded
+    ids = sorted(recorded)
+    expected = reference_iu(trainer.model, trainer.train_dataset, ids)
+    np.testing.assert_allclose([recorded[i] for i in ids], expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(trainer.lead_state.iu[ids], expected, atol=1e-5, rtol=0)
+
+
+def test_rounds_are_chosen_only_after_every_loss_of_the_previous_round(tmp_path, pool, tokenizer, make_model):
+    events = []
+
+    class StepLog(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            events.append(("step", state.global_step))
+
+    args = lead_args(tmp_path, gradient_accumulation_steps=2, per_device_train_batch_size=4, lead_round_size=12,
+                     max_steps=6)  # 12 samples = 3 micro-batches = 2 optimizer steps (the last one partial)
+    trainer = LEADSFTTrainer(
+        model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer, callbacks=[StepLog()]
+    )
+    selector = trainer._lead_selector
+    plan, finish, compute_loss = selector.plan_round, selector.finish_round, trainer.compute_loss
+
+    def spy_plan():
+        planned = plan()
+        events.append(("plan", set(planned.sample_ids.tolist())))
+        return planned
+
+    def spy_finish(planned, ids, losses, **kwargs):
+        events.append(("finish", set(ids.tolist())))
+        return finish(planned, ids, losses, **kwargs)
+
+    def spy_loss(model, inputs, *a, **k):
+        if model.training:
+            events.append(("loss", set(inputs["lead_id"].tolist())))
+        return compute_loss(model, inputs, *a, **k)
+
+    selector.plan_round, selector.finish_round, trainer.compute_loss = spy_plan, spy_finish, spy_loss
+    trainer.train()
+
+    plans = [i for i, e in enumerate(events) if e[0] == "plan"]
+    finishes = [i for i, e in enumerate(events) if e[0] == "finish"]
+    assert len(plans) == 3 and len(finishes) == 3
+    for r, (p, f) in enumerate(zip(plans, finishes)):
+        planned = events[p][1]
+        trained = set().union(*(e[1] for e in events[p:f] if e[0] == "loss"))
+        assert trained == planned == events[f][1]  # the round's every loss, and only those, reached finish
+        steps = [e for e in events[p : f + 1] if e[0] == "step"]
+        assert len(steps) == 2  # both optimizer steps of the round happened before it was finished
+        if r + 1 < len(plans):
+            assert f < plans[r + 1]  # the next round was planned after this one was finished
+            assert not [e for e in events[f:plans[r + 1]] if e[0] == "loss"]
+    lines = (tmp_path / "out" / "lead_rounds.jsonl").read_text().splitlines()
+    assert [json.loads(line)["round"] for line in lines] == [0, 1, 2]
+
+
+def test_state_is_saved_in_checkpoints(tmp_path, pool, tokenizer, make_model):
+    args = lead_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=4, lead_initial_score="loss")
+    trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
+    trainer.train()
+    folder = tmp_path / "out" / "checkpoint-4"
+    state = np.load(folder / "lead_state.npz")
+    np.testing.assert_array_equal(state["cluster"], trainer.lead_state.cluster)
+    assert state["use_count"].sum() == 16  # step 4 ends round 2: both rounds of 8 are in the checkpoint
+    policy = json.loads((folder / "lead_policy.json").read_text())
+    assert len(policy["rounds"]) == 2 and "policy" in policy
+    assert not [f for f in os.listdir(folder) if f.endswith(".tmp")]
+    assert np.isfinite(trainer.lead_state.idu).all()  # initial scores for every sample
+
+
+def expect_error(tmp_path, match, dataset=None, args=None, **kwargs):
+    from trl_lead.embedded import build_tiny_model, build_tokenizer, make_instruction_pool
+
+    tokenizer = build_tokenizer()
+    dataset = dataset if dataset is not None else make_instruction_pool(num_train=40, num_eval_per_family=1)[0]
+    with pytest.raises(ValueError, match=match):
+        args = args or lead_args(tmp_path, max_steps=2)
+        LEADSFTTrainer(
+            model=build_tiny_model(tokenizer, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32),
+            args=args, train_dataset=dataset, processing_class=tokenizer, **kwargs,
+        )
+    out = tmp_path / "out"
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
+def test_bad_input_is_refused_before_training(tmp_path):
+    expect_error(tmp_path, "lead_policy", args=lead_args(tmp_path, lead_policy="exp4"))
+    expect_error(tmp_path, "lead_cluster_column", args=lead_args(tmp_path, lead_cluster_column="topic"))
+    expect_error(tmp_path, "lead_budget", args=lead_args(tmp_path, lead_budget=41))
+    with pytest.raises(ValueError, match="lead_round_size"):
+        lead_args(tmp_path, lead_round_size=0)
+    with pytest.raises(ValueError, match="packing"):
+        lead_args(tmp_path, packing=True)
+    long_prompt = [{"role": "user", "content": "x" * 90}, {"role": "assistant", "content": "y"}]
+    truncated = Dataset.from_list([{"messages": long_prompt, "family_id": 0}] * 4)
+    expect_error(tmp_path, "no trained tokens", dataset=truncated)
