@@ -354,11 +354,22 @@ class RoundSelector:
             "warmup": planned.warmup,
             "selected": state.num_selected,
             "mean_idu": float(np.mean(state.idu[ids])) if len(ids) else float("nan"),
+            "cluster_mean_idu": [None if np.isnan(v) else float(v) for v in self.cluster_mean_idu()],
             "correction": {str(k): v for k, v in record_clusters.items()},
         }
         record.update(extra or {})
         state.rounds.append(record)
         return record
+
+    def cluster_mean_idu(self) -> np.ndarray:
+        """Mean IDU of each cluster over its observed samples (NaN for a cluster with none)."""
+        state = self.state
+        seen = np.isfinite(state.idu)
+        k = state.num_clusters
+        sums = np.bincount(state.cluster[seen], weights=state.idu[seen], minlength=k)
+        counts = np.bincount(state.cluster[seen], minlength=k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
     def _reward(self, k: int, ids, idu_before, losses, first_time) -> float:
         state, kind = self.state, self.settings.reward

@@ -1,0 +1,228 @@
+"""`trl-lead` console script.
+
+    trl-lead demo [--output-dir DIR] [--max-steps N] [--seed S]
+        LEAD end to end on the embedded default (tiny model, generated pool), next to a random subset of the
+        same size trained for the same steps; prints the rounds and held-out exact match, writes a PNG.
+    trl-lead sft --config x.yaml [--lead_policy ucb1 ...]
+        TRL's `trl sft` with LEADSFTTrainer and LEADConfig's `lead_*` fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+EMBEDDED = "trl-lead/embedded"  # `dataset_name` / `model_name_or_path` of the offline embedded default
+
+
+@dataclass
+class DemoSettings:
+    """What the demo trains: both runs see the same distinct-sample budget and the same optimizer steps."""
+
+    max_steps: int = 120
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    budget: float = 0.25
+    round_size: int = 32
+    seed: int = 0
+
+
+def _train_lead(base, settings: DemoSettings, output_dir: str, **lead_kwargs):
+    from trl_lead import LEADConfig, LEADSFTTrainer
+
+    args = LEADConfig(
+        output_dir=output_dir,
+        assistant_only_loss=True,
+        per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type="constant",
+        max_steps=settings.max_steps,
+        max_length=64,
+        logging_steps=20,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=settings.seed,
+        lead_cluster_column="family_id",
+        lead_round_size=settings.round_size,
+        lead_budget=settings.budget,
+        **lead_kwargs,
+    )
+    trainer = LEADSFTTrainer(
+        model=_fresh(base), args=args, train_dataset=base.train_dataset, processing_class=base.tokenizer
+    )
+    trainer.train()
+    return trainer
+
+
+def _train_random_subset(base, settings: DemoSettings, output_dir: str, budget_count: int):
+    from trl import SFTConfig, SFTTrainer
+
+    rng = np.random.default_rng(settings.seed)
+    subset = base.train_dataset.select(np.sort(rng.choice(len(base.train_dataset), budget_count, replace=False)))
+    args = SFTConfig(
+        output_dir=output_dir,
+        assistant_only_loss=True,
+        per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type="constant",
+        max_steps=settings.max_steps,
+        max_length=64,
+        logging_steps=20,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=settings.seed,
+    )
+    trainer = SFTTrainer(model=_fresh(base), args=args, train_dataset=subset, processing_class=base.tokenizer)
+    trainer.train()
+    return trainer
+
+
+def _fresh(base):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(base.model_path)
+
+
+def plot_rounds(rounds: list[dict], families: list[str], path: str) -> None:
+    """Cluster chosen per round (coloured by reward) and mean IDU per cluster, as a PNG written temp-then-rename."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = [r for r in rounds if not r.get("warmup")]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+    index = [r["round"] for r in rounds]
+    clusters = [r["cluster"] if isinstance(r["cluster"], int) else -1 for r in rounds]
+    points = top.scatter(index, clusters, c=[r["reward"] for r in rounds], cmap="viridis", s=28)
+    fig.colorbar(points, ax=top, label="reward (raw)")
+    top.set_yticks(range(len(families)), families)
+    top.set_ylabel("cluster chosen")
+    top.set_title("LEAD rounds on the embedded default")
+    idu = np.array([[np.nan if v is None else v for v in r["cluster_mean_idu"]] for r in rounds], dtype=float)
+    for k, name in enumerate(families):
+        bottom.plot(index, idu[:, k], label=name)
+    bottom.set_xlabel("round")
+    bottom.set_ylabel("mean IDU of the cluster")
+    bottom.legend(ncol=4, fontsize=8)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def demo(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="trl-lead demo", description="LEAD vs a random subset, offline.")
+    parser.add_argument("--output-dir", default="lead-demo")
+    parser.add_argument("--max-steps", type=int, default=DemoSettings.max_steps)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-dir", default=None, help="warm-up cache (default: $TRL_LEAD_CACHE or ~/.cache)")
+    options = parser.parse_args(argv)
+
+    import transformers
+
+    from trl_lead.embedded import FAMILIES, exact_match, load_embedded_default
+
+    transformers.logging.set_verbosity_error()
+    settings = DemoSettings(max_steps=options.max_steps, seed=options.seed)
+    os.makedirs(options.output_dir, exist_ok=True)
+    started = time.perf_counter()
+    print("[1/4] warmed-up base model (built once, then cached)")
+    base = load_embedded_default(cache_dir=options.cache_dir, seed=options.seed)
+    print(f"      {base.model_path} - pool {len(base.train_dataset)} samples, {len(FAMILIES)} families")
+
+    print(f"[2/4] LEAD: {settings.max_steps} steps, budget {settings.budget:.0%} of the pool")
+    lead_dir = os.path.join(options.output_dir, "lead")
+    if os.path.exists(os.path.join(lead_dir, "lead_rounds.jsonl")):
+        os.remove(os.path.join(lead_dir, "lead_rounds.jsonl"))  # a rerun starts a fresh log
+    lead = _train_lead(base, settings, lead_dir)
+    for r in lead.lead_state.rounds:
+        name = FAMILIES[r["cluster"]] if isinstance(r["cluster"], int) else "mixture"
+        print(f"      round {r['round']:3d}  cluster {name:8s}  reward {r['reward']:+.4f}  selected {r['selected']}")
+    budget_count = lead._lead_settings.budget
+
+    print(f"[3/4] random subset of {budget_count} samples, same steps")
+    random_run = _train_random_subset(base, settings, os.path.join(options.output_dir, "random"), budget_count)
+
+    print("[4/4] held-out exact match (%)")
+    scores = {
+        "base": exact_match(_fresh(base), base.tokenizer, base.eval_dataset),
+        "random": exact_match(random_run.model, base.tokenizer, base.eval_dataset),
+        "lead": exact_match(lead.model, base.tokenizer, base.eval_dataset),
+    }
+    keys = [*FAMILIES, "overall_learnable"]
+    print(f"      {'family':18s}" + "".join(f"{name:>9s}" for name in scores))
+    for key in keys:
+        print(f"      {key:18s}" + "".join(f"{scores[name].get(key, float('nan')):9.1f}" for name in scores))
+    png = os.path.join(options.output_dir, "lead_rounds.png")
+    plot_rounds(lead.lead_state.rounds, list(FAMILIES), png)
+    summary = {"scores": scores, "settings": settings.__dict__, "seconds": time.perf_counter() - started}
+    with open(os.path.join(options.output_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"      plot: {png}   rounds: {os.path.join(lead_dir, 'lead_rounds.jsonl')}")
+    print(f"      total {summary['seconds']:.0f} s")
+    return summary
+
+
+def sft(argv: list[str] | None = None) -> None:
+    """`trl sft` with LEAD: the same dataclasses, `SFTConfig` replaced by `LEADConfig`."""
+    from datasets import load_dataset
+    from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser, get_dataset, get_peft_config
+
+    from trl_lead import LEADConfig, LEADSFTTrainer
+
+    parser = TrlParser((ScriptArguments, LEADConfig, ModelConfig, DatasetMixtureConfig), prog="trl-lead sft")
+    script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(
+        args=argv, fail_with_unknown_args=True
+    )
+    model = model_args.model_name_or_path
+    tokenizer = None
+    if model == EMBEDDED or script_args.dataset_name == EMBEDDED:
+        from trl_lead.embedded import load_embedded_default
+
+        base = load_embedded_default(seed=training_args.seed)
+    if model == EMBEDDED:
+        model, tokenizer = base.model_path, base.tokenizer
+    if script_args.dataset_name == EMBEDDED:
+        dataset = {script_args.dataset_train_split: base.train_dataset, script_args.dataset_test_split: None}
+    elif dataset_args.datasets:
+        dataset = get_dataset(dataset_args)
+    elif script_args.dataset_name:
+        dataset = load_dataset(script_args.dataset_name, name=script_args.dataset_config)
+    else:
+        raise ValueError("Either `datasets` or `dataset_name` must be provided.")
+    trainer = LEADSFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset[script_args.dataset_train_split],
+        eval_dataset=dataset[script_args.dataset_test_split] if training_args.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    commands = {"demo": demo, "sft": sft}
+    if not argv or argv[0] not in commands:
+        print(__doc__)
+        raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    commands[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    main()
