@@ -18,6 +18,7 @@ COMMON = dict(
     assistant_only_loss=True,
     report_to="none",
     use_cpu=True,
+    bf16=False,
     save_strategy="no",
     logging_steps=1,
     max_length=64,

@@ -49,6 +49,7 @@ def _train_lead(base, settings: DemoSettings, output_dir: str, **lead_kwargs):
         save_strategy="no",
         report_to="none",
         use_cpu=True,
+        bf16=False,
         seed=settings.seed,
         lead_cluster_column="family_id",
         lead_round_size=settings.round_size,
@@ -79,6 +80,7 @@ def _train_random_subset(base, settings: DemoSettings, output_dir: str, budget_c
         save_strategy="no",
         report_to="none",
         use_cpu=True,
+        bf16=False,
         seed=settings.seed,
     )
     trainer = SFTTrainer(model=_fresh(base), args=args, train_dataset=subset, processing_class=base.tokenizer)

@@ -1,0 +1,38 @@
+"""Config parsing as TRL does it, and the `trl-lead sft` entry point end to end on the embedded default."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from trl import ModelConfig, ScriptArguments, TrlParser
+
+from trl_lead import LEADConfig
+
+
+def test_trl_parser_reads_lead_fields_from_yaml_and_command_line(tmp_path):
+    config = tmp_path / "x.yaml"
+    config.write_text("output_dir: out\nlead_policy: ucb1\nlead_round_size: 20\nlead_budget: 0.1\nuse_cpu: true\nbf16: false\n")
+    parser = TrlParser((ScriptArguments, LEADConfig, ModelConfig))
+    _, args, _ = parser.parse_args_and_config(
+        args=["--config", str(config), "--lead_reward", "first_visit", "--lead_gradient_correction", "false"]
+    )
+    assert isinstance(args, LEADConfig)
+    assert (args.lead_policy, args.lead_round_size, args.lead_budget) == ("ucb1", 20, 0.1)
+    assert args.lead_reward == "first_visit" and args.lead_gradient_correction is False
+    with pytest.raises(SystemExit):  # argparse names the field and its choices
+        parser.parse_args_and_config(args=["--config", str(config), "--lead_reward", "accuracy"])
+
+
+@pytest.mark.slow
+def test_trl_lead_sft_runs_the_demo_config(tmp_path, monkeypatch):
+    from trl_lead.cli import main
+
+    monkeypatch.setenv("TRL_LEAD_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    main(["sft", "--config", "examples/lead_demo.yaml", "--output_dir", str(out), "--max_steps", "4",
+          "--save_steps", "2"])
+    rounds = [json.loads(line) for line in (out / "lead_rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [0, 1]  # 4 steps of 16 = 2 rounds of 32
+    assert all(len(r["sample_ids"]) == 32 for r in rounds)
+    assert (out / "checkpoint-2" / "lead_state.npz").exists() and (out / "model.safetensors").exists()
