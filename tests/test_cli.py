@@ -12,7 +12,9 @@ from trl_lead import LEADConfig
 
 def test_trl_parser_reads_lead_fields_from_yaml_and_command_line(tmp_path):
     config = tmp_path / "x.yaml"
-    config.write_text("output_dir: out\nlead_policy: ucb1\nlead_round_size: 20\nlead_budget: 0.1\nuse_cpu: true\nbf16: false\n")
+    config.write_text(
+        "output_dir: out\nlead_policy: ucb1\nlead_round_size: 20\nlead_budget: 0.1\nuse_cpu: true\nbf16: false\n"
+    )
     parser = TrlParser((ScriptArguments, LEADConfig, ModelConfig))
     _, args, _ = parser.parse_args_and_config(
         args=["--config", str(config), "--lead_reward", "first_visit", "--lead_gradient_correction", "false"]
