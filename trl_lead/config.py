@@ -127,8 +127,8 @@ class LEADConfig(SFTConfig):
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"`{name}={value}` must be > 0 (a fraction of the pool when <= 1, else a count).")
-        if self.lead_max_reuse < 1:
-            raise ValueError(f"`lead_max_reuse={self.lead_max_reuse}` must be >= 1: each sample may train that often.")
+        if not 1 <= self.lead_max_reuse <= 32767:
+            raise ValueError(f"`lead_max_reuse={self.lead_max_reuse}` must lie in [1, 32767] (times a sample trains).")
         if self.lead_num_clusters < 1:
             raise ValueError(f"`lead_num_clusters={self.lead_num_clusters}` must be >= 1.")
         if not 0.0 <= self.lead_smoothing < 1.0:

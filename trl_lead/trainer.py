@@ -99,14 +99,20 @@ class _UpdateTracker:
     with error of order 1/sqrt(SKETCH_SIZE) for dense updates.
     """
 
-    def __init__(self, params: list[torch.nn.Parameter], seed: int):
+    def __init__(
+        self,
+        params: list[torch.nn.Parameter],
+        seed: int,
+        exact_limit: int = EXACT_UPDATE_LIMIT,
+        sketch_size: int = SKETCH_SIZE,
+    ):
         self.params = params
         sizes = [p.numel() for p in params]
         self.total = sum(sizes)
-        self.exact = self.total <= EXACT_UPDATE_LIMIT
+        self.exact = self.total <= exact_limit
         if not self.exact:
             generator = torch.Generator().manual_seed(seed)
-            flat = torch.randperm(self.total, generator=generator)[:SKETCH_SIZE].sort().values
+            flat = torch.randperm(self.total, generator=generator)[:sketch_size].sort().values
             offsets = torch.tensor([0, *np.cumsum(sizes)])
             owner = torch.searchsorted(offsets, flat, right=True) - 1
             self.coords = [(i, flat[owner == i] - offsets[i]) for i in range(len(params)) if (owner == i).any()]

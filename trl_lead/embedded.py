@@ -1,0 +1,846 @@
+"""The embedded default: an offline instruction pool, tokenizer and tiny Llama model (DESIGN.md §5).
+
+Nothing here touches the network. The pieces are:
+
+- :func:`make_instruction_pool`: a generated instruction pool of eight task families of different difficulty and
+  size (string manipulation, arithmetic, sorting, a memorised lookup table, formatting, trivially easy items and one
+  family of random, unlearnable answers), with near-duplicates, a share of wrong answers, and a held-out evaluation
+  set per family.
+- :func:`build_tokenizer`: a character-level tokenizer built with the ``tokenizers`` library, with special tokens and a
+  chat template whose ``{% generation %}`` block covers the answer and the end-of-turn token, so TRL's
+  ``assistant_only_loss=True`` trains exactly the answer and the stop token.
+- :func:`build_tiny_model`: a Llama-style model of about 0.1-1M parameters built from a ``LlamaConfig``.
+- :func:`warmed_up_base`: a short SFT run on random pool samples with TRL's ``SFTTrainer``, built once and cached on
+  disk, because LEAD fine-tunes a model that already follows the answer format.
+- :func:`exact_match`: greedy generation and per-family exact match on an evaluation set.
+- :func:`load_embedded_default`: all of the above in one call, for the demo, tests and benchmarks.
+
+Everything is deterministic given the seeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import string
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+import transformers
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the pool, tokenizer, model or warm-up recipe changes: it is part of the warm-up cache key.
+EMBEDDED_VERSION = 1
+
+#: Task families, in ``family_id`` order.
+FAMILIES: tuple[str, ...] = ("easy", "copy", "format", "reverse", "sort", "add", "lookup", "noise")
+#: The family whose answers are random (unlearnable).
+NOISE_FAMILY = "noise"
+#: Relative size of each family in the training pool (the largest is 3x the smallest).
+FAMILY_WEIGHTS: dict[str, float] = {
+    "easy": 1.0,
+    "copy": 1.0,
+    "format": 1.0,
+    "reverse": 1.0,
+    "sort": 1.0,
+    "add": 1.5,
+    "lookup": 1.5,
+    "noise": 1.5,
+}
+#: One-line description of each family.
+FAMILY_DESCRIPTIONS: dict[str, str] = {
+    "easy": "first letter of a short string ('first: kxtp' -> 'k'); trivially easy",
+    "copy": "copy 3-5 letters ('copy: abcd' -> 'abcd')",
+    "format": "uppercase 3-5 letters ('upper: abcd' -> 'ABCD')",
+    "reverse": "reverse 3-5 letters ('reverse: abcd' -> 'dcba')",
+    "sort": "sort 3-5 digits ('sort: 4132' -> '1234')",
+    "add": "2-digit addition ('add: 23+45' -> '68')",
+    "lookup": "a fixed table of made-up capitals, asked in 4 phrasings ('capital of Zorvia?' -> 'kelo'); memorisation",
+    "noise": "random answers ('hash: abcd' -> random letters); every instruction appears twice with different answers",
+}
+
+DEFAULT_NUM_TRAIN = 2000
+DEFAULT_NUM_EVAL_PER_FAMILY = 50
+DEFAULT_CORRUPT_RATE = 0.05
+DEFAULT_NEAR_DUPLICATE_RATE = 0.1
+DEFAULT_WARMUP_STEPS = 150
+DEFAULT_LEARNING_RATE = 3e-3
+DEFAULT_BATCH_SIZE = 16
+#: Token length of the longest rendered pool sample is about 36; this leaves room.
+DEFAULT_MAX_LENGTH = 64
+DEFAULT_MODEL_KWARGS: dict[str, int] = {
+    "hidden_size": 64,
+    "num_layers": 2,
+    "num_heads": 4,
+    "intermediate_size": 128,
+    "max_position_embeddings": 128,
+}
+#: Environment variable naming the warm-up cache directory (default ``~/.cache/trl_lead``).
+CACHE_ENV_VAR = "TRL_LEAD_CACHE"
+#: Torch intra-op threads used by the warm-up and by :func:`exact_match`. The tiny model gains nothing from more,
+#: and on a busy 2-core machine two threads run ~10x slower than one (measured: 16 ms vs 90-250 ms per step).
+DEFAULT_NUM_THREADS = 1
+
+PAD_TOKEN = "<pad>"
+BOS_TOKEN = "<bos>"
+EOS_TOKEN = "<eos>"
+UNK_TOKEN = "<unk>"
+USER_TOKEN = "<|user|>"
+ASSISTANT_TOKEN = "<|assistant|>"
+SYSTEM_TOKEN = "<|system|>"
+SPECIAL_TOKENS: tuple[str, ...] = (
+    PAD_TOKEN,
+    BOS_TOKEN,
+    EOS_TOKEN,
+    UNK_TOKEN,
+    USER_TOKEN,
+    ASSISTANT_TOKEN,
+    SYSTEM_TOKEN,
+)
+#: Printable ASCII plus newline: the fixed base alphabet of the character-level tokenizer.
+BASE_ALPHABET: tuple[str, ...] = tuple(chr(i) for i in range(32, 127)) + ("\n",)
+
+#: Chat template: ``<bos><|user|>question<|assistant|>answer<eos>``. The generation block holds the answer and the
+#: end-of-turn ``<eos>``, so ``return_assistant_tokens_mask`` covers exactly the tokens the model must produce.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}" + SYSTEM_TOKEN + "{{ message['content'] }}"
+    "{% elif message['role'] == 'user' %}" + USER_TOKEN + "{{ message['content'] }}"
+    "{% elif message['role'] == 'assistant' %}" + ASSISTANT_TOKEN + "{% generation %}{{ message['content'] }}"
+    "{{ eos_token }}{% endgeneration %}"
+    "{% else %}{{ raise_exception('Unknown role: ' + message['role']) }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}" + ASSISTANT_TOKEN + "{% endif %}"
+)
+
+_LOOKUP_TABLE_SEED = 2505
+_LOOKUP_NUM_FACTS = 40
+_LOOKUP_PHRASINGS: tuple[str, ...] = ("capital of {}?", "{} capital?", "{}'s capital?", "the capital of {}")
+_NEAR_DUPLICATE_EDITS: tuple[str, ...] = ("capitalize", "exclaim", "question", "double_space")
+_LETTERS = string.ascii_lowercase
+#: Length range of the letter or digit string of each family (inclusive).
+_PAYLOAD_LENGTHS: dict[str, tuple[int, int]] = {
+    "easy": (3, 5),
+    "copy": (2, 4),
+    "format": (2, 4),
+    "reverse": (2, 4),
+    "sort": (3, 4),
+    "noise": (3, 5),
+}
+#: Ranges of the two operands of the ``add`` family (inclusive).
+_ADD_RANGES: tuple[tuple[int, int], tuple[int, int]] = ((10, 99), (1, 9))
+
+
+@contextmanager
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(num_threads)``, restoring the previous count after.
+
+    | Argument | Meaning |
+    |---|---|
+    | ``num_threads`` | intra-op threads for the block; ``None`` leaves the setting alone |
+    """
+    if num_threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Instruction pool
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _make_lookup_table() -> list[tuple[str, str]]:
+    """The fixed table of made-up facts ``(country, code word)``, identical for every pool seed."""
+    rng = random.Random(_LOOKUP_TABLE_SEED)
+    consonants, vowels = "bdfgklmnprstvz", "aeiou"
+    names: list[str] = []
+    while len(names) < _LOOKUP_NUM_FACTS:
+        syllables = "".join(rng.choice(consonants) + rng.choice(vowels) for _ in range(rng.choice((2, 3))))
+        name = (syllables + rng.choice(("", "n", "r", "s"))).capitalize()[:7]
+        if name not in names:
+            names.append(name)
+    words: list[str] = []
+    while len(words) < _LOOKUP_NUM_FACTS:
+        word = "".join(rng.choice(consonants) + rng.choice(vowels) for _ in range(2))
+        if word not in words:
+            words.append(word)
+    return list(zip(names, words))
+
+
+LOOKUP_TABLE: tuple[tuple[str, str], ...] = tuple(_make_lookup_table())
+
+
+def _letters(rng: random.Random, lengths: tuple[int, int]) -> str:
+    return "".join(rng.choice(_LETTERS) for _ in range(rng.randint(*lengths)))
+
+
+def _sample_key(family: str, rng: random.Random) -> tuple[Any, ...]:
+    """Draw the canonical payload of one item; two items with the same key are the same item."""
+    if family in ("easy", "copy", "format", "reverse", "noise"):
+        return (_letters(rng, _PAYLOAD_LENGTHS[family]),)
+    if family == "sort":
+        return ("".join(rng.choice(string.digits) for _ in range(rng.randint(*_PAYLOAD_LENGTHS[family]))),)
+    if family == "add":
+        return (rng.randint(*_ADD_RANGES[0]), rng.randint(*_ADD_RANGES[1]))
+    if family == "lookup":
+        return (rng.randrange(len(LOOKUP_TABLE)), rng.randrange(len(_LOOKUP_PHRASINGS)))
+    raise ValueError(f"unknown family {family!r}; choose one of {FAMILIES}")
+
+
+def _render(family: str, key: tuple[Any, ...], rng: random.Random) -> tuple[str, str]:
+    """Instruction and answer of an item. ``rng`` is used only by the noise family (its random answer)."""
+    if family == "easy":
+        return f"last: {key[0]}", key[0][-1]
+    if family == "copy":
+        return f"copy: {key[0]}", key[0]
+    if family == "format":
+        return f"upper: {key[0]}", key[0].upper()
+    if family == "reverse":
+        return f"reverse: {key[0]}", key[0][::-1]
+    if family == "sort":
+        return f"sort: {key[0]}", "".join(sorted(key[0]))
+    if family == "add":
+        return f"add: {key[0]}+{key[1]}", str(key[0] + key[1])
+    if family == "lookup":
+        country, word = LOOKUP_TABLE[key[0]]
+        return _LOOKUP_PHRASINGS[key[1]].format(country), word
+    if family == "noise":
+        return f"hash: {key[0]}", _letters(rng, _PAYLOAD_LENGTHS[family])
+    raise ValueError(f"unknown family {family!r}; choose one of {FAMILIES}")
+
+
+def _near_duplicate(instruction: str, rng: random.Random) -> str:
+    """The same instruction with a small surface change that does not change its answer."""
+    edit = rng.choice(_NEAR_DUPLICATE_EDITS)
+    if edit == "capitalize" and instruction[0].islower():
+        return instruction[0].upper() + instruction[1:]
+    if edit == "double_space" and " " in instruction:
+        return instruction.replace(" ", "  ", 1)
+    if edit == "question" and not instruction.endswith("?"):
+        return instruction + "?"
+    return instruction + "!"
+
+
+def _corrupt(answer: str, rng: random.Random) -> str:
+    """A plausible wrong answer: one character replaced by another of the same kind."""
+    position = rng.randrange(len(answer))
+    char = answer[position]
+    if char.isdigit():
+        pool = string.digits
+    elif char.isupper():
+        pool = string.ascii_uppercase
+    else:
+        pool = _LETTERS
+    replacement = rng.choice([c for c in pool if c != char])
+    return answer[:position] + replacement + answer[position + 1 :]
+
+
+def _family_sizes(num_train: int) -> dict[str, int]:
+    """Split ``num_train`` over the families in proportion to :data:`FAMILY_WEIGHTS` (largest remainder)."""
+    total = sum(FAMILY_WEIGHTS.values())
+    exact = {f: num_train * FAMILY_WEIGHTS[f] / total for f in FAMILIES}
+    sizes = {f: math.floor(v) for f, v in exact.items()}
+    by_remainder = sorted(FAMILIES, key=lambda f: (sizes[f] - exact[f], FAMILIES.index(f)))
+    for f in by_remainder[: num_train - sum(sizes.values())]:
+        sizes[f] += 1
+    return sizes
+
+
+def _eval_keys(family: str, n: int, rng: random.Random) -> list[tuple[Any, ...]]:
+    """``n`` distinct held-out keys of a family."""
+    if family == "lookup":
+        # Each held-out (fact, phrasing) leaves at least one other phrasing of the same fact for training, so the
+        # family tests memorisation of the fact, not of the exact string.
+        per_fact = [rng.sample(range(len(_LOOKUP_PHRASINGS)), len(_LOOKUP_PHRASINGS)) for _ in LOOKUP_TABLE]
+        order = rng.sample(range(len(LOOKUP_TABLE)), len(LOOKUP_TABLE))
+        keys = [(fact, per_fact[fact][r]) for r in range(len(_LOOKUP_PHRASINGS) - 1) for fact in order]
+        if n > len(keys):
+            raise ValueError(f"num_eval_per_family={n} is more than the lookup family can hold out ({len(keys)})")
+        return keys[:n]
+    keys: list[tuple[Any, ...]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for _ in range(1000 * (n + 1)):
+        if len(keys) == n:
+            return keys
+        key = _sample_key(family, rng)
+        if key not in seen:
+            seen.add(key)
+            keys.append(key)
+    raise ValueError(f"could not draw {n} distinct evaluation items for family {family!r}")
+
+
+def _row(family: str, instruction: str, answer: str, corrupted: bool, near_duplicate: bool) -> dict[str, Any]:
+    return {
+        "messages": [{"role": "user", "content": instruction}, {"role": "assistant", "content": answer}],
+        "family": family,
+        "family_id": FAMILIES.index(family),
+        "is_corrupted": corrupted,
+        "is_near_duplicate": near_duplicate,
+    }
+
+
+def make_instruction_pool(
+    num_train: int = DEFAULT_NUM_TRAIN,
+    num_eval_per_family: int = DEFAULT_NUM_EVAL_PER_FAMILY,
+    seed: int = 0,
+    corrupt_rate: float = DEFAULT_CORRUPT_RATE,
+    near_duplicate_rate: float = DEFAULT_NEAR_DUPLICATE_RATE,
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Generate the embedded instruction pool and its held-out evaluation set.
+
+    Eight task families (:data:`FAMILIES`, described in :data:`FAMILY_DESCRIPTIONS`) of different difficulty and size
+    (:data:`FAMILY_WEIGHTS`). Instructions are at most 24 characters and answers at most 8. In every family but
+    ``noise``, a share ``near_duplicate_rate`` of the rows are near-duplicates (an earlier row of the same family
+    with a small surface change of the instruction and the same answer), and exactly ``round(corrupt_rate * size)``
+    rows have a wrong answer (one character changed). The ``noise`` family has random answers, and every instruction
+    in it appears twice with two independent answers, so its answers are not a function of the instruction.
+
+    The evaluation set holds ``num_eval_per_family`` distinct items per family with correct answers (random ones for
+    ``noise``, where exact match stays near 0). No evaluation item appears in the training pool, not even as a
+    near-duplicate; for ``lookup`` the held-out items are (fact, phrasing) pairs whose fact is asked in another
+    phrasing in training.
+
+    | Argument | Meaning |
+    |---|---|
+    | ``num_train`` | number of training rows (split over the families by :data:`FAMILY_WEIGHTS`) |
+    | ``num_eval_per_family`` | held-out rows per family (at most 120 for ``lookup``) |
+    | ``seed`` | seed of the generator; the same seed gives the same datasets |
+    | ``corrupt_rate`` | share of wrong answers in every family but ``noise`` |
+    | ``near_duplicate_rate`` | share of near-duplicate rows in every family but ``noise`` |
+
+    Returns:
+        ``(train, eval)`` datasets with columns ``messages`` (a user and an assistant turn), ``family`` (str),
+        ``family_id`` (int, the family's index in :data:`FAMILIES`; usable as LEAD's cluster column),
+        ``is_corrupted`` (bool: a wrong or random answer; True on every ``noise`` row) and ``is_near_duplicate``
+        (bool). The training rows are shuffled; the evaluation rows are grouped by family.
+    """
+    if num_train < len(FAMILIES):
+        raise ValueError(f"num_train={num_train} must be at least the number of families ({len(FAMILIES)})")
+    if num_eval_per_family < 1:
+        raise ValueError(f"num_eval_per_family={num_eval_per_family} must be at least 1")
+    for name, rate in (("corrupt_rate", corrupt_rate), ("near_duplicate_rate", near_duplicate_rate)):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"{name}={rate} must be in [0, 1)")
+
+    train_rows: list[dict[str, Any]] = []
+    eval_rows: list[dict[str, Any]] = []
+    sizes = _family_sizes(num_train)
+    for family_id, family in enumerate(FAMILIES):
+        # One generator per family and purpose, so a family's items do not depend on the other families' sizes.
+        eval_rng = random.Random(f"{seed}-eval-{family_id}")
+        train_rng = random.Random(f"{seed}-train-{family_id}")
+        held_out = _eval_keys(family, num_eval_per_family, eval_rng)
+        for key in held_out:
+            instruction, answer = _render(family, key, eval_rng)
+            eval_rows.append(_row(family, instruction, answer, family == NOISE_FAMILY, False))
+        held_out_set = set(held_out)
+
+        def draw(family: str = family, held_out_set: set = held_out_set, rng: random.Random = train_rng):
+            while True:
+                key = _sample_key(family, rng)
+                if key not in held_out_set:
+                    return key
+
+        size = sizes[family]
+        rows: list[dict[str, Any]] = []
+        if family == NOISE_FAMILY:
+            while len(rows) < size:
+                key = draw()
+                for _ in range(min(2, size - len(rows))):
+                    instruction, answer = _render(family, key, train_rng)
+                    rows.append(_row(family, instruction, answer, True, False))
+        else:
+            num_near = round(near_duplicate_rate * size)
+            for _ in range(size - num_near):
+                instruction, answer = _render(family, draw(), train_rng)
+                rows.append(_row(family, instruction, answer, False, False))
+            originals = rows[: size - num_near]
+            for _ in range(num_near):
+                source = train_rng.choice(originals)
+                instruction = _near_duplicate(source["messages"][0]["content"], train_rng)
+                rows.append(_row(family, instruction, source["messages"][1]["content"], False, True))
+            for index in train_rng.sample(range(size), round(corrupt_rate * size)):
+                message = rows[index]["messages"][1]
+                message["content"] = _corrupt(message["content"], train_rng)
+                rows[index]["is_corrupted"] = True
+        train_rows.extend(rows)
+
+    random.Random(f"{seed}-shuffle").shuffle(train_rows)
+    return datasets.Dataset.from_list(train_rows), datasets.Dataset.from_list(eval_rows)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Tokenizer and model
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def build_tokenizer(texts: Iterable[str] | None = None) -> PreTrainedTokenizerFast:
+    """Build the character-level tokenizer of the embedded default, locally with the ``tokenizers`` library.
+
+    The vocabulary is the special tokens (:data:`SPECIAL_TOKENS`), then printable ASCII and newline
+    (:data:`BASE_ALPHABET`), then, sorted, any other character found in ``texts``. Every character is one token, so
+    the tokenizer is fully deterministic and needs no training data. The chat template (:data:`CHAT_TEMPLATE`) renders
+    ``<bos><|user|>question<|assistant|>answer<eos>`` and wraps ``answer<eos>`` in ``{% generation %}``, so TRL's
+    ``assistant_only_loss=True`` trains the answer and the stop token, and ``add_generation_prompt=True`` ends the
+    prompt with ``<|assistant|>``.
+
+    | Argument | Meaning |
+    |---|---|
+    | ``texts`` | optional texts whose characters outside the base alphabet are added to the vocabulary |
+
+    Returns:
+        A ``PreTrainedTokenizerFast`` with ``pad_token``, ``bos_token``, ``eos_token`` and ``unk_token`` set. It does
+        not add special tokens when encoding plain text; the chat template adds ``<bos>``.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = list(BASE_ALPHABET)
+    if texts is not None:
+        known = set(alphabet)
+        alphabet += sorted({char for text in texts for char in text} - known)
+    vocab = {token: index for index, token in enumerate([*SPECIAL_TOKENS, *alphabet])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    backend.add_special_tokens(list(SPECIAL_TOKENS))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        unk_token=UNK_TOKEN,
+        additional_special_tokens=[USER_TOKEN, ASSISTANT_TOKEN, SYSTEM_TOKEN],
+        chat_template=CHAT_TEMPLATE,
+        padding_side="right",
+    )
+
+
+def build_tiny_model(
+    tokenizer: PreTrainedTokenizerFast,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    intermediate_size: int = 128,
+    max_position_embeddings: int = 128,
+    seed: int = 0,
+) -> LlamaForCausalLM:
+    """Build a randomly initialised Llama-style causal LM sized for CPU training.
+
+    The defaults give about 0.1M parameters. The weights depend only on ``seed`` (the global torch RNG is left as it
+    was). ``pad_token_id``, ``bos_token_id`` and ``eos_token_id`` come from the tokenizer and are set in both the
+    model config and its ``generation_config`` (greedy decoding).
+
+    | Argument | Meaning |
+    |---|---|
+    | ``tokenizer`` | the tokenizer (its length is the vocabulary size) |
+    | ``hidden_size`` | width of the residual stream |
+    | ``num_layers`` | number of decoder layers |
+    | ``num_heads`` | attention heads (``hidden_size`` must be divisible by it); no grouped-query attention |
+    | ``intermediate_size`` | width of the MLP |
+    | ``max_position_embeddings`` | longest sequence the rotary embedding is configured for |
+    | ``seed`` | seed of the weight initialisation |
+    """
+    if hidden_size % num_heads:
+        raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+        use_cache=True,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+        max_new_tokens=12,
+    )
+    return model
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Warm-up (cached)
+# --------------------------------------------------------------------------------------------------------------------
+
+_WARMUP_MARKER = "warmup.json"
+_TMP_PREFIX = ".tmp-"
+
+
+def default_cache_dir() -> Path:
+    """The warm-up cache directory: ``$TRL_LEAD_CACHE`` or ``~/.cache/trl_lead``."""
+    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "trl_lead").expanduser()
+
+
+def warmup_settings(
+    steps: int = DEFAULT_WARMUP_STEPS,
+    seed: int = 0,
+    pool_seed: int | None = None,
+    num_train: int = DEFAULT_NUM_TRAIN,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
+    lr_scheduler_type: str = "constant",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    model_kwargs: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """The settings that define a warmed-up base model (and its cache key); see :func:`warmed_up_base`."""
+    return {
+        "embedded_version": EMBEDDED_VERSION,
+        "steps": steps,
+        "seed": seed,
+        "pool_seed": seed if pool_seed is None else pool_seed,
+        "num_train": num_train,
+        "learning_rate": learning_rate,
+        "lr_scheduler_type": lr_scheduler_type,
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "model_kwargs": {**DEFAULT_MODEL_KWARGS, **(model_kwargs or {})},
+    }
+
+
+def _fingerprint(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@contextmanager
+def _preserved_rng_state() -> Iterator[None]:
+    """Restore the global ``random``, ``numpy`` and torch CPU RNG states after the block."""
+    import numpy as np
+
+    python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(torch_state)
+
+
+def _train_warmup(settings: dict[str, Any], save_dir: Path) -> dict[str, Any]:
+    """Build pool, tokenizer and model, train them as ``settings`` say, save into ``save_dir``; return run stats."""
+    from trl import SFTConfig, SFTTrainer
+
+    start = time.perf_counter()
+    train, _ = make_instruction_pool(num_train=settings["num_train"], seed=settings["pool_seed"])
+    tokenizer = build_tokenizer()
+    model = build_tiny_model(tokenizer, seed=settings["seed"], **settings["model_kwargs"])
+    train = train.select_columns(["messages"])
+    with tempfile.TemporaryDirectory(prefix="trl_lead_warmup_") as output_dir:
+        args = SFTConfig(
+            output_dir=output_dir,
+            max_steps=settings["steps"],
+            per_device_train_batch_size=settings["batch_size"],
+            gradient_accumulation_steps=1,
+            learning_rate=settings["learning_rate"],
+            lr_scheduler_type=settings["lr_scheduler_type"],
+            warmup_steps=0,
+            weight_decay=0.0,
+            optim="adamw_torch",
+            assistant_only_loss=True,
+            max_length=settings["max_length"],
+            bf16=False,
+            activation_checkpointing=False,
+            use_cpu=True,
+            report_to="none",
+            save_strategy="no",
+            logging_steps=max(1, settings["steps"] // 10),
+            disable_tqdm=True,
+            seed=settings["seed"],
+            data_seed=settings["seed"],
+            dataloader_num_workers=0,
+        )
+        trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
+        result = trainer.train()
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    model.save_pretrained(save_dir)
+    tokenizer.save_pretrained(save_dir)
+    return {
+        "train_loss": result.training_loss,
+        "logged_losses": losses,
+        "wall_time_s": time.perf_counter() - start,
+        "num_parameters": model.num_parameters(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def warmed_up_base(
+    cache_dir: str | os.PathLike[str] | None = None,
+    steps: int = DEFAULT_WARMUP_STEPS,
+    seed: int = 0,
+    *,
+    pool_seed: int | None = None,
+    num_train: int = DEFAULT_NUM_TRAIN,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
+    lr_scheduler_type: str = "constant",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    model_kwargs: dict[str, int] | None = None,
+    num_threads: int | None = DEFAULT_NUM_THREADS,
+) -> str:
+    """Return the path of a warmed-up base model (and its tokenizer), training and caching it on first use.
+
+    LEAD fine-tunes a model that already follows the answer format. This builds the pool
+    (:func:`make_instruction_pool`), the tokenizer and the tiny model, and trains the model for ``steps`` optimizer
+    steps with TRL's ``SFTTrainer`` (``assistant_only_loss=True``, CPU, AdamW, no weight decay) on the training pool in
+    random order. Model and tokenizer are saved with ``save_pretrained`` into
+    ``<cache_dir>/warmup-<fingerprint>``, where the fingerprint hashes the settings and :data:`EMBEDDED_VERSION`. The
+    directory is written under a temporary name and renamed into place only once complete, with ``warmup.json``
+    (settings and run stats) written last, so an interrupted build never counts as a cache hit. A later call with the
+    same settings returns the path without training. Load it with ``AutoModelForCausalLM.from_pretrained(path)`` and
+    ``AutoTokenizer.from_pretrained(path)``.
+
+    | Argument | Meaning |
+    |---|---|
+    | ``cache_dir`` | where to cache; default ``$TRL_LEAD_CACHE`` or ``~/.cache/trl_lead`` |
+    | ``steps`` | optimizer steps of the warm-up |
+    | ``seed`` | seed of the weight initialisation and of the training order |
+    | ``pool_seed`` | seed of the instruction pool (default: ``seed``) |
+    | ``num_train`` | size of the instruction pool |
+    | ``learning_rate`` | peak learning rate |
+    | ``lr_scheduler_type`` | a ``transformers`` scheduler name, e.g. ``"constant"`` or ``"cosine"`` |
+    | ``batch_size`` | samples per optimizer step |
+    | ``max_length`` | longest tokenized sample (the pool's are shorter) |
+    | ``model_kwargs`` | overrides of :data:`DEFAULT_MODEL_KWARGS` passed to :func:`build_tiny_model` |
+    | ``num_threads`` | torch threads while training (restored after; ``None``: leave as is); not part of the key |
+
+    The global ``random``, ``numpy`` and ``torch`` RNG states (which the Trainer reseeds) are restored afterwards.
+    """
+    if steps < 1:
+        raise ValueError(f"steps={steps} must be at least 1")
+    settings = warmup_settings(
+        steps=steps,
+        seed=seed,
+        pool_seed=pool_seed,
+        num_train=num_train,
+        learning_rate=learning_rate,
+        lr_scheduler_type=lr_scheduler_type,
+        batch_size=batch_size,
+        max_length=max_length,
+        model_kwargs=model_kwargs,
+    )
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    final = root / f"warmup-{_fingerprint(settings)}"
+    if (final / _WARMUP_MARKER).is_file():
+        return str(final)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=root))
+    try:
+        with torch_threads(num_threads), _preserved_rng_state():
+            stats = _train_warmup(settings, tmp)
+        (tmp / _WARMUP_MARKER).write_text(json.dumps({"settings": settings, **stats}, indent=2))
+        if final.exists():
+            if (final / _WARMUP_MARKER).is_file():  # another process finished the same build first
+                return str(final)
+            shutil.rmtree(final)  # a directory without the marker is not a valid cache entry
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not (final / _WARMUP_MARKER).is_file():
+                raise
+        logger.info("warmed-up base model built in %.1f s: %s", stats["wall_time_s"], final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(final)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def extract_answer(generated_ids: Sequence[int], tokenizer: PreTrainedTokenizerFast) -> str:
+    """Decode a generated continuation up to (not including) the first ``eos`` or ``pad`` token, stripped.
+
+    Other special tokens are kept in the text, so a malformed answer that contains one never matches.
+
+    | Argument | Meaning |
+    |---|---|
+    | ``generated_ids`` | the new token ids only (no prompt) |
+    | ``tokenizer`` | the tokenizer that decodes them |
+    """
+    stop = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    ids = list(generated_ids)
+    for index, token_id in enumerate(ids):
+        if token_id in stop:
+            ids = ids[:index]
+            break
+    return tokenizer.decode(ids, skip_special_tokens=False).strip()
+
+
+@torch.no_grad()
+def generate_answers(
+    model: transformers.PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    prompts: Sequence[Sequence[dict[str, str]]],
+    batch_size: int = 64,
+    max_new_tokens: int = 12,
+    num_threads: int | None = DEFAULT_NUM_THREADS,
+) -> list[str]:
+    """Greedy answers to chat prompts (lists of messages ending with a user turn), batched with left padding.
+
+    | Argument | Meaning |
+    |---|---|
+    | ``model`` | a causal LM |
+    | ``tokenizer`` | its tokenizer, with a chat template |
+    | ``prompts`` | the conversations to answer |
+    | ``batch_size`` | prompts per ``generate`` call |
+    | ``max_new_tokens`` | longest generated answer, in tokens |
+    | ``num_threads`` | torch threads while generating (restored after; ``None``: leave as is) |
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    encoded = [
+        list(
+            tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=True, return_dict=True)[
+                "input_ids"
+            ]
+        )
+        for p in prompts
+    ]
+    answers: list[str] = []
+    try:
+        with torch_threads(num_threads):
+            for start in range(0, len(encoded), batch_size):
+                batch = encoded[start : start + batch_size]
+                width = max(len(ids) for ids in batch)
+                input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + ids for ids in batch])
+                attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
+                output = model.generate(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention_mask.to(device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
+                answers.extend(extract_answer(row[width:].tolist(), tokenizer) for row in output)
+    finally:
+        model.train(was_training)
+    return answers
+
+
+def exact_match(
+    model: transformers.PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    eval_dataset: datasets.Dataset,
+    batch_size: int = 64,
+    max_new_tokens: int = 12,
+    num_threads: int | None = DEFAULT_NUM_THREADS,
+) -> dict[str, float]:
+    """Held-out exact match, in percent, per family and overall.
+
+    Each row's prompt is its messages up to the last assistant turn, rendered with ``add_generation_prompt=True``; the
+    model answers greedily (:func:`generate_answers`), the answer is decoded up to ``eos`` and stripped
+    (:func:`extract_answer`) and compared with the reference answer, stripped.
+
+    | Argument | Meaning |
+    |---|---|
+    | ``model`` | a causal LM |
+    | ``tokenizer`` | its tokenizer, with a chat template |
+    | ``eval_dataset`` | rows with ``messages`` ending in the reference assistant turn, and a ``family`` column |
+    | ``batch_size`` | prompts per ``generate`` call |
+    | ``max_new_tokens`` | longest generated answer, in tokens |
+    | ``num_threads`` | torch threads while generating (restored after; ``None``: leave as is) |
+
+    Returns:
+        ``{family: percent}`` for every family present, plus ``"overall"`` (mean over all rows) and
+        ``"overall_learnable"`` (mean over the rows not in the ``noise`` family).
+    """
+    prompts, references, families = [], [], []
+    for row in eval_dataset:
+        messages = row["messages"]
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        prompts.append(messages[:last])
+        references.append(messages[last]["content"].strip())
+        families.append(row["family"])
+    answers = generate_answers(
+        model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, num_threads=num_threads
+    )
+    hits: dict[str, list[bool]] = {}
+    for family, answer, reference in zip(families, answers, references):
+        hits.setdefault(family, []).append(answer == reference)
+    ordered = sorted(hits.items(), key=lambda kv: _family_order(kv[0]))
+    scores = {family: 100.0 * sum(h) / len(h) for family, h in ordered}
+    everything = [h for hs in hits.values() for h in hs]
+    learnable = [h for family, hs in hits.items() if family != NOISE_FAMILY for h in hs]
+    scores["overall"] = 100.0 * sum(everything) / max(1, len(everything))
+    scores["overall_learnable"] = 100.0 * sum(learnable) / max(1, len(learnable))
+    return scores
+
+
+def _family_order(family: str) -> tuple[int, str]:
+    return (FAMILIES.index(family) if family in FAMILIES else len(FAMILIES), family)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Everything in one call
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EmbeddedDefault:
+    """The warmed-up model, its tokenizer and the pool it was warmed up on (see :func:`load_embedded_default`)."""
+
+    model: LlamaForCausalLM
+    tokenizer: PreTrainedTokenizerFast
+    train_dataset: datasets.Dataset
+    eval_dataset: datasets.Dataset
+    model_path: str
+
+
+def load_embedded_default(
+    cache_dir: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    warmup_steps: int = DEFAULT_WARMUP_STEPS,
+    num_train: int = DEFAULT_NUM_TRAIN,
+    num_eval_per_family: int = DEFAULT_NUM_EVAL_PER_FAMILY,
+) -> EmbeddedDefault:
+    """Load (building and caching it if needed) the warmed-up model, its tokenizer and the matching pool.
+
+    | Argument | Meaning |
+    |---|---|
+    | ``cache_dir`` | warm-up cache, as in :func:`warmed_up_base` |
+    | ``seed`` | seed of the pool, the model initialisation and the warm-up |
+    | ``warmup_steps`` | optimizer steps of the warm-up |
+    | ``num_train`` | size of the training pool |
+    | ``num_eval_per_family`` | held-out rows per family |
+    """
+    path = warmed_up_base(cache_dir, steps=warmup_steps, seed=seed, num_train=num_train)
+    train, evaluation = make_instruction_pool(num_train=num_train, num_eval_per_family=num_eval_per_family, seed=seed)
+    model = LlamaForCausalLM.from_pretrained(path)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    return EmbeddedDefault(model, tokenizer, train, evaluation, path)
