@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import tempfile
 import time
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,7 @@ from datasets import Dataset
 from torch.utils.data import Sampler
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
 
 from .config import LEADConfig, resolve_count
@@ -87,7 +90,8 @@ class _FinishRoundAtLastStep(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         trainer = self.trainer
         if trainer._lead_pending is not None and state.global_step >= trainer._lead_round_end_step:
-            trainer._finish_round(trainer._lead_pending)
+            trainer._finish_round(trainer._lead_pending, log_now=False)
+            control.should_log = True  # the Trainer's own log of this step carries the round's metrics
 
 
 class _UpdateTracker:
@@ -198,6 +202,7 @@ class LEADSFTTrainer(SFTTrainer):
         self._lead_rounds: dict[int, PlannedRound] = {}  # planned rounds by epoch
         self._lead_pending: PlannedRound | None = None  # planned round whose losses are not yet folded in
         self._lead_records: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._lead_restored_pairs: list[tuple[int, float]] = []  # a resumed round's losses from before the checkpoint
         self._lead_capture: tuple[torch.Tensor, torch.Tensor] | None = None
         self._lead_started = False
         self._patch_forward_capture()
@@ -333,18 +338,22 @@ class LEADSFTTrainer(SFTTrainer):
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     # ----- rounds ----------------------------------------------------------------------------------------------------
-    def _gathered_losses(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, IU) of every sample recorded since the last call, on every rank, each id once, sorted by id."""
+    def _all_ranks_pairs(self) -> list[tuple[int, float]]:
+        """(id, IU) of every sample recorded so far in this round, from every rank (a collective call)."""
         if self._lead_records:
             ids = torch.cat([r[0] for r in self._lead_records]).cpu().numpy()
             sums = torch.cat([r[1] for r in self._lead_records]).cpu().numpy()
             counts = torch.cat([r[2] for r in self._lead_records]).cpu().numpy()
+            pairs = list(zip(ids.tolist(), (sums / np.maximum(counts, 1)).tolist()))
         else:
-            ids, sums, counts = np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
-        self._lead_records = []
-        pairs = list(zip(ids.tolist(), (sums / np.maximum(counts, 1)).tolist()))
-        if self.accelerator.num_processes > 1:
-            pairs = gather_object(pairs)
+            pairs = []
+        pairs = self._lead_restored_pairs + pairs
+        return gather_object(pairs) if self.accelerator.num_processes > 1 else pairs
+
+    def _gathered_losses(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, IU) recorded since the last call, on every rank, each id once, sorted by id; clears the records."""
+        pairs = self._all_ranks_pairs()
+        self._lead_records, self._lead_restored_pairs = [], []
         # The last batch of a round may be padded with repeated samples on some ranks: keep each id once
         unique = dict(sorted(pairs, key=lambda p: p[0]))
         return np.fromiter(unique.keys(), np.int64, len(unique)), np.fromiter(unique.values(), float, len(unique))
@@ -416,7 +425,7 @@ class LEADSFTTrainer(SFTTrainer):
             self._lead_round_end_step = self.state.global_step + _steps_per_round(self.args, len(planned.sample_ids))
         return self._lead_row_of_id[self._lead_rounds[epoch].sample_ids]
 
-    def _finish_round(self, planned: PlannedRound) -> dict[str, Any]:
+    def _finish_round(self, planned: PlannedRound, log_now: bool = True) -> dict[str, Any]:
         ids, losses = self._gathered_losses()
         start_vector, start_time = self._lead_round_start
         update = self._lead_tracker.snapshot() - start_vector
@@ -440,41 +449,138 @@ class LEADSFTTrainer(SFTTrainer):
             with open(os.path.join(self.args.output_dir, ROUNDS_FILE), "a") as f:
                 f.write(json.dumps(record) + "\n")
         cluster = record["cluster"]
-        Trainer.log(
-            self,
-            {
-                "lead/round": record["round"],
-                "lead/cluster": cluster if isinstance(cluster, int) else -1,
-                "lead/reward": record["reward"],
-                "lead/selected": record["selected"],
-                "lead/mean_idu": record["mean_idu"],
-            },
-        )
+        self._lead_log = {
+            "lead/round": record["round"],
+            "lead/cluster": cluster if isinstance(cluster, int) else -1,
+            "lead/reward": record["reward"],
+            "lead/selected": record["selected"],
+            "lead/mean_idu": record["mean_idu"],
+        }
+        if log_now:
+            # Outside a training step (after the last one): log on our own, without TRL's per-step metrics
+            Trainer.log(self, self._lead_log)
+            self._lead_log = None
         return record
 
-    def train(self, *args, **kwargs):
-        output = super().train(*args, **kwargs)
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # A round that ended at this step adds its metrics to the step's log (calling `log` from inside the step
+        # would reset the Trainer's `should_log` and drop the step's loss)
+        if getattr(self, "_lead_log", None) and "loss" in logs:
+            logs = {**logs, **self._lead_log}
+            self._lead_log = None
+        super().log(logs, start_time)
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if self._lead and resume_from_checkpoint:
+            if resume_from_checkpoint is True:
+                resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+                if resume_from_checkpoint is None:
+                    raise ValueError(f"No checkpoint found in output_dir ({self.args.output_dir}) to resume from.")
+            self.load_lead_state(resume_from_checkpoint)
+        output = super().train(resume_from_checkpoint, *args, **kwargs)
         if self._lead and self._lead_pending is not None:
             self._finish_round(self._lead_pending)  # fold in the last round's losses
         return output
 
     # ----- checkpoints -----------------------------------------------------------------------------------------------
+    def _pool_fingerprint(self) -> str:
+        """Identifies the pool: its size, clusters and the tokens of up to 1,000 evenly spaced samples."""
+        if getattr(self, "_lead_fingerprint", None) is None:
+            digest = hashlib.sha256(np.ascontiguousarray(self.lead_state.cluster).tobytes())
+            rows = np.unique(np.linspace(0, len(self.train_dataset) - 1, 1000).astype(int))
+            sample = self.train_dataset.select(rows)
+            for sample_id, input_ids in zip(sample[SAMPLE_ID], sample["input_ids"]):
+                digest.update(np.asarray([sample_id, *input_ids], dtype=np.int64).tobytes())
+            self._lead_fingerprint = digest.hexdigest()
+        return self._lead_fingerprint
+
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        if self._lead and self._lead_started and self.is_world_process_zero():
-            folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
-            self.save_lead_state(folder)
+        if self._lead and self._lead_started:
+            pending = self._all_ranks_pairs()  # collective: every rank's losses of the unfinished round
+            if self.is_world_process_zero():
+                folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
+                self.save_lead_state(folder, pending)
 
-    def save_lead_state(self, folder: str) -> None:
-        """Write `lead_state.npz` and `lead_policy.json` into `folder`, each to a temp file renamed into place."""
+    def save_lead_state(self, folder: str, pending_pairs: list[tuple[int, float]] | None = None) -> None:
+        """Write `lead_state.npz` and `lead_policy.json` into `folder`, each to a temp file renamed into place.
+
+        Besides the per-sample state they hold what an exact resume needs: the policy's and the selector's random
+        state, the unfinished round's plan and the losses it has recorded, and the update vectors of the gradient
+        correction.
+        """
         os.makedirs(folder, exist_ok=True)
-        policy_state = {
+        arrays = dict(self.lead_state.state_dict())
+        for k, update in self._lead_updates.items():
+            arrays[f"update_{k}"] = update.numpy()
+        plan = None
+        if self._lead_pending is not None:
+            epoch = next(e for e, planned in self._lead_rounds.items() if planned is self._lead_pending)
+            arrays["round_start"] = self._lead_round_start[0].numpy()
+            plan = {
+                "epoch": epoch,
+                "end_step": self._lead_round_end_step,
+                "planned": {**vars(self._lead_pending), "sample_ids": self._lead_pending.sample_ids.tolist(),
+                            "filled": self._lead_pending.filled.tolist()},
+                "losses": pending_pairs or [],
+            }
+        meta = {
+            "fingerprint": self._pool_fingerprint(),
             "policy": self._lead_policy.state_dict() if hasattr(self._lead_policy, "state_dict") else None,
             "selector": self._lead_selector.state_dict(),
             "rounds": self.lead_state.rounds,
+            "pending": plan,
         }
-        _atomic_write(folder, STATE_FILE, lambda f: np.savez(f, **self.lead_state.state_dict()), binary=True)
-        _atomic_write(folder, POLICY_FILE, lambda f: json.dump(policy_state, f))
+        _atomic_write(folder, STATE_FILE, lambda f: np.savez(f, **arrays), binary=True)
+        _atomic_write(folder, POLICY_FILE, lambda f: json.dump(meta, f))
+
+    def load_lead_state(self, folder: str) -> None:
+        """Restore what `save_lead_state` wrote; a missing, damaged or foreign state is an error, never a restart."""
+        paths = [os.path.join(folder, name) for name in (STATE_FILE, POLICY_FILE)]
+        try:
+            with np.load(paths[0]) as npz:
+                arrays = {key: npz[key] for key in npz.files}
+            with open(paths[1]) as f:
+                meta = json.load(f)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
+            raise ValueError(
+                f"Cannot read the LEAD state of checkpoint {folder} ({type(error).__name__}: {error}). The checkpoint "
+                f"is incomplete or damaged (e.g. the job was killed while saving); resume from an earlier checkpoint."
+            ) from error
+        if self.lead_state is None:
+            self._make_state(arrays["cluster"])
+        if meta.get("fingerprint") != self._pool_fingerprint():
+            raise ValueError(
+                f"Checkpoint {folder} was saved for another training pool (dataset or clusters differ from this "
+                "trainer's). Resume with the same `train_dataset` and clusters, or start a new run."
+            )
+        self.lead_state.load_state_dict(arrays, rounds=meta["rounds"])
+        self._lead_selector.load_state_dict(meta["selector"])
+        if meta["policy"] is not None:
+            self._lead_policy.reset(self.lead_state.num_clusters, seed=self.args.lead_seed)
+            self._lead_policy.load_state_dict(meta["policy"])
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self._lead_tracker = _UpdateTracker(trainable, self.args.lead_seed)
+        self._lead_updates = {
+            int(key.removeprefix("update_")): torch.from_numpy(value) for key, value in arrays.items()
+            if key.startswith("update_")
+        }
+        self._lead_rounds, self._lead_pending, self._lead_restored_pairs = {}, None, []
+        pending = meta["pending"]
+        if pending is not None:
+            planned = dict(pending["planned"])
+            planned["sample_ids"] = np.asarray(planned["sample_ids"], dtype=np.int64)
+            planned["filled"] = np.asarray(planned["filled"], dtype=bool)
+            self._lead_rounds[pending["epoch"]] = self._lead_pending = PlannedRound(**planned)
+            self._lead_round_start = (torch.from_numpy(arrays["round_start"]), time.perf_counter())
+            self._lead_round_end_step = pending["end_step"]
+            self._lead_restored_pairs = [tuple(pair) for pair in pending["losses"]]
+        self._lead_started = True
+        if self.is_world_process_zero():
+            # The round log restarts from the checkpoint's rounds, so a resumed run's log equals an uninterrupted one
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            lines = "".join(json.dumps(record) + "\n" for record in meta["rounds"])
+            _atomic_write(self.args.output_dir, ROUNDS_FILE, lambda f: f.write(lines))
 
 
 def _steps_per_round(args: LEADConfig, round_size: int) -> int:

@@ -1,0 +1,119 @@
+"""Exact resume from LEAD checkpoints, safe saves, and clear errors for damaged or foreign state (issue: scale)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from trl_lead import LEADConfig, LEADSFTTrainer
+
+SETTINGS = dict(
+    assistant_only_loss=True, report_to="none", use_cpu=True, bf16=False, logging_steps=1, max_length=64, seed=0,
+    per_device_train_batch_size=4, learning_rate=1e-3, max_steps=8, save_strategy="steps", save_steps=1,
+    lead_cluster_column="family_id", lead_round_size=8, lead_budget=0.3,
+)
+
+
+def run(tmp_path, name, pool, tokenizer, make_model, resume=None, **overrides):
+    args = LEADConfig(output_dir=str(tmp_path / name), **{**SETTINGS, **overrides})
+    trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer
+
+
+def rounds_log(folder):
+    lines = (folder / "lead_rounds.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "wall_time"} for line in lines]
+
+
+def losses_after(trainer, step):
+    return [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h and h["step"] > step]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("checkpoint", [4, 3], ids=["round-boundary", "mid-round"])
+def test_resume_replays_the_uninterrupted_run(tmp_path, pool, tokenizer, make_model, checkpoint):
+    full = run(tmp_path, "full", pool, tokenizer, make_model)
+    source = tmp_path / "full" / f"checkpoint-{checkpoint}"
+    resumed = run(tmp_path, "resumed", pool, tokenizer, make_model, resume=str(source))
+    assert rounds_log(tmp_path / "resumed") == rounds_log(tmp_path / "full")
+    assert len(rounds_log(tmp_path / "full")) == 4
+    np.testing.assert_array_equal(resumed.lead_state.idu, full.lead_state.idu)
+    np.testing.assert_array_equal(resumed.lead_state.use_count, full.lead_state.use_count)
+    assert losses_after(resumed, checkpoint) == losses_after(full, checkpoint)
+    assert len(losses_after(full, checkpoint)) == 8 - checkpoint
+
+
+def test_damaged_or_foreign_checkpoints_are_refused(tmp_path, pool, tokenizer, make_model):
+    run(tmp_path, "a", pool, tokenizer, make_model, max_steps=2, save_steps=2)
+    good = tmp_path / "a" / "checkpoint-2"
+    truncated = tmp_path / "truncated"
+    shutil.copytree(good, truncated)
+    data = (truncated / "lead_state.npz").read_bytes()
+    (truncated / "lead_state.npz").write_bytes(data[: len(data) // 2])
+    missing = tmp_path / "missing"
+    shutil.copytree(good, missing)
+    os.remove(missing / "lead_policy.json")
+    for folder in (truncated, missing):
+        with pytest.raises(ValueError, match="incomplete or damaged"):
+            run(tmp_path, "b", pool, tokenizer, make_model, resume=str(folder))
+    other_pool = pool.select(range(len(pool) - 1, -1, -1))  # same rows, another order: another pool of ids
+    with pytest.raises(ValueError, match="another training pool"):
+        args = LEADConfig(output_dir=str(tmp_path / "c"), **SETTINGS)
+        LEADSFTTrainer(model=make_model(), args=args, train_dataset=other_pool, processing_class=tokenizer).train(
+            resume_from_checkpoint=str(good)
+        )
+
+
+KILL_DURING_SAVE = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    from trl_lead import LEADConfig, LEADSFTTrainer
+    from trl_lead.embedded import build_tiny_model, build_tokenizer, make_instruction_pool
+
+    tokenizer = build_tokenizer()
+    pool, _ = make_instruction_pool(num_train=160, num_eval_per_family=2, seed=0)
+    model = build_tiny_model(tokenizer, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, seed=0)
+    settings = {settings!r}
+    args = LEADConfig(output_dir=sys.argv[1], **settings)
+    trainer = LEADSFTTrainer(model=model, args=args, train_dataset=pool, processing_class=tokenizer)
+    savez = np.savez
+
+    def dying_savez(file, **arrays):
+        if trainer.state.global_step == 4:  # the second checkpoint: die half-way through writing it
+            file.write(b"PK\\x03\\x04 half a zip")
+            file.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        savez(file, **arrays)
+
+    np.savez = dying_savez
+    trainer.train()
+    """
+)
+
+
+@pytest.mark.slow
+def test_killed_during_save_leaves_the_previous_checkpoint_loadable(tmp_path, pool, tokenizer, make_model):
+    settings = {**SETTINGS, "save_steps": 2}
+    script = tmp_path / "die.py"
+    script.write_text(KILL_DURING_SAVE.format(settings=settings))
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True, timeout=300)
+    assert result.returncode == -signal.SIGKILL
+    killed = tmp_path / "run" / "checkpoint-4"
+    assert not (killed / "lead_state.npz").exists()  # the half-written file never took the real name
+    assert [f for f in os.listdir(killed) if f.endswith(".tmp")]
+    with pytest.raises(ValueError, match="incomplete or damaged"):
+        run(tmp_path, "from-killed", pool, tokenizer, make_model, resume=str(killed))
+    previous = str(tmp_path / "run" / "checkpoint-2")
+    resumed = run(tmp_path, "from-previous", pool, tokenizer, make_model, resume=previous)
+    full = run(tmp_path, "full", pool, tokenizer, make_model, save_strategy="no")
+    np.testing.assert_array_equal(resumed.lead_state.idu, full.lead_state.idu)
