@@ -1,0 +1,51 @@
+"""LEAD under PEFT/LoRA: IU from the adapted model, update vectors measured on the adapter parameters only."""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig
+
+from trl_lead import LEADConfig, LEADSFTTrainer
+
+
+def test_lora_iu_and_update_vectors_are_the_adapters(tmp_path, pool, tokenizer, make_model):
+    args = LEADConfig(
+        output_dir=str(tmp_path / "out"), assistant_only_loss=True, report_to="none", use_cpu=True, bf16=False,
+        save_strategy="no", max_length=64, seed=0, per_device_train_batch_size=4, learning_rate=5e-3, max_steps=2,
+        lead_cluster_column="family_id", lead_round_size=8, lead_budget=0.5, lead_initial_score="none",
+    )
+    peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    trainer = LEADSFTTrainer(
+        model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer, peft_config=peft_config
+    )
+    named = [(n, p) for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert named and all("lora_" in n for n, _ in named)
+    before = torch.cat([p.detach().reshape(-1).clone() for _, p in named])
+    recorded = {}
+    finish = trainer._lead_selector.finish_round
+
+    def spy(planned, ids, losses, **kwargs):
+        recorded.update(zip(ids.tolist(), losses.tolist()))
+        return finish(planned, ids, losses, **kwargs)
+
+    trainer._lead_selector.finish_round = spy
+    trainer.train()
+
+    after = torch.cat([p.detach().reshape(-1) for _, p in named])
+    (cluster,) = trainer._lead_updates  # one round: one cluster's update stored
+    update = trainer._lead_updates[cluster]
+    assert update.numel() == sum(p.numel() for _, p in named)  # adapters only, not the frozen base
+    torch.testing.assert_close(update, after - before)
+    assert update.norm() > 0
+    # The first sample's IU was measured before any update: it equals the base model's loss (B = 0 at init)
+    first_batch = trainer.lead_state.rounds[0]["sample_ids"][:4]
+    base = make_model()
+    base.eval()
+    row_of_id = {int(i): r for r, i in enumerate(trainer.train_dataset["lead_id"])}
+    with torch.no_grad():
+        for sample_id in first_batch:
+            row = trainer.train_dataset[row_of_id[sample_id]]
+            labels = torch.tensor(row["labels"][1:])
+            logits = base(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1].double()
+            nll = -torch.log_softmax(logits, -1).gather(1, labels.clamp(min=0)[:, None])[:, 0]
+            assert abs(float(nll[labels != -100].mean()) - recorded[sample_id]) < 1e-5
