@@ -220,3 +220,25 @@ def test_state_round_trip():
     np.testing.assert_array_equal(other.use_count, sel.state.use_count)
     with pytest.raises(ValueError, match="another pool"):
         LEADState(np.array([1, 0, 1, 1])).load_state_dict(sel.state.state_dict())
+
+
+@pytest.mark.parametrize("mode", ["single", "mixture"])
+def test_incremental_caches_match_a_recomputation(mode):
+    rng = np.random.default_rng(1)
+    cluster = rng.integers(0, 5, 300)
+    policy = make_policy("exp3s")
+    policy.reset(5, seed=0)
+    sel = selector(cluster, policy, round_size=17, budget=150, max_reuse=3, round_mode=mode, fine_selection="sample")
+    sel.state.set_initial_scores(rng.gamma(2.0, 1.0, 300))
+    while (planned := sel.plan_round()) is not None:
+        sel.finish_round(planned, planned.sample_ids, rng.gamma(2.0, 1.0, len(planned.sample_ids)))
+        fresh = selector(cluster, policy, round_size=17, budget=150, max_reuse=3)
+        fresh.state = sel.state
+        fresh._sync()
+        np.testing.assert_array_equal(fresh.arm_mask(), sel.arm_mask())
+        assert fresh._num_selected == sel._num_selected == sel.state.num_selected
+        np.testing.assert_allclose(fresh.cluster_mean_idu(), sel.cluster_mean_idu(), rtol=1e-9)
+        eligible = sel.eligible()
+        for k in range(5):
+            np.testing.assert_array_equal(np.sort(sel._candidates(k)), np.flatnonzero(eligible & (cluster == k)))
+    assert sel.state.num_selected == 150 and (sel.state.use_count <= 3).all()

@@ -129,6 +129,7 @@ class LEADState:
         self.cluster_round = np.full(self.num_clusters, -1, dtype=np.int64)
         self.cluster_first_visit_iu = np.full(self.num_clusters, np.nan)
         self.rounds: list[dict[str, Any]] = []
+        self.version = 0  # bumped when arrays are replaced wholesale, so selectors rebuild their caches
 
     def __len__(self) -> int:
         return len(self.cluster)
@@ -146,6 +147,7 @@ class LEADState:
         self.iu[unseen] = losses[unseen]
         self.idu[unseen] = losses[unseen]
         self.initial_iu = losses.copy()
+        self.version += 1
 
     _ARRAYS = ("cluster", "iu", "idu", "first_iu", "use_count", "cluster_drop", "cluster_round",
                "cluster_first_visit_iu")  # fmt: skip
@@ -166,6 +168,7 @@ class LEADState:
             self.initial_iu = np.array(state["initial_iu"])
         if rounds is not None:
             self.rounds = list(rounds)
+        self.version += 1
 
 
 @dataclass
@@ -180,6 +183,7 @@ class RoundSelector:
 
     def __post_init__(self):
         self.rng = np.random.default_rng(self.seed)
+        self._synced = -1  # the state version the per-cluster caches were built for
         if self.settings.budget > len(self.state):
             raise ValueError(
                 f"`lead_budget` gives {self.settings.budget} distinct samples but the pool has only "
@@ -192,32 +196,65 @@ class RoundSelector:
                 "epsilon-greedy, uniform) or `lead_round_mode='single'`."
             )
 
-    # ----- eligibility -------------------------------------------------------------------------------------------
+    # ----- per-cluster caches ------------------------------------------------------------------------------------
+    def _sync(self) -> None:
+        """Build the per-cluster caches (O(N)) when the state was replaced wholesale; rounds update them in O(round).
+
+        Caches: each cluster's member ids; per cluster the number of samples under the reuse cap (`_open`) and of
+        those already selected (`_open_selected`); the number of distinct selected samples; per-cluster sum and
+        count of finite IDU. They keep `plan_round` and `finish_round` independent of the pool size.
+        """
+        state = self.state
+        if self._synced == state.version:
+            return
+        k, cap = state.num_clusters, self.settings.max_reuse
+        order = np.argsort(state.cluster, kind="stable")
+        order = order.astype(np.int32 if len(order) < 2**31 else np.int64)
+        bounds = np.searchsorted(state.cluster[order], np.arange(k + 1))
+        self._members = [order[bounds[c] : bounds[c + 1]] for c in range(k)]
+        open_ = state.use_count < cap
+        self._open = np.bincount(state.cluster[open_], minlength=k)
+        self._open_selected = np.bincount(state.cluster[open_ & (state.use_count > 0)], minlength=k)
+        self._num_selected = state.num_selected
+        seen = np.isfinite(state.idu)
+        self._idu_sum = np.bincount(state.cluster[seen], state.idu[seen].astype(np.float64), k).astype(np.float64)
+        self._idu_count = np.bincount(state.cluster[seen], minlength=k)
+        self._synced = state.version
+
+    @property
+    def budget_spent(self) -> bool:
+        self._sync()
+        return self._num_selected >= self.settings.budget
+
     def eligible(self) -> np.ndarray:
         """Samples that may still be trained: under the reuse cap, and already selected once the budget is spent."""
         state = self.state
         ok = state.use_count < self.settings.max_reuse
-        if state.num_selected >= self.settings.budget:
+        if self.budget_spent:
             ok &= state.use_count > 0
         return ok
 
-    def arm_mask(self, eligible: np.ndarray | None = None) -> np.ndarray:
+    def arm_mask(self) -> np.ndarray:
         """True for clusters with at least one eligible sample (the policy's action mask)."""
-        eligible = self.eligible() if eligible is None else eligible
-        counts = np.bincount(self.state.cluster[eligible], minlength=self.state.num_clusters)
-        return counts > 0
+        self._sync()
+        return (self._open_selected if self.budget_spent else self._open) > 0
+
+    def _candidates(self, cluster: int) -> np.ndarray:
+        members = self._members[cluster]
+        use = self.state.use_count[members]
+        ok = use < self.settings.max_reuse
+        if self.budget_spent:
+            ok &= use > 0
+        return members[ok].astype(np.int64)
 
     # ----- fine selection -----------------------------------------------------------------------------------------
-    def _rank(self, candidates: np.ndarray, rule: str) -> np.ndarray:
-        """Candidates in the order the fine rule takes them (ties and draws from `self.rng`)."""
-        if len(candidates) == 0 or rule == "random":
-            return self.rng.permutation(candidates)
-        scores = self.state.idu[candidates]
+    def _keys(self, candidates: np.ndarray, rule: str) -> np.ndarray:
+        """Sort keys of the fine rule (taken in decreasing order); call on randomly permuted candidates."""
+        if rule == "random":
+            return np.zeros(len(candidates))  # the permutation alone decides
+        scores = self.state.idu[candidates].astype(np.float64)
         if rule == "top":
-            # Unseen samples (NaN, with lead_initial_score="none") rank first; random keys break ties
-            keys = np.where(np.isnan(scores), np.inf, scores)
-            order = np.lexsort((self.rng.random(len(candidates)), -keys))
-            return candidates[order]
+            return np.where(np.isnan(scores), np.inf, scores)  # unseen samples (NaN) rank first
         # "sample": draws without replacement with p ~ softmax(z-scored IDU), by the Gumbel-top-k trick
         finite = np.isfinite(scores)
         if finite.sum() >= 2 and np.std(scores[finite]) > 0:
@@ -225,29 +262,43 @@ class RoundSelector:
             z = np.where(finite, z, z[finite].max())
         else:
             z = np.zeros(len(candidates))
-        return candidates[np.argsort(-(z + self.rng.gumbel(size=len(candidates))))]
+        return z + self.rng.gumbel(size=len(candidates))
 
-    def _take(self, ordered: np.ndarray, n: int, new_quota: int) -> tuple[np.ndarray, int]:
-        """First `n` of `ordered`, taking at most `new_quota` never-selected samples (the budget)."""
-        is_new = self.state.use_count[ordered] == 0
-        allowed = ~is_new | (np.cumsum(is_new) <= new_quota)
-        chosen = ordered[allowed][:n]
-        return chosen, new_quota - int((self.state.use_count[chosen] == 0).sum())
+    def _choose(
+        self, candidates: np.ndarray, n: int, new_quota: int, rule: str | None = None
+    ) -> tuple[np.ndarray, int]:
+        """`n` samples of `candidates` by the fine rule, at most `new_quota` of them never selected (the budget).
+
+        Ties break at random (the candidates are permuted first and sorts are stable). Only the first `n` are
+        ordered unless the budget may exclude some of them.
+        """
+        if len(candidates) == 0 or n <= 0:
+            return candidates[:0], new_quota
+        candidates = self.rng.permutation(candidates)
+        keys = -self._keys(candidates, rule or self.settings.fine_selection)
+        is_new = self.state.use_count[candidates] == 0
+        if new_quota >= min(n, int(is_new.sum())) and n < len(candidates):
+            top = np.argpartition(keys, n - 1)[:n]
+            return candidates[top[np.argsort(keys[top], kind="stable")]], new_quota - int(is_new[top].sum())
+        order = np.argsort(keys, kind="stable")
+        allowed = ~is_new[order] | (np.cumsum(is_new[order]) <= new_quota)
+        chosen = order[allowed][:n]
+        return candidates[chosen], new_quota - int(is_new[chosen].sum())
 
     # ----- rounds ---------------------------------------------------------------------------------------------------
     def plan_round(self) -> PlannedRound | None:
         """The next round, or None when no sample is eligible."""
         s, state = self.settings, self.state
+        self._sync()
         index = len(state.rounds)
-        eligible = self.eligible()
-        if not eligible.any():
+        mask = self.arm_mask()
+        if not mask.any():
             return None
-        new_quota = max(s.budget - state.num_selected, 0)
-        mask = self.arm_mask(eligible)
+        new_quota = max(s.budget - self._num_selected, 0)
         probabilities = None
         if index < s.warmup_rounds:
             # Warm-up: uniform over the pool, the policy is not asked
-            ids, _ = self._take(self.rng.permutation(np.flatnonzero(eligible)), s.round_size, new_quota)
+            ids, _ = self._choose(np.flatnonzero(self.eligible()), s.round_size, new_quota, rule="random")
             return PlannedRound(index, [], ids, np.zeros(len(ids), bool), warmup=True)
         if s.round_mode == "single":
             arms = [int(self.policy.select(mask))]
@@ -264,17 +315,16 @@ class RoundSelector:
             shares = {k: int(counts[k]) for k in arms}
         chosen: list[np.ndarray] = []
         for arm in arms:
-            candidates = np.flatnonzero(eligible & (state.cluster == arm))
-            ids, new_quota = self._take(self._rank(candidates, s.fine_selection), shares[arm], new_quota)
+            ids, new_quota = self._choose(self._candidates(arm), shares[arm], new_quota)
             chosen.append(ids)
         ids = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
         filled = np.zeros(len(ids), bool)
         shortfall = s.round_size - len(ids)
         if shortfall > 0:
             # A chosen cluster ran short: fill from the other clusters with the same fine rule, over all of them
-            rest = eligible.copy()
+            rest = self.eligible()
             rest[ids] = False
-            extra, _ = self._take(self._rank(np.flatnonzero(rest), s.fine_selection), shortfall, new_quota)
+            extra, _ = self._choose(np.flatnonzero(rest), shortfall, new_quota)
             ids = np.concatenate([ids, extra])
             filled = np.concatenate([filled, np.ones(len(extra), bool)])
         return PlannedRound(index, arms, ids.astype(np.int64), filled, probabilities)
@@ -309,6 +359,7 @@ class RoundSelector:
         idu_before = state.idu[ids].astype(np.float64)
         first_time = state.use_count[ids] == 0
 
+        self._sync()
         # d: the loss drop the round's update caused on each cluster it trained: mean IDU before (the corrected
         # estimate) minus mean IU observed during the round, over samples that had an estimate.
         correction = np.zeros(len(ids))
@@ -330,7 +381,9 @@ class RoundSelector:
         state.iu[ids] = losses
         state.idu[ids] = np.where(np.isnan(idu_before), corrected, (1 - b) * corrected + b * idu_before)
         state.first_iu[ids[first_time]] = losses[first_time]
+        use_before = state.use_count[ids].astype(np.int64)
         state.use_count[ids] += 1
+        self._update_caches(clusters, use_before, idu_before, state.idu[ids].astype(np.float64))
 
         # Rewards: one per cluster present, from its own samples
         rewards: dict[int, float] = {}
@@ -354,7 +407,7 @@ class RoundSelector:
             "cluster_rewards": {str(k): v for k, v in rewards.items()},
             "probabilities": planned.probabilities,
             "warmup": planned.warmup,
-            "selected": state.num_selected,
+            "selected": self._num_selected,
             "mean_idu": float(np.mean(state.idu[ids])) if len(ids) else float("nan"),
             "cluster_mean_idu": [None if np.isnan(v) else float(v) for v in self.cluster_mean_idu()],
             "correction": {str(k): v for k, v in record_clusters.items()},
@@ -363,15 +416,25 @@ class RoundSelector:
         state.rounds.append(record)
         return record
 
+    def _update_caches(self, clusters, use_before, idu_before, idu_after) -> None:
+        k, cap = self.state.num_clusters, self.settings.max_reuse
+        use_after = use_before + 1
+
+        def per_cluster(flags, weights=None):
+            return np.bincount(clusters[flags], None if weights is None else weights[flags], k)
+
+        self._open += per_cluster(use_after < cap) - per_cluster(use_before < cap)
+        self._open_selected += per_cluster(use_after < cap) - per_cluster((use_before > 0) & (use_before < cap))
+        self._num_selected += int((use_before == 0).sum())
+        seen_before, seen_after = np.isfinite(idu_before), np.isfinite(idu_after)
+        self._idu_sum += per_cluster(seen_after, idu_after) - per_cluster(seen_before, idu_before)
+        self._idu_count += per_cluster(seen_after) - per_cluster(seen_before)
+
     def cluster_mean_idu(self) -> np.ndarray:
         """Mean IDU of each cluster over its observed samples (NaN for a cluster with none)."""
-        state = self.state
-        seen = np.isfinite(state.idu)
-        k = state.num_clusters
-        sums = np.bincount(state.cluster[seen], weights=state.idu[seen], minlength=k)
-        counts = np.bincount(state.cluster[seen], minlength=k)
+        self._sync()
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+            return np.where(self._idu_count > 0, self._idu_sum / np.maximum(self._idu_count, 1), np.nan)
 
     def _reward(self, k: int, ids, idu_before, losses, first_time) -> float:
         state, kind = self.state, self.settings.reward
