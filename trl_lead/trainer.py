@@ -111,7 +111,7 @@ class _UpdateTracker:
         sketch_size: int = SKETCH_SIZE,
     ):
         self.params = params
-        sizes = [p.numel() for p in params]
+        sizes = [_local(p).numel() for p in params]  # local shards under FSDP/ZeRO-3
         self.total = sum(sizes)
         self.exact = self.total <= exact_limit
         if not self.exact:
@@ -123,14 +123,16 @@ class _UpdateTracker:
 
     @torch.no_grad()
     def snapshot(self) -> torch.Tensor:
+        params = [_local(p) for p in self.params]
         if self.exact:
-            return torch.cat([p.detach().float().reshape(-1).cpu() for p in self.params])
-        return torch.cat(
-            [
-                self.params[i].detach().reshape(-1)[idx.to(self.params[i].device)].float().cpu()
-                for i, idx in self.coords
-            ]
-        )
+            return torch.cat([p.float().reshape(-1).cpu() for p in params])
+        return torch.cat([params[i].reshape(-1)[idx.to(params[i].device)].float().cpu() for i, idx in self.coords])
+
+
+def _local(param: torch.Tensor) -> torch.Tensor:
+    """This rank's values of a parameter: the local shard of an FSDP2 DTensor, else the tensor itself."""
+    param = param.detach()
+    return param.to_local() if hasattr(param, "to_local") else param
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -425,12 +427,38 @@ class LEADSFTTrainer(SFTTrainer):
             self._lead_round_end_step = self.state.global_step + _steps_per_round(self.args, len(planned.sample_ids))
         return self._lead_row_of_id[self._lead_rounds[epoch].sample_ids]
 
+    def _cosines(self, update: torch.Tensor, others: dict[int, torch.Tensor]) -> dict[int, float]:
+        """Cosine of `update` with each of `others`, from dot products summed over ranks.
+
+        Every rank then gets the same numbers (ranks must agree to choose the same rounds), and where parameters are
+        sharded (ZeRO-3, FSDP) the sums over local shards give the global dot products; with replicated parameters
+        (DDP) every term is multiplied by the number of ranks, which leaves the cosine unchanged.
+        """
+        keys = sorted(others)
+        sums = torch.tensor(
+            [
+                float(update @ update),
+                *(float(update @ others[k]) for k in keys),
+                *(float(others[k] @ others[k]) for k in keys),
+            ],
+            dtype=torch.float64,
+            device=self.accelerator.device,
+        )
+        if self.accelerator.num_processes > 1:
+            sums = self.accelerator.reduce(sums, reduction="sum")
+        sums = sums.cpu()
+        result = {}
+        for i, k in enumerate(keys):
+            norm = float(torch.sqrt(sums[0] * sums[1 + len(keys) + i]))
+            result[k] = float(sums[1 + i]) / norm if norm > 0 else 1.0
+        return result
+
     def _finish_round(self, planned: PlannedRound, log_now: bool = True) -> dict[str, Any]:
         ids, losses = self._gathered_losses()
         start_vector, start_time = self._lead_round_start
         update = self._lead_tracker.snapshot() - start_vector
         present = np.unique(self.lead_state.cluster[ids]).tolist()
-        cosines = {k: cosine(update, self._lead_updates[k]) for k in present if k in self._lead_updates}
+        cosines = self._cosines(update, {k: self._lead_updates[k] for k in present if k in self._lead_updates})
         for k in present:
             self._lead_updates[k] = update
         peak_lr = self.args.learning_rate
@@ -520,8 +548,11 @@ class LEADSFTTrainer(SFTTrainer):
             plan = {
                 "epoch": epoch,
                 "end_step": self._lead_round_end_step,
-                "planned": {**vars(self._lead_pending), "sample_ids": self._lead_pending.sample_ids.tolist(),
-                            "filled": self._lead_pending.filled.tolist()},
+                "planned": {
+                    **vars(self._lead_pending),
+                    "sample_ids": self._lead_pending.sample_ids.tolist(),
+                    "filled": self._lead_pending.filled.tolist(),
+                },
                 "losses": pending_pairs or [],
             }
         meta = {
@@ -562,7 +593,8 @@ class LEADSFTTrainer(SFTTrainer):
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self._lead_tracker = _UpdateTracker(trainable, self.args.lead_seed)
         self._lead_updates = {
-            int(key.removeprefix("update_")): torch.from_numpy(value) for key, value in arrays.items()
+            int(key.removeprefix("update_")): torch.from_numpy(value)
+            for key, value in arrays.items()
             if key.startswith("update_")
         }
         self._lead_rounds, self._lead_pending, self._lead_restored_pairs = {}, None, []
