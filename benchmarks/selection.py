@@ -1,0 +1,347 @@
+"""Does LEAD select better data? Every method against honest baselines, at equal budget and equal steps.
+
+From the same warmed-up base model of the embedded default, each method trains for the same number of optimizer
+steps while touching at most `budget` distinct samples of the pool, then is scored by held-out exact match per task
+family (`overall_learnable`: mean over the families whose answers can be learned). Wall time includes any scoring
+pass a method needs (LEAD's initial scores, IFD, the loss-iterative re-scoring).
+
+    python benchmarks/selection.py                       # the committed run (resumable: finished rows are kept)
+    python benchmarks/selection.py --methods random,lead --seeds 1 --budgets 0.25   # a quick look
+
+Writes benchmarks/results/selection.csv (one row per run), selection.md (mean, std and 95% interval per method and
+budget) and selection.png (quality vs budget, quality vs wall time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+FIELDS = ["method", "budget", "seed", "steps", "overall_learnable", "wall_time_s", "scoring_s", "rounds"]
+
+# LEAD settings shared by every LEAD variant; each method overrides some of them
+PAPER = dict(lead_policy="exp3s", lead_round_mode="single", lead_fine_selection="top", lead_reward="idu_drop")
+METHODS: dict[str, dict] = {
+    # baselines
+    "random": {"kind": "subset", "how": "random"},
+    "stratified": {"kind": "subset", "how": "stratified"},
+    "full": {"kind": "full"},
+    "ifd_topk": {"kind": "subset", "how": "ifd"},
+    "loss_iterative": {"kind": "loss_iterative"},
+    # LEAD as in the paper (family clusters, K = 8) and its ablations
+    "lead": {"kind": "lead", **PAPER},
+    "lead_no_correction": {"kind": "lead", **PAPER, "lead_gradient_correction": False},
+    "lead_no_smoothing": {"kind": "lead", **PAPER, "lead_smoothing": 0.0},
+    "lead_uniform_policy": {"kind": "lead", **PAPER, "lead_policy": "uniform"},
+    "lead_no_clusters": {"kind": "lead", **PAPER, "no_clusters": True},
+}
+# LEAD's option grid: round mode x fine selection x reward
+for _mode in ("single", "mixture"):
+    for _fine in ("top", "sample", "random"):
+        for _reward in ("idu_drop", "first_visit"):
+            METHODS[f"grid_{_mode}_{_fine}_{_reward}"] = {
+                "kind": "lead",
+                **PAPER,
+                "lead_round_mode": _mode,
+                "lead_fine_selection": _fine,
+                "lead_reward": _reward,
+            }
+METHODS["grid_mixture_random_first_visit_warmup"] = {
+    **METHODS["grid_mixture_random_first_visit"],
+    "lead_warmup_steps": 20,
+}
+METHODS["grid_single_top_idu_drop_warmup"] = {**METHODS["grid_single_top_idu_drop"], "lead_warmup_steps": 20}
+
+
+@dataclass
+class Job:
+    method: str
+    budget: float
+    seed: int
+    steps: int
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    round_size: int = 32
+    max_reuse: int = 8
+
+
+def _common_args(job: Job, output_dir: str) -> dict:
+    return dict(
+        output_dir=output_dir,
+        assistant_only_loss=True,
+        per_device_train_batch_size=job.batch_size,
+        per_device_eval_batch_size=128,
+        learning_rate=job.learning_rate,
+        lr_scheduler_type="constant",
+        max_steps=job.steps,
+        max_length=64,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=job.seed,
+        data_seed=job.seed,
+        disable_tqdm=True,
+        logging_steps=1000,
+    )
+
+
+def _subset(base, job: Job, how: str, count: int) -> tuple[np.ndarray, float]:
+    """Rows of a fixed subset of `count` samples, and the seconds spent scoring for it."""
+    rng = np.random.default_rng(job.seed)
+    n = len(base.train_dataset)
+    if how == "random":
+        return rng.choice(n, count, replace=False), 0.0
+    if how == "stratified":
+        # Equal share per cluster (family), capped by cluster size, the remainder spread over the others
+        family = np.asarray(base.train_dataset["family_id"])
+        members = [rng.permutation(np.flatnonzero(family == k)) for k in np.unique(family)]
+        take, left = [0] * len(members), count
+        while left > 0:
+            open_ = [i for i, m in enumerate(members) if take[i] < len(m)]
+            for i in open_[:left] if left < len(open_) else open_:
+                take[i] += 1
+                left -= 1
+        return np.concatenate([m[:t] for m, t in zip(members, take)]), 0.0
+    # "ifd": static top-k by IFD of the base model (score once, train on the highest)
+    from trl_lead.clustering import ifd_scores
+
+    start = time.perf_counter()
+    scores = ifd_scores(base.model, base.tokenizer, base.train_dataset, batch_size=128, show_progress=False)
+    return np.argsort(-scores)[:count], time.perf_counter() - start
+
+
+def run_job(job: Job) -> dict:
+    """Train one method from the warmed-up base and score it. Runs in a worker process (one torch thread)."""
+    import tempfile
+
+    import torch
+    import transformers
+    from trl import SFTConfig, SFTTrainer
+
+    from trl_lead import LEADConfig, LEADSFTTrainer
+    from trl_lead.embedded import exact_match, load_embedded_default
+
+    torch.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+    base = load_embedded_default()
+    spec = dict(METHODS[job.method])
+    kind = spec.pop("kind")
+    n = len(base.train_dataset)
+    count = int(round(job.budget * n))
+    fresh = transformers.AutoModelForCausalLM.from_pretrained(base.model_path)
+    start = time.perf_counter()
+    scoring, rounds = 0.0, 0
+    with tempfile.TemporaryDirectory() as output_dir:
+        common = _common_args(job, output_dir)
+        if kind in ("subset", "full"):
+            if kind == "full":
+                train = base.train_dataset
+            else:
+                rows, scoring = _subset(base, job, spec["how"], count)
+                train = base.train_dataset.select(np.sort(rows))
+            trainer = SFTTrainer(
+                model=fresh, args=SFTConfig(**common), train_dataset=train, processing_class=base.tokenizer
+            )
+        else:
+            no_clusters = spec.pop("no_clusters", False)
+            if kind == "loss_iterative":
+                spec = dict(lead_policy="uniform", lead_smoothing=0.0, lead_gradient_correction=False)
+                no_clusters = True
+            args = LEADConfig(
+                **common,
+                lead_cluster_column=None if no_clusters else "family_id",
+                lead_round_size=job.round_size,
+                lead_budget=count,
+                lead_max_reuse=job.max_reuse,
+                **spec,
+            )
+            trainer_class = _loss_iterative_trainer() if kind == "loss_iterative" else LEADSFTTrainer
+            trainer = trainer_class(
+                model=fresh,
+                args=args,
+                train_dataset=base.train_dataset,
+                processing_class=base.tokenizer,
+                clusters=np.zeros(n, dtype=np.int64) if no_clusters else None,
+            )
+        trainer.train()
+        if kind in ("lead", "loss_iterative"):
+            rounds = len(trainer.lead_state.rounds)
+            assert trainer.lead_state.num_selected <= count
+            scoring = getattr(trainer, "loss_iterative_scoring_s", 0.0)
+        wall = time.perf_counter() - start  # includes every scoring pass
+        scores = exact_match(trainer.model, base.tokenizer, base.eval_dataset, batch_size=200)
+    return {
+        "method": job.method,
+        "budget": job.budget,
+        "seed": job.seed,
+        "steps": job.steps,
+        "overall_learnable": scores["overall_learnable"],
+        "wall_time_s": round(wall, 2),
+        "scoring_s": round(scoring, 2),
+        "rounds": rounds,
+        **{f"em_{k}": v for k, v in scores.items() if k not in ("overall", "overall_learnable")},
+    }
+
+
+def _loss_iterative_trainer():
+    from trl_lead import LEADSFTTrainer
+
+    class LossIterative(LEADSFTTrainer):
+        """The "iterative model-aware" baseline LEAD avoids: before every round, one extra forward pass re-scores the
+        whole pool, and the round takes the samples of highest current loss (one cluster, no bandit, no smoothing)."""
+
+        def _round_rows(self, epoch):
+            if epoch not in self._lead_rounds and self._lead_started:
+                start = time.perf_counter()
+                fresh = self._score_pool()
+                self.lead_state.idu[:] = fresh
+                self.lead_state.version += 1
+                self.loss_iterative_scoring_s = getattr(self, "loss_iterative_scoring_s", 0.0) + (
+                    time.perf_counter() - start
+                )
+            return super()._round_rows(epoch)
+
+    return LossIterative
+
+
+def _read(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _append(path: str, row: dict) -> None:
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
+    """selection.md and selection.png from the CSV rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table: dict[tuple[str, float], list[tuple[float, float]]] = {}
+    for row in rows:
+        key = (row["method"], float(row["budget"]))
+        table.setdefault(key, []).append((float(row["overall_learnable"]), float(row["wall_time_s"])))
+    budgets = sorted({b for _, b in table})
+    methods = list(dict.fromkeys(m for m in METHODS if any((m, b) in table for b in budgets)))
+    lines = [
+        "# Selection benchmark (embedded default)",
+        "",
+        f"Machine: {machine}. Each cell: held-out exact match (%) over the learnable families, mean ± std over seeds "
+        "[95% t-interval], and mean wall time including scoring passes. Same base model, same optimizer steps, same "
+        "budget of distinct samples for every method.",
+        "",
+        "| method | " + " | ".join(f"budget {b:.0%}" for b in budgets) + " | wall time (s) |",
+        "|---|" + "---|" * (len(budgets) + 1),
+    ]
+    t95 = {1: float("nan"), 2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57}
+    for method in methods:
+        cells, walls = [], []
+        for b in budgets:
+            values = table.get((method, b), [])
+            if not values:
+                cells.append("")
+                continue
+            quality = np.array([v[0] for v in values])
+            walls += [v[1] for v in values]
+            half = t95.get(len(quality), 2.0) * quality.std(ddof=1) / np.sqrt(len(quality)) if len(quality) > 1 else 0
+            cells.append(
+                f"{quality.mean():.1f} ± {quality.std(ddof=1) if len(quality) > 1 else 0:.1f} "
+                f"[{quality.mean() - half:.1f}, {quality.mean() + half:.1f}] (n={len(quality)})"
+            )
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {np.mean(walls):.1f} |")
+    with open(os.path.join(out_dir, "selection.md.tmp"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(os.path.join(out_dir, "selection.md.tmp"), os.path.join(out_dir, "selection.md"))
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    highlight = [m for m in ("random", "stratified", "full", "ifd_topk", "loss_iterative", "lead") if m in methods]
+    best_grid = max(
+        (m for m in methods if m.startswith("grid_")),
+        key=lambda m: np.mean([v[0] for b in budgets for v in table.get((m, b), [])] or [-1]),
+        default=None,
+    )
+    for method in highlight + ([best_grid] if best_grid else []):
+        xs = [b for b in budgets if (method, b) in table]
+        means = [np.mean([v[0] for v in table[(method, b)]]) for b in xs]
+        stds = [np.std([v[0] for v in table[(method, b)]]) for b in xs]
+        left.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=method)
+    left.set_xlabel("budget (fraction of the pool)")
+    left.set_ylabel("held-out exact match, learnable families (%)")
+    left.legend(fontsize=8)
+    for method in methods:
+        values = [v for b in budgets for v in table.get((method, b), [])]
+        label = method if method in highlight else None
+        right.scatter([v[1] for v in values], [v[0] for v in values], s=12, label=label)
+    right.set_xlabel("wall time per run (s), including scoring passes")
+    right.set_ylabel("exact match (%)")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "selection.tmp.png"), dpi=110)
+    plt.close(fig)
+    os.replace(os.path.join(out_dir, "selection.tmp.png"), os.path.join(out_dir, "selection.png"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", default="all", help="comma-separated names, 'all', 'core' or 'grid'")
+    parser.add_argument("--budgets", default="0.1,0.25,0.5")
+    parser.add_argument("--grid-budgets", default="0.25", help="budgets for the option grid (it is large)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", default=RESULTS)
+    options = parser.parse_args()
+    os.makedirs(options.out, exist_ok=True)
+    csv_path = os.path.join(options.out, "selection.csv")
+    core = [m for m in METHODS if not m.startswith("grid_")]
+    grid = [m for m in METHODS if m.startswith("grid_")]
+    chosen = {"all": core + grid, "core": core, "grid": grid}.get(options.methods, options.methods.split(","))
+    budgets = [float(b) for b in options.budgets.split(",")]
+    grid_budgets = [float(b) for b in options.grid_budgets.split(",")]
+    jobs = [
+        Job(method, budget, seed, options.steps)
+        for method in chosen
+        for budget in (grid_budgets if method.startswith("grid_") else budgets)
+        for seed in range(options.seeds)
+    ]
+    done = {(r["method"], float(r["budget"]), int(r["seed"]), int(r["steps"])) for r in _read(csv_path)}
+    todo = [j for j in jobs if (j.method, j.budget, j.seed, j.steps) not in done]
+    from trl_lead.embedded import load_embedded_default
+
+    load_embedded_default()  # build the cached warm-up once, before the workers start
+    import multiprocessing
+
+    # spawn: torch in forked workers can hang on OpenMP state inherited from the parent
+    with ProcessPoolExecutor(max_workers=options.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_job, job) for job in todo]
+        for future in tqdm(as_completed(futures), total=len(futures), desc="selection benchmark"):
+            _append(csv_path, future.result())
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
+    summarize(_read(csv_path), options.out, machine)
+    print(open(os.path.join(options.out, "selection.md")).read())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Gymnasium side of trl-lead: bandit policies and environments (numpy only, no torch at import).
+
+Importing ``envs`` registers the environments with Gymnasium, so ``gymnasium.make("trl_lead/...")`` works.
+"""
+
+import gymnasium
+
+from envs.policies import POLICIES, Policy, make_policy
+
+__all__ = ["POLICIES", "Policy", "make_policy"]
+
+# One register() call per environment; ids are namespaced "trl_lead/".
+_ENVS = {
+    "trl_lead/ClusterBandit-v0": "envs.cluster_bandit:ClusterBandit",
+}
+
+for _env_id, _entry_point in _ENVS.items():
+    if _env_id not in gymnasium.registry:
+        gymnasium.register(id=_env_id, entry_point=_entry_point)

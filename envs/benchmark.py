@@ -1,0 +1,391 @@
+"""Run bandit policies x seeds on any registered environment and write regret tables and curves.
+
+    python -m envs.benchmark --env trl_lead/ClusterBandit-v0 --policies exp3s,ucb1 --seeds 20 --steps 2000 \\
+        --env-kwargs '{"means": [0.1, 0.3, 0.5, 0.7, 0.9]}' --out benchmarks/results/NAME
+
+writes ``NAME.csv`` (``NAME.csv.gz`` with ``--csv-gzip``; long format: policy, seed, step, reward, regret,
+cumulative_regret), ``NAME.md`` (mean final cumulative regret with a 95% t-interval over seeds, mean reward,
+time per step) and ``NAME.png`` (mean cumulative regret with 95% bands). Works for any env whose ``step``
+info carries ``regret`` (and optionally ``action_mask``, passed on to ``select``), as every ``trl_lead/``
+env does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import inspect
+import io
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium.envs.registration import load_env_creator
+
+import envs  # noqa: F401  (registers the trl_lead/ environments, also in worker processes)
+from envs.policies import POLICIES, make_policy
+
+_T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}
+
+
+def t_quantile_975(df: int) -> float:
+    """Two-sided 95% Student-t quantile without scipy: a table below 5 degrees of freedom, above it the
+    Cornish-Fisher expansion to 1/df^4 (Abramowitz & Stegun 26.7.5), off by under 1e-3."""
+    if df < 1:
+        return math.nan
+    if df in _T_975:
+        return _T_975[df]
+    z = 1.959963984540054
+    return (
+        z
+        + (z**3 + z) / (4 * df)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+        + (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / (92160 * df**4)
+    )
+
+
+def mean_ci(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and half-width of the 95% t-interval over ``axis`` (the seeds)."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[axis]
+    mean = values.mean(axis=axis)
+    if n < 2:
+        return mean, np.full_like(mean, np.nan)
+    return mean, t_quantile_975(n - 1) * values.std(axis=axis, ddof=1) / math.sqrt(n)
+
+
+def policy_seed(seed: int) -> int:
+    """The policy's seed for run ``seed``: independent of the env's stream, which ``seed`` itself drives
+    (``default_rng(s)`` and Gymnasium's ``np_random(s)`` would otherwise be the very same generator)."""
+    return int(np.random.SeedSequence(seed, spawn_key=(1,)).generate_state(1)[0])
+
+
+def _make_env(env_id: str, steps: int, env_kwargs: dict[str, Any]) -> gymnasium.Env:
+    """``gymnasium.make``; an env taking ``max_steps`` gets ``steps`` unless the kwargs set it."""
+    kwargs = dict(env_kwargs)
+    if "max_steps" not in kwargs:
+        creator = load_env_creator(gymnasium.spec(env_id).entry_point)
+        try:
+            accepts = "max_steps" in inspect.signature(creator).parameters
+        except (TypeError, ValueError):
+            accepts = False
+        if accepts:
+            kwargs["max_steps"] = steps
+    return gymnasium.make(env_id, **kwargs)
+
+
+class _RunningMinMax:
+    """Rescale rewards to [-1, 1] by their running min/max, as the LEAD trainer does (DESIGN.md sec. 1)."""
+
+    def __init__(self) -> None:
+        self.low, self.high = math.inf, -math.inf
+
+    def __call__(self, r: float) -> float:
+        self.low, self.high = min(self.low, r), max(self.high, r)
+        span = self.high - self.low
+        return 0.0 if span <= 0 else 2.0 * (r - self.low) / span - 1.0
+
+
+def run_policy(
+    env_id: str,
+    policy_name: str,
+    seed: int,
+    steps: int,
+    env_kwargs: dict[str, Any] | None = None,
+    policy_kwargs: dict[str, Any] | None = None,
+    normalize_rewards: bool = False,
+) -> dict[str, Any]:
+    """One policy on one seeded episode of ``steps`` steps.
+
+    The env is reset with ``seed`` and the policy with :func:`policy_seed` (``seed``), so every policy
+    meets the same reward draws for a given seed. Returns ``reward`` and ``regret`` arrays (per step),
+    ``policy_us`` (``select`` + ``update`` per step) and ``step_us`` (the whole loop per step).
+    """
+    env = _make_env(env_id, steps, env_kwargs or {})
+    try:
+        _, info = env.reset(seed=seed)
+        policy = make_policy(policy_name, **(policy_kwargs or {}))
+        policy.reset(int(env.action_space.n), seed=policy_seed(seed))
+        normalize = _RunningMinMax() if normalize_rewards and not policy.normalizes_rewards else None
+        rewards = np.empty(steps)
+        regrets = np.empty(steps)
+        mask = info.get("action_mask")
+        policy_s = 0.0
+        clock = time.perf_counter
+        start = clock()
+        for t in range(steps):
+            t0 = clock()
+            arm = policy.select(mask)
+            t1 = clock()
+            _, reward, terminated, truncated, info = env.step(arm)
+            t2 = clock()
+            policy.update(arm, normalize(reward) if normalize else reward)
+            policy_s += clock() - t2 + t1 - t0
+            rewards[t] = reward
+            regrets[t] = info["regret"]
+            mask = info.get("action_mask")
+            if (terminated or truncated) and t + 1 < steps:
+                raise RuntimeError(
+                    f"{env_id} ended after {t + 1} of {steps} steps; give it a longer episode in env_kwargs"
+                )
+        total_s = clock() - start
+    finally:
+        env.close()
+    return {
+        "policy": policy_name,
+        "seed": seed,
+        "reward": rewards,
+        "regret": regrets,
+        "policy_us": policy_s / steps * 1e6,
+        "step_us": total_s / steps * 1e6,
+    }
+
+
+def _run_task(task: tuple) -> dict[str, Any]:
+    return run_policy(*task)
+
+
+def run_benchmark(
+    env_id: str,
+    policies: Sequence[str],
+    seeds: Sequence[int],
+    steps: int,
+    env_kwargs: dict[str, Any] | None = None,
+    policy_kwargs: dict[str, dict[str, Any]] | None = None,
+    normalize_rewards: bool = False,
+    workers: int = 2,
+    progress: bool = True,
+) -> dict[str, list[dict[str, Any]]]:
+    """Every policy on every seed, in up to ``workers`` (at most 2) processes. Results per policy, by seed."""
+    policy_kwargs = policy_kwargs or {}
+    policies = list(dict.fromkeys(policies))  # a name given twice would mix its runs
+    unknown = [name for name in policies if name not in POLICIES]
+    if unknown:
+        raise ValueError(f"unknown policies {unknown}; valid names: {', '.join(POLICIES)}")
+    tasks = [
+        (env_id, name, seed, steps, env_kwargs or {}, policy_kwargs.get(name, {}), normalize_rewards)
+        for name in policies
+        for seed in seeds
+    ]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(tasks), desc=f"{env_id}", unit="run", disable=not progress)
+    results: list[dict[str, Any]] = []
+    workers = max(1, min(2, workers))
+    if workers == 1:
+        for task in tasks:
+            results.append(_run_task(task))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for future in as_completed([pool.submit(_run_task, task) for task in tasks]):
+                results.append(future.result())
+                bar.update()
+    bar.close()
+    by_policy: dict[str, list[dict[str, Any]]] = {name: [] for name in policies}
+    for res in sorted(results, key=lambda r: r["seed"]):
+        by_policy[res["policy"]].append(res)
+    return by_policy
+
+
+# --------------------------------------------------------------------------- outputs
+def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
+    """Write through a temp file in the same folder, then rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_csv(path: Path, by_policy: dict[str, list[dict[str, Any]]]) -> None:
+    """Long format, one row per (policy, seed, step); gzip-compressed when ``path`` ends in ``.gz``."""
+
+    def write(fh: Any) -> None:
+        if path.suffix == ".gz":  # fixed name and mtime in the header: same results, same bytes
+            fh = gzip.GzipFile(filename="", mode="wb", fileobj=fh, compresslevel=9, mtime=0)
+        with io.TextIOWrapper(fh, encoding="utf-8", newline="\n") as out:
+            out.write("policy,seed,step,reward,regret,cumulative_regret\n")
+            for name, runs in by_policy.items():
+                for run in runs:
+                    cumulative = np.cumsum(run["regret"])
+                    for step, (reward, regret, cum) in enumerate(zip(run["reward"], run["regret"], cumulative)):
+                        out.write(f"{name},{run['seed']},{step},{reward:.6g},{regret:.6g},{cum:.6g}\n")
+
+    atomic_write(path, write, mode="wb")
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{platform.platform()}, Python {platform.python_version()}, nproc {nproc} ({cpu})"
+
+
+def summary_rows(
+    by_policy: dict[str, list[dict[str, Any]]], window: tuple[int, int] | None = None
+) -> list[dict[str, Any]]:
+    """Per policy: final cumulative regret (mean, 95% interval), mean reward, times; and the regret
+    accumulated in steps ``[window[0], window[1])`` if given (e.g. just after a change point)."""
+    rows = []
+    for name, runs in by_policy.items():
+        final = np.array([run["regret"].sum() for run in runs])
+        mean, half = mean_ci(final)
+        row = {
+            "policy": name,
+            "final_regret": float(mean),
+            "ci_low": float(mean - half),
+            "ci_high": float(mean + half),
+            "mean_reward": float(np.mean([run["reward"].mean() for run in runs])),
+            "policy_us": float(np.median([run["policy_us"] for run in runs])),
+            "step_us": float(np.median([run["step_us"] for run in runs])),
+        }
+        if window is not None:
+            w_mean, w_half = mean_ci(np.array([run["regret"][window[0] : window[1]].sum() for run in runs]))
+            row["window_regret"], row["window_half"] = float(w_mean), float(w_half)
+        rows.append(row)
+    return rows
+
+
+def write_markdown(
+    path: Path,
+    by_policy: dict[str, list[dict[str, Any]]],
+    header: dict[str, Any],
+    command: str,
+    window: tuple[int, int] | None = None,
+) -> list[dict[str, Any]]:
+    rows = summary_rows(by_policy, window)
+    extra = f" regret in steps [{window[0]}, {window[1]}) |" if window else ""
+    lines = [
+        f"# {header['env']}: regret of {len(rows)} policies",
+        "",
+        f"- command: `{command}`",
+        *(f"- {key}: `{json.dumps(value)}`" for key, value in header.items() if key != "env"),
+        f"- machine: {machine_description()}",
+        "- final regret: sum over steps of `info['regret']` (pseudo-regret), mean over seeds with a 95% t-interval;",
+        "  time per step: median over seeds, measured while runs share the cores, so compare within a table only.",
+        "",
+        "| policy | mean final cumulative regret | 95% interval | mean reward | policy µs/step | env+policy µs/step |"
+        + extra,
+        "|---|---:|---:|---:|---:|---:|" + ("---:|" if window else ""),
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['policy']} | {r['final_regret']:.1f} | [{r['ci_low']:.1f}, {r['ci_high']:.1f}] | "
+            f"{r['mean_reward']:.4f} | {r['policy_us']:.1f} | {r['step_us']:.1f} |"
+            + (f" {r['window_regret']:.1f} ± {r['window_half']:.1f} |" if window else "")
+        )
+    atomic_write(path, lambda fh: fh.write("\n".join(lines) + "\n"))
+    return rows
+
+
+def write_plot(path: Path, by_policy: dict[str, list[dict[str, Any]]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, runs in by_policy.items():
+        curves = np.cumsum(np.stack([run["regret"] for run in runs]), axis=1)
+        mean, half = mean_ci(curves)
+        x = np.arange(1, curves.shape[1] + 1)
+        (line,) = ax.plot(x, mean, label=name, lw=1.5)
+        if len(runs) > 1:
+            ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cumulative regret (mean, 95% band over seeds)")
+    ax.set_title("\n".join(textwrap.fill(line, 110) for line in title.splitlines()), fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110), mode="wb")
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- CLI
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(prog="python -m envs.benchmark", description=__doc__.split("\n")[0])
+    parser.add_argument("--env", required=True, help="registered Gymnasium id, e.g. trl_lead/ClusterBandit-v0")
+    parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated make_policy names")
+    parser.add_argument("--seeds", type=int, default=20, help="number of seeds (0 .. seeds-1)")
+    parser.add_argument("--steps", type=int, default=1000, help="steps per run")
+    parser.add_argument("--env-kwargs", default="{}", help="JSON object passed to gymnasium.make")
+    parser.add_argument("--policy-kwargs", default="{}", help='JSON object {"policy name": {kwargs}}')
+    parser.add_argument(
+        "--normalize-rewards", action="store_true", help="rescale rewards to [-1, 1] by running min/max (as LEAD)"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="processes (at most 2)")
+    parser.add_argument("--out", default=None, help="output path prefix (default benchmarks/results/<env name>)")
+    parser.add_argument(
+        "--regret-window", default=None, help="A:B adds a column with the regret of steps [A, B), e.g. after a change"
+    )
+    parser.add_argument("--csv-gzip", action="store_true", help="write NAME.csv.gz instead of NAME.csv")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    env_kwargs = json.loads(args.env_kwargs)
+    policy_kwargs = json.loads(args.policy_kwargs)
+    if args.seeds < 1 or args.steps < 1:
+        parser.error("--seeds and --steps must be >= 1")
+    window = None
+    if args.regret_window:
+        bounds = re.fullmatch(r"(\d+):(\d+)", args.regret_window)
+        window = (int(bounds[1]), int(bounds[2])) if bounds else None
+        if window is None or not window[0] < window[1] <= args.steps:
+            parser.error(f"--regret-window must be A:B with 0 <= A < B <= --steps, got {args.regret_window!r}")
+    out = Path(args.out or Path("benchmarks/results") / re.sub(r"[^A-Za-z0-9_.-]+", "_", args.env))
+    by_policy = run_benchmark(
+        args.env,
+        policies,
+        range(args.seeds),
+        args.steps,
+        env_kwargs,
+        policy_kwargs,
+        normalize_rewards=args.normalize_rewards,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    header = {
+        "env": args.env,
+        "env_kwargs": env_kwargs,
+        "policy_kwargs": policy_kwargs,
+        "seeds": args.seeds,
+        "steps": args.steps,
+        "normalize_rewards": args.normalize_rewards,
+    }
+    command = "python -m envs.benchmark " + shlex.join(argv if argv is not None else sys.argv[1:])
+    write_csv(out.with_name(out.name + (".csv.gz" if args.csv_gzip else ".csv")), by_policy)
+    rows = write_markdown(out.with_name(out.name + ".md"), by_policy, header, command, window)
+    title = f"{args.env} {json.dumps(env_kwargs)}\n{args.seeds} seeds x {args.steps} steps"
+    write_plot(out.with_name(out.name + ".png"), by_policy, title)
+    print(Path(out.with_name(out.name + ".md")).read_text())
+    return rows
+
+
+if __name__ == "__main__":
+    main()
