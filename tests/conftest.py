@@ -7,6 +7,8 @@ import os
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One warm-up cache for the whole session (and across sessions): the embedded base model is built once
+os.environ.setdefault("TRL_LEAD_CACHE", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".cache", "trl_lead"))
 
 
 @pytest.fixture(scope="session")

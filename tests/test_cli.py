@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from trl import ModelConfig, ScriptArguments, TrlParser
 
@@ -27,10 +28,9 @@ def test_trl_parser_reads_lead_fields_from_yaml_and_command_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_trl_lead_sft_runs_the_demo_config(tmp_path, monkeypatch):
+def test_trl_lead_sft_runs_the_demo_config(tmp_path):
     from trl_lead.cli import main
 
-    monkeypatch.setenv("TRL_LEAD_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"
     main(["sft", "--config", "examples/lead_demo.yaml", "--output_dir", str(out), "--max_steps", "4",
           "--save_steps", "2"])
@@ -38,3 +38,18 @@ def test_trl_lead_sft_runs_the_demo_config(tmp_path, monkeypatch):
     assert [r["round"] for r in rounds] == [0, 1]  # 4 steps of 16 = 2 rounds of 32
     assert all(len(r["sample_ids"]) == 32 for r in rounds)
     assert (out / "checkpoint-2" / "lead_state.npz").exists() and (out / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_trl_lead_cluster_writes_the_dataset_and_a_plot(tmp_path):
+    from datasets import load_from_disk
+
+    from trl_lead.cli import main
+
+    out = tmp_path / "clusters"
+    main(["cluster", "--config", "examples/lead_demo.yaml", "--output_dir", str(out), "--lead_num_clusters", "4",
+          "--lead_cluster_column", "ifd_cluster"])
+    clustered = load_from_disk(str(out / "clustered"))
+    labels = np.array(clustered["ifd_cluster"])
+    assert len(labels) == 2000 and set(labels.tolist()) == {0, 1, 2, 3}
+    assert (out / "clusters.png").stat().st_size > 0

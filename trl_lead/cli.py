@@ -5,6 +5,9 @@
         same size trained for the same steps; prints the rounds and held-out exact match, writes a PNG.
     trl-lead sft --config x.yaml [--lead_policy ucb1 ...]
         TRL's `trl sft` with LEADSFTTrainer and LEADConfig's `lead_*` fields.
+    trl-lead cluster --config x.yaml
+        Computes the clusters (`lead_clusters`, `lead_num_clusters`); writes the dataset with a cluster column
+        and a PNG of the clusters into `output_dir`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -179,17 +183,38 @@ def demo(argv: list[str] | None = None) -> dict:
 
 def sft(argv: list[str] | None = None) -> None:
     """`trl sft` with LEAD: the same dataclasses, `SFTConfig` replaced by `LEADConfig`."""
+    from trl import get_peft_config
+
+    from trl_lead import LEADSFTTrainer
+
+    script_args, training_args, model_args, model, tokenizer, dataset = _load_model_and_data(argv, "trl-lead sft")
+    trainer = LEADSFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset[script_args.dataset_train_split],
+        eval_dataset=dataset[script_args.dataset_test_split] if training_args.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
+
+
+def _load_model_and_data(argv: list[str] | None, prog: str):
+    """`trl sft`-style parsing shared by the subcommands: (script_args, LEADConfig, model_args, model, tokenizer,
+    dataset dict). `trl-lead/embedded` as model or dataset name is the offline embedded default."""
     from datasets import load_dataset
-    from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser, get_dataset, get_peft_config
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser, get_dataset
 
-    from trl_lead import LEADConfig, LEADSFTTrainer
+    from trl_lead import LEADConfig
 
-    parser = TrlParser((ScriptArguments, LEADConfig, ModelConfig, DatasetMixtureConfig), prog="trl-lead sft")
+    parser = TrlParser((ScriptArguments, LEADConfig, ModelConfig, DatasetMixtureConfig), prog=prog)
     script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(
         args=argv, fail_with_unknown_args=True
     )
-    model = model_args.model_name_or_path
-    tokenizer = None
+    model, tokenizer = model_args.model_name_or_path, None
     if model == EMBEDDED or script_args.dataset_name == EMBEDDED:
         from trl_lead.embedded import load_embedded_default
 
@@ -204,22 +229,50 @@ def sft(argv: list[str] | None = None) -> None:
         dataset = load_dataset(script_args.dataset_name, name=script_args.dataset_config)
     else:
         raise ValueError("Either `datasets` or `dataset_name` must be provided.")
-    trainer = LEADSFTTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=dataset[script_args.dataset_train_split],
-        eval_dataset=dataset[script_args.dataset_test_split] if training_args.eval_strategy != "no" else None,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
+    if prog.endswith("cluster"):  # the clustering pass needs the model itself, not a name
+        model = AutoModelForCausalLM.from_pretrained(model, **(training_args.model_init_kwargs or {}))
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    return script_args, training_args, model_args, model, tokenizer, dataset
+
+
+def cluster(argv: list[str] | None = None) -> str:
+    """Compute LEAD's clusters (`lead_clusters`, `lead_num_clusters`) and write the dataset with a `cluster` column
+    (`save_to_disk`) and a PNG of the clusters into `output_dir`."""
+    from trl_lead.clustering import compute_clusters, plot_clusters_2d
+
+    script_args, args, _, model, tokenizer, dataset = _load_model_and_data(argv, "trl-lead cluster")
+    train = dataset[script_args.dataset_train_split]
+    labels, features = compute_clusters(
+        model,
+        tokenizer,
+        train,
+        how=args.lead_clusters,
+        k=args.lead_num_clusters,
+        seed=args.lead_seed,
+        max_length=args.max_length,
+        append_eos=True,
+        return_features=True,
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
-    trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
+    os.makedirs(args.output_dir, exist_ok=True)
+    column = args.lead_cluster_column or "cluster"
+    if column in train.column_names:
+        train = train.remove_columns(column)
+    path = os.path.join(args.output_dir, "clustered")
+    tmp = tempfile.mkdtemp(dir=args.output_dir, prefix=".clustered.")
+    train.add_column(column, labels.tolist()).save_to_disk(tmp)
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    png = plot_clusters_2d(features, labels, os.path.join(args.output_dir, "clusters.png"))
+    sizes = np.bincount(labels, minlength=args.lead_num_clusters)
+    print(f"{len(labels)} samples in {args.lead_num_clusters} clusters (sizes {sizes.tolist()})")
+    print(f"dataset with a {column!r} column: {path} (load with datasets.load_from_disk)\nplot: {png}")
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"demo": demo, "sft": sft}
+    commands = {"demo": demo, "sft": sft, "cluster": cluster}
     if not argv or argv[0] not in commands:
         print(__doc__)
         raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)

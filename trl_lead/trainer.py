@@ -394,6 +394,8 @@ class LEADSFTTrainer(SFTTrainer):
                 k=args.lead_num_clusters,
                 seed=args.lead_seed,
                 conditional_losses=initial,
+                max_length=args.max_length,
+                append_eos=True,  # the trainer's losses include the end-of-turn token
             )
         if self.lead_state is None:
             self._make_state(self._lead_clusters)
