@@ -9,7 +9,8 @@ Nothing here touches the network. The pieces are:
 - :func:`build_tokenizer`: a character-level tokenizer built with the ``tokenizers`` library, with special tokens and a
   chat template whose ``{% generation %}`` block covers the answer and the end-of-turn token, so TRL's
   ``assistant_only_loss=True`` trains exactly the answer and the stop token.
-- :func:`build_tiny_model`: a Llama-style model of about 0.1-1M parameters built from a ``LlamaConfig``.
+- :func:`build_tiny_model`: a Llama-style model of about 0.1-1M parameters built from a ``LlamaConfig``
+  (0.35M with :data:`DEFAULT_MODEL_KWARGS`, the warmed-up base; 0.1M with the function's own defaults).
 - :func:`warmed_up_base`: a short SFT run on random pool samples with TRL's ``SFTTrainer``, built once and cached on
   disk, because LEAD fine-tunes a model that already follows the answer format.
 - :func:`exact_match`: greedy generation and per-family exact match on an evaluation set.
@@ -33,6 +34,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -43,54 +45,76 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTra
 
 logger = logging.getLogger(__name__)
 
-#: Bump when the pool, tokenizer, model or warm-up recipe changes: it is part of the warm-up cache key.
+#: Part of the warm-up cache key. The key also hashes the generated pool, the tokenizer and the SFT settings, so bump
+#: this only for changes those do not show (model construction, the training code).
 EMBEDDED_VERSION = 1
 
 #: Task families, in ``family_id`` order.
 FAMILIES: tuple[str, ...] = ("easy", "copy", "format", "reverse", "sort", "add", "lookup", "noise")
 #: The family whose answers are random (unlearnable).
 NOISE_FAMILY = "noise"
-#: Relative size of each family in the training pool (the largest is 3x the smallest).
+#: The pool column to use as LEAD's cluster column (``lead_cluster_column``): the task family.
+CLUSTER_COLUMN = "family_id"
+#: Relative size of each family in the training pool (the largest is 2.7x the smallest).
 FAMILY_WEIGHTS: dict[str, float] = {
     "easy": 1.0,
     "copy": 1.0,
-    "format": 1.0,
+    "format": 0.75,
     "reverse": 1.0,
     "sort": 1.0,
-    "add": 1.5,
-    "lookup": 1.5,
+    "add": 2.0,
+    "lookup": 2.0,
     "noise": 1.5,
 }
 #: One-line description of each family.
 FAMILY_DESCRIPTIONS: dict[str, str] = {
-    "easy": "first letter of a short string ('first: kxtp' -> 'k'); trivially easy",
-    "copy": "copy 3-5 letters ('copy: abcd' -> 'abcd')",
-    "format": "uppercase 3-5 letters ('upper: abcd' -> 'ABCD')",
-    "reverse": "reverse 3-5 letters ('reverse: abcd' -> 'dcba')",
-    "sort": "sort 3-5 digits ('sort: 4132' -> '1234')",
-    "add": "2-digit addition ('add: 23+45' -> '68')",
-    "lookup": "a fixed table of made-up capitals, asked in 4 phrasings ('capital of Zorvia?' -> 'kelo'); memorisation",
-    "noise": "random answers ('hash: abcd' -> random letters); every instruction appears twice with different answers",
+    "easy": "last letter of 3-5 letters ('last: kxtp' -> 'p'); trivially easy",
+    "copy": "copy 2-4 letters ('copy: abc' -> 'abc')",
+    "format": "uppercase 2-4 letters ('upper: abc' -> 'ABC')",
+    "reverse": "reverse 2-4 letters ('reverse: abc' -> 'cba')",
+    "sort": "sort 3-4 digits ('sort: 4132' -> '1234')",
+    "add": "a 2-digit number plus a 1-digit number ('add: 47+5' -> '52')",
+    "lookup": "40 made-up capitals, each asked in 4 phrasings ('capital of Buvar?' -> 'feso'); memorisation",
+    "noise": "random answers ('hash: abcd' -> 3-5 random letters); each instruction appears twice, with two answers",
 }
 
 DEFAULT_NUM_TRAIN = 2000
 DEFAULT_NUM_EVAL_PER_FAMILY = 50
 DEFAULT_CORRUPT_RATE = 0.05
 DEFAULT_NEAR_DUPLICATE_RATE = 0.1
-DEFAULT_WARMUP_STEPS = 150
-DEFAULT_LEARNING_RATE = 3e-3
+DEFAULT_WARMUP_STEPS = 500
+DEFAULT_LEARNING_RATE = 1e-3
 DEFAULT_BATCH_SIZE = 16
 #: Token length of the longest rendered pool sample is about 36; this leaves room.
 DEFAULT_MAX_LENGTH = 64
 DEFAULT_MODEL_KWARGS: dict[str, int] = {
-    "hidden_size": 64,
+    "hidden_size": 128,
     "num_layers": 2,
     "num_heads": 4,
-    "intermediate_size": 128,
+    "intermediate_size": 256,
     "max_position_embeddings": 128,
 }
 #: Environment variable naming the warm-up cache directory (default ``~/.cache/trl_lead``).
 CACHE_ENV_VAR = "TRL_LEAD_CACHE"
+#: ``SFTConfig`` settings that suit the embedded default on CPU (TRL's defaults are bf16 and activation
+#: checkpointing). The warm-up uses them; pass them on, e.g. ``SFTConfig(output_dir=..., **EMBEDDED_SFT_KWARGS)``.
+EMBEDDED_SFT_KWARGS: dict[str, Any] = {
+    "per_device_train_batch_size": DEFAULT_BATCH_SIZE,
+    "gradient_accumulation_steps": 1,
+    "learning_rate": DEFAULT_LEARNING_RATE,
+    "lr_scheduler_type": "constant",
+    "warmup_steps": 0,
+    "weight_decay": 0.0,
+    "optim": "adamw_torch",
+    "assistant_only_loss": True,
+    "max_length": DEFAULT_MAX_LENGTH,
+    "bf16": False,
+    "activation_checkpointing": False,
+    "use_cpu": True,
+    "report_to": "none",
+    "save_strategy": "no",
+    "dataloader_num_workers": 0,
+}
 #: Torch intra-op threads used by the warm-up and by :func:`exact_match`. The tiny model gains nothing from more,
 #: and on a busy 2-core machine two threads run ~10x slower than one (measured: 16 ms vs 90-250 ms per step).
 DEFAULT_NUM_THREADS = 1
@@ -515,23 +539,38 @@ def warmup_settings(
     max_length: int = DEFAULT_MAX_LENGTH,
     model_kwargs: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The settings that define a warmed-up base model (and its cache key); see :func:`warmed_up_base`."""
+    """The settings that define a warmed-up base model (and its cache key); see :func:`warmed_up_base`.
+
+    Besides the arguments and :data:`EMBEDDED_VERSION`, they hold digests of the generated pool and of the tokenizer,
+    and the ``SFTConfig`` settings, so a change to the generator, the template or the recipe never reuses a stale
+    cache entry even if the version constant was not bumped.
+    """
+    pool_seed = seed if pool_seed is None else pool_seed
+    train, _ = make_instruction_pool(num_train=num_train, seed=pool_seed)  # exactly the pool the warm-up trains on
+    tokenizer = build_tokenizer()
     return {
         "embedded_version": EMBEDDED_VERSION,
         "steps": steps,
         "seed": seed,
-        "pool_seed": seed if pool_seed is None else pool_seed,
+        "pool_seed": pool_seed,
         "num_train": num_train,
         "learning_rate": learning_rate,
         "lr_scheduler_type": lr_scheduler_type,
         "batch_size": batch_size,
         "max_length": max_length,
         "model_kwargs": {**DEFAULT_MODEL_KWARGS, **(model_kwargs or {})},
+        "sft_kwargs": EMBEDDED_SFT_KWARGS,
+        "pool_digest": _digest(train.to_list()),
+        "tokenizer_digest": _digest([sorted(tokenizer.get_vocab().items()), tokenizer.chat_template]),
     }
 
 
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _fingerprint(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return _digest(settings)
 
 
 @contextmanager
@@ -548,8 +587,28 @@ def _preserved_rng_state() -> Iterator[None]:
         torch.set_rng_state(torch_state)
 
 
-def _train_warmup(settings: dict[str, Any], save_dir: Path) -> dict[str, Any]:
+@contextmanager
+def _quiet(enabled: bool) -> Iterator[None]:
+    """Hide the ``datasets`` and ``transformers`` progress bars inside the block (restored after)."""
+    if not enabled:
+        yield
+        return
+    ds_logging, tf_logging = datasets.utils.logging, transformers.utils.logging
+    ds_was, tf_was = ds_logging.is_progress_bar_enabled(), tf_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    tf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if ds_was:
+            ds_logging.enable_progress_bar()
+        if tf_was:
+            tf_logging.enable_progress_bar()
+
+
+def _train_warmup(settings: dict[str, Any], save_dir: Path, verbose: bool) -> dict[str, Any]:
     """Build pool, tokenizer and model, train them as ``settings`` say, save into ``save_dir``; return run stats."""
+    from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     start = time.perf_counter()
@@ -557,35 +616,29 @@ def _train_warmup(settings: dict[str, Any], save_dir: Path) -> dict[str, Any]:
     tokenizer = build_tokenizer()
     model = build_tiny_model(tokenizer, seed=settings["seed"], **settings["model_kwargs"])
     train = train.select_columns(["messages"])
-    with tempfile.TemporaryDirectory(prefix="trl_lead_warmup_") as output_dir:
+    with tempfile.TemporaryDirectory(prefix="trl_lead_warmup_") as output_dir, _quiet(not verbose):
         args = SFTConfig(
             output_dir=output_dir,
-            max_steps=settings["steps"],
-            per_device_train_batch_size=settings["batch_size"],
-            gradient_accumulation_steps=1,
-            learning_rate=settings["learning_rate"],
-            lr_scheduler_type=settings["lr_scheduler_type"],
-            warmup_steps=0,
-            weight_decay=0.0,
-            optim="adamw_torch",
-            assistant_only_loss=True,
-            max_length=settings["max_length"],
-            bf16=False,
-            activation_checkpointing=False,
-            use_cpu=True,
-            report_to="none",
-            save_strategy="no",
-            logging_steps=max(1, settings["steps"] // 10),
-            disable_tqdm=True,
-            seed=settings["seed"],
-            data_seed=settings["seed"],
-            dataloader_num_workers=0,
+            **{
+                **EMBEDDED_SFT_KWARGS,
+                "max_steps": settings["steps"],
+                "per_device_train_batch_size": settings["batch_size"],
+                "learning_rate": settings["learning_rate"],
+                "lr_scheduler_type": settings["lr_scheduler_type"],
+                "max_length": settings["max_length"],
+                "logging_steps": max(1, settings["steps"] // 10),
+                "disable_tqdm": not verbose,
+                "seed": settings["seed"],
+                "data_seed": settings["seed"],
+            },
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
+        if not verbose:
+            trainer.remove_callback(PrinterCallback)
         result = trainer.train()
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    model.save_pretrained(save_dir)
-    tokenizer.save_pretrained(save_dir)
+        model.save_pretrained(save_dir)
+        tokenizer.save_pretrained(save_dir)
     return {
         "train_loss": result.training_loss,
         "logged_losses": losses,
@@ -593,6 +646,7 @@ def _train_warmup(settings: dict[str, Any], save_dir: Path) -> dict[str, Any]:
         "num_parameters": model.num_parameters(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        "trl": version("trl"),
     }
 
 
@@ -609,6 +663,7 @@ def warmed_up_base(
     max_length: int = DEFAULT_MAX_LENGTH,
     model_kwargs: dict[str, int] | None = None,
     num_threads: int | None = DEFAULT_NUM_THREADS,
+    verbose: bool = False,
 ) -> str:
     """Return the path of a warmed-up base model (and its tokenizer), training and caching it on first use.
 
@@ -616,11 +671,16 @@ def warmed_up_base(
     (:func:`make_instruction_pool`), the tokenizer and the tiny model, and trains the model for ``steps`` optimizer
     steps with TRL's ``SFTTrainer`` (``assistant_only_loss=True``, CPU, AdamW, no weight decay) on the training pool in
     random order. Model and tokenizer are saved with ``save_pretrained`` into
-    ``<cache_dir>/warmup-<fingerprint>``, where the fingerprint hashes the settings and :data:`EMBEDDED_VERSION`. The
-    directory is written under a temporary name and renamed into place only once complete, with ``warmup.json``
-    (settings and run stats) written last, so an interrupted build never counts as a cache hit. A later call with the
-    same settings returns the path without training. Load it with ``AutoModelForCausalLM.from_pretrained(path)`` and
-    ``AutoTokenizer.from_pretrained(path)``.
+    ``<cache_dir>/warmup-<fingerprint>``, where the fingerprint hashes :func:`warmup_settings` (the arguments,
+    :data:`EMBEDDED_VERSION`, and digests of the pool and the tokenizer). The directory is written under a temporary
+    name and renamed into place only once complete, with ``warmup.json`` (settings and run stats) written last, so an
+    interrupted build never counts as a cache hit. A later call with the same settings returns the path without
+    training. Load it with ``AutoModelForCausalLM.from_pretrained(path)`` and ``AutoTokenizer.from_pretrained(path)``.
+
+    With the defaults (0.35M parameters, 500 steps at a constant 1e-3, batch 16) the build takes about 20-40 s on two
+    busy CPU cores. The result answers in the right format and gets some families partly right (held-out exact match,
+    seeds 0-2: overall 7-12%, ``easy`` 8-58%, ``sort`` 4-36%, ``lookup`` 10-16%), with clear room left: 300 more steps
+    of random SFT reach 18-27% overall; ``copy``/``format`` stay below 10% and ``noise`` at 0.
 
     | Argument | Meaning |
     |---|---|
@@ -635,6 +695,7 @@ def warmed_up_base(
     | ``max_length`` | longest tokenized sample (the pool's are shorter) |
     | ``model_kwargs`` | overrides of :data:`DEFAULT_MODEL_KWARGS` passed to :func:`build_tiny_model` |
     | ``num_threads`` | torch threads while training (restored after; ``None``: leave as is); not part of the key |
+    | ``verbose`` | show the Trainer's loss logs and the progress bars while building |
 
     The global ``random``, ``numpy`` and ``torch`` RNG states (which the Trainer reseeds) are restored afterwards.
     """
@@ -659,8 +720,9 @@ def warmed_up_base(
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=root))
     try:
         with torch_threads(num_threads), _preserved_rng_state():
-            stats = _train_warmup(settings, tmp)
+            stats = _train_warmup(settings, tmp, verbose)
         (tmp / _WARMUP_MARKER).write_text(json.dumps({"settings": settings, **stats}, indent=2))
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache entry is an ordinary directory
         if final.exists():
             if (final / _WARMUP_MARKER).is_file():  # another process finished the same build first
                 return str(final)
