@@ -181,3 +181,6 @@ def test_bad_input_is_refused_before_training(tmp_path):
     long_prompt = [{"role": "user", "content": "x" * 90}, {"role": "assistant", "content": "y"}]
     truncated = Dataset.from_list([{"messages": long_prompt, "family_id": 0}] * 4)
     expect_error(tmp_path, "no trained tokens", dataset=truncated)
+    short = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    mixed = Dataset.from_list([{"messages": m, "family_id": 0} for m in [short, long_prompt, short, long_prompt] * 2])
+    expect_error(tmp_path, r"4 training samples have no trained tokens.*rows \[1, 3, 5, 7\]", dataset=mixed)

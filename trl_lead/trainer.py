@@ -281,17 +281,27 @@ class LEADSFTTrainer(SFTTrainer):
 
     def _check_trained_tokens(self, pool_size: int) -> None:
         """Every sample needs trained tokens for its IU; TRL silently drops rows truncation left fully masked."""
-        kept, empty = set(), []
-        for batch in self.train_dataset.select_columns(["labels", SAMPLE_ID]).iter(batch_size=4096):
-            kept.update(batch[SAMPLE_ID])
-            empty += [i for i, labels in zip(batch[SAMPLE_ID], batch["labels"]) if all(x == -100 for x in labels[1:])]
-        empty = sorted(set(empty) | (set(range(pool_size)) - kept))
-        if empty:
+        dataset = self.train_dataset.select_columns(["labels", SAMPLE_ID])
+        if dataset._indices is not None:
+            dataset = dataset.flatten_indices()
+        ids = np.asarray(dataset.data.column(SAMPLE_ID).to_numpy())
+        trained = []
+        for chunk in dataset.data.column("labels").chunks:  # vectorised over Arrow's flat label buffer
+            offsets = chunk.offsets.to_numpy()
+            counted = chunk.flatten().to_numpy() != -100
+            starts = offsets[:-1][offsets[:-1] < offsets[1:]]
+            counted[starts - offsets[0]] = False  # a sequence's first label is never predicted
+            cumulative = np.concatenate([[0], np.cumsum(counted)])
+            trained.append(cumulative[offsets[1:] - offsets[0]] - cumulative[offsets[:-1] - offsets[0]])
+        trained = np.concatenate(trained) if trained else np.zeros(0, np.int64)
+        missing = np.setdiff1d(np.arange(pool_size), ids)  # rows TRL dropped
+        empty = np.union1d(ids[trained == 0], missing)
+        if len(empty):
             raise ValueError(
                 f"{len(empty)} training samples have no trained tokens (every label is -100 after "
-                f"`assistant_only_loss`/`completion_only_loss`/`max_length` truncation), e.g. rows {empty[:5]}; LEAD "
-                "cannot score them. Drop them from the dataset, raise `max_length`, or check the chat template's "
-                "generation markers."
+                f"`assistant_only_loss`/`completion_only_loss`/`max_length` truncation), e.g. rows "
+                f"{empty[:5].tolist()}; LEAD cannot score them. Drop them from the dataset, raise `max_length`, or "
+                "check the chat template's generation markers."
             )
 
     def _set_signature_columns_if_needed(self):
