@@ -307,7 +307,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default="all", help="comma-separated names, 'all', 'core' or 'grid'")
     parser.add_argument("--budgets", default="0.1,0.25,0.5")
-    parser.add_argument("--grid-budgets", default="0.25", help="budgets for the option grid (it is large)")
+    parser.add_argument("--grid-budgets", default="0.25", help="budgets of the option grid, full and loss_iterative")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
@@ -320,10 +320,13 @@ def main() -> None:
     chosen = {"all": core + grid, "core": core, "grid": grid}.get(options.methods, options.methods.split(","))
     budgets = [float(b) for b in options.budgets.split(",")]
     grid_budgets = [float(b) for b in options.grid_budgets.split(",")]
+    # The option grid is large, "full" ignores the budget, and "loss_iterative" costs a pool pass per round: those
+    # run at the grid budgets only
+    single = {m for m in chosen if m.startswith("grid_") or m in ("full", "loss_iterative")}
     jobs = [
         Job(method, budget, seed, options.steps)
         for method in chosen
-        for budget in (grid_budgets if method.startswith("grid_") else budgets)
+        for budget in (grid_budgets if method in single else budgets)
         for seed in range(options.seeds)
     ]
     done = {(r["method"], float(r["budget"]), int(r["seed"]), int(r["steps"])) for r in _read(csv_path)}

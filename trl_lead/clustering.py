@@ -60,8 +60,9 @@ CLUSTER_METHODS = ("kmeans", "pca-kmeans", "umap-kmeans")
 KMEANS_FULL_MAX_ELEMENTS = 10_000_000
 """`cluster_embeddings` runs exact `KMeans` (Lloyd) when `n_samples * n_features` of the data it clusters is at most
 this (e.g. 1-D IFD scores up to 10M samples, 384-d embeddings up to ~26k samples, 50-d PCA output up to 200k samples)
-and `MiniBatchKMeans` above it. Both use k-means++ seeding with 3 initialisations, which matters: a single
-initialisation merges two of eight well separated blobs in about one run out of six."""
+and `MiniBatchKMeans` above it. Both keep the best of 3 k-means++ initialisations, which matters: on 1M points
+around 8 well separated centres (benchmarks/clustering.py, seed 0) a single initialisation merged two of the blobs
+(adjusted Rand index 0.83), with and without PCA; 3 found all 8."""
 
 PCA_DIMS = 50
 """Target dimension of the PCA step of `"pca-kmeans"` (and of the pre-reduction before UMAP)."""
@@ -240,8 +241,14 @@ def _encode(tokenizer: Any, texts: list[str], add_special_tokens: bool) -> list[
     return out
 
 
-def _encode_pairs(tokenizer: Any, dataset: Any) -> tuple[list[list[int]], list[list[int]]]:
-    """Token ids of (instruction, answer) for every row. The answer is tokenized alone, without special tokens."""
+def _encode_pairs(tokenizer: Any, dataset: Any, append_eos: bool = False) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids of (instruction, answer) for every row. The answer is tokenized alone, without special tokens, and
+    followed by the EOS token when `append_eos`."""
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if append_eos and eos is None:
+        raise ValueError(
+            "`append_eos=True` but the tokenizer has no EOS token; set `tokenizer.eos_token` or pass append_eos=False."
+        )
     rendered_instr, rendered_idx, plain_instr, plain_idx, answers = [], [], [], [], []
     for i, row in enumerate(_iter_rows(dataset)):
         instruction, rendered, answer = _instruction_answer_texts(tokenizer, row, i)
@@ -259,6 +266,8 @@ def _encode_pairs(tokenizer: Any, dataset: Any) -> tuple[list[list[int]], list[l
             raise ValueError(f"Row {i}: the instruction tokenizes to no tokens. Give it some text, or drop the row.")
         if not ans:
             raise ValueError(f"Row {i}: the answer tokenizes to no tokens. Give it some text, or drop the row.")
+    if append_eos:
+        answer_ids = [ans + [int(eos)] for ans in answer_ids]
     return instructions, answer_ids
 
 
@@ -277,6 +286,10 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 
 def _unwrap(model: Any) -> Any:
+    """The model whose `forward` signature tells which arguments are accepted (under DDP and PEFT wrappers)."""
+    inner = getattr(model, "module", None)  # DistributedDataParallel
+    if isinstance(inner, torch.nn.Module):
+        model = inner
     get_base = getattr(model, "get_base_model", None)  # peft
     return get_base() if callable(get_base) else model
 
@@ -391,6 +404,7 @@ def answer_losses(
     batch_size: int = 16,
     max_length: int | None = None,
     show_progress: bool = True,
+    append_eos: bool = False,
 ) -> np.ndarray:
     r"""
     Mean cross-entropy of each sample's answer tokens given its instruction: the numerator of IFD, and the paper's
@@ -417,6 +431,11 @@ def answer_losses(
             the instruction. `None` keeps everything.
         show_progress (`bool`, *optional*, defaults to `True`):
             Show a tqdm progress bar.
+        append_eos (`bool`, *optional*, defaults to `False`):
+            Score the tokenizer's EOS token after the answer as one more answer token. With a chat template that
+            closes the assistant turn with EOS alone (like the embedded default's) or TRL's prompt/completion
+            format, the scored tokens are then exactly those `SFTTrainer` trains on, so these losses equal the
+            trainer's per-sample loss.
 
     Returns:
         `np.ndarray` of shape `(len(dataset),)`, float64.
@@ -426,7 +445,13 @@ def answer_losses(
     """
     _check_scoring_args(batch_size, max_length)
     _num_rows(dataset)
-    instructions, answers = _encode_pairs(tokenizer, dataset)
+    return _conditional_losses(
+        model, tokenizer, _encode_pairs(tokenizer, dataset, append_eos), batch_size, max_length, show_progress
+    )
+
+
+def _conditional_losses(model, tokenizer, pairs, batch_size, max_length, show_progress) -> np.ndarray:
+    instructions, answers = pairs
     seqs, starts = [], []
     for ins, ans in zip(instructions, answers):
         ins, ans = _truncate(ins, ans, max_length)
@@ -443,8 +468,8 @@ def _alone_prefix(tokenizer: Any) -> list[int]:
     return []
 
 
-def _alone_losses(model, tokenizer, dataset, batch_size, max_length, show_progress) -> np.ndarray:
-    _, answers = _encode_pairs(tokenizer, dataset)
+def _alone_losses(model, tokenizer, pairs, batch_size, max_length, show_progress) -> np.ndarray:
+    _, answers = pairs
     prefix = _alone_prefix(tokenizer)
     seqs, starts = [], []
     for i, ans in enumerate(answers):
@@ -472,6 +497,7 @@ def ifd_scores(
     max_length: int | None = None,
     show_progress: bool = True,
     conditional_losses: np.ndarray | Sequence[float] | None = None,
+    append_eos: bool = False,
 ) -> np.ndarray:
     r"""
     Instruction-Following Difficulty (Li et al. 2024, "Cherry LLM") of every sample:
@@ -499,18 +525,22 @@ def ifd_scores(
             Show tqdm progress bars.
         conditional_losses (`np.ndarray`, *optional*):
             Per-sample CE(answer | instruction) already computed, e.g. by the trainer's initial scoring pass; the
-            conditional half is then skipped and these values are used as they are.
+            conditional half is then skipped and these values are used as they are (they should score the same
+            tokens: see `append_eos`).
+        append_eos (`bool`, *optional*, defaults to `False`):
+            Count the EOS token after the answer as an answer token, in both losses (see [`answer_losses`]).
 
     Returns:
         `np.ndarray` of shape `(len(dataset),)`, float64.
     """
     _check_scoring_args(batch_size, max_length)
     n = _num_rows(dataset)
+    pairs = _encode_pairs(tokenizer, dataset, append_eos)
     if conditional_losses is None:
-        conditional = answer_losses(model, tokenizer, dataset, batch_size, max_length, show_progress)
+        conditional = _conditional_losses(model, tokenizer, pairs, batch_size, max_length, show_progress)
     else:
         conditional = _check_losses(conditional_losses, n)
-    alone = _alone_losses(model, tokenizer, dataset, batch_size, max_length, show_progress)
+    alone = _alone_losses(model, tokenizer, pairs, batch_size, max_length, show_progress)
     return conditional / np.maximum(alone, 1e-12)
 
 
@@ -675,6 +705,14 @@ def _check_k(k: Any, n: int) -> int:
     return k
 
 
+def _check_seed(seed: Any) -> int:
+    if seed is None:
+        return 0
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"`seed` must be a non-negative int (or None for 0), got {seed!r}.")
+    return int(seed)
+
+
 def _check_method(method: Any) -> str:
     if method not in CLUSTER_METHODS:
         raise ValueError(f"`method`={method!r} is unknown; use one of {', '.join(map(repr, CLUSTER_METHODS))}.")
@@ -707,11 +745,12 @@ def _pca(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
     fit_rows = np.sort(rng.choice(x.shape[0], PCA_FIT_SIZE, replace=False)) if x.shape[0] > PCA_FIT_SIZE else None
     sample = x if fit_rows is None else x[fit_rows]
     dims = min(dims, sample.shape[0])
-    pca = PCA(
-        n_components=dims,
-        svd_solver="full" if sample.shape[0] < 2 * x.shape[1] else "covariance_eigh",
-        random_state=seed,
-    ).fit(sample)
+    # covariance_eigh (scikit-learn >= 1.5): one pass to form the d x d covariance, fast when n >> d
+    solver = "full" if sample.shape[0] < 2 * x.shape[1] else "covariance_eigh"
+    try:
+        pca = PCA(n_components=dims, svd_solver=solver, random_state=seed).fit(sample)
+    except ValueError:  # older scikit-learn: no covariance_eigh
+        pca = PCA(n_components=dims, svd_solver="full", random_state=seed).fit(sample)
     out = np.empty((x.shape[0], dims), dtype=np.float32)
     for s in range(0, x.shape[0], _CHUNK):
         out[s : s + _CHUNK] = pca.transform(x[s : s + _CHUNK])
@@ -728,15 +767,9 @@ def _umap(x: np.ndarray, seed: int, fit_size: int, show_progress: bool) -> np.nd
     rng = np.random.default_rng(seed)
     fit_rows = np.sort(rng.choice(n, fit_size, replace=False)) if n > fit_size else np.arange(n)
     n_fit = fit_rows.shape[0]
-    if n_fit < 3 * dims + 3:  # too few points for a spectral layout: PCA alone
-        return x[:, :dims].astype(np.float32)
-    reducer = umap.UMAP(
-        n_components=dims,
-        n_neighbors=min(15, n_fit - 1),
-        min_dist=0.0,
-        random_state=seed,
-        init="spectral" if n_fit > dims + 1 else "random",
-    )
+    if n_fit < 3 * dims + 3:  # too few points for UMAP's spectral layout: PCA alone
+        return _pca(x, dims, seed)
+    reducer = umap.UMAP(n_components=dims, n_neighbors=min(15, n_fit - 1), min_dist=0.0, random_state=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
         warnings.filterwarnings("ignore", message=".*Graph is not fully connected.*")
@@ -758,7 +791,7 @@ def cluster_embeddings(
     x: np.ndarray,
     k: int,
     method: str = "kmeans",
-    seed: int = 0,
+    seed: int | None = 0,
     umap_fit_size: int = 50_000,
     show_progress: bool = True,
 ) -> np.ndarray:
@@ -783,7 +816,8 @@ def cluster_embeddings(
         method (`str`, *optional*, defaults to `"kmeans"`):
             `"kmeans"`, `"pca-kmeans"` or `"umap-kmeans"` (see the table).
         seed (`int`, *optional*, defaults to `0`):
-            Seed of the subsampling, k-means and UMAP. With a seed, UMAP runs single-threaded (reproducible).
+            Seed of the subsampling, k-means and UMAP (`None` means 0: labels are always reproducible). UMAP then
+            runs single-threaded, as umap-learn does whenever it is given a seed.
         umap_fit_size (`int`, *optional*, defaults to `50_000`):
             Most rows UMAP is fitted on; the others are placed with `UMAP.transform`.
         show_progress (`bool`, *optional*, defaults to `True`):
@@ -797,6 +831,7 @@ def cluster_embeddings(
         change).
     """
     method = _check_method(method)
+    seed = _check_seed(seed)
     x = _check_x(x)
     k = _check_k(k, x.shape[0])
     if not isinstance(umap_fit_size, int) or umap_fit_size < 2:
@@ -1006,7 +1041,7 @@ def compute_clusters(
     dataset: Any,
     how: str = "ifd",
     k: int = 7,
-    seed: int = 0,
+    seed: int | None = 0,
     cache_dir: str | os.PathLike | None = None,
     conditional_losses: np.ndarray | Sequence[float] | None = None,
     method: str | None = None,
@@ -1017,6 +1052,7 @@ def compute_clusters(
     use_cache: bool = True,
     show_progress: bool = True,
     return_features: bool = False,
+    append_eos: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     r"""
     Cluster labels for every sample of `dataset`: the arms of LEAD. Cached on disk (see [`cached`]).
@@ -1043,7 +1079,7 @@ def compute_clusters(
         k (`int`, *optional*, defaults to `7`):
             Number of clusters (the paper: 7).
         seed (`int`, *optional*, defaults to `0`):
-            Seed of the clustering.
+            Seed of the clustering; `None` means 0 (the labels are cached, so they must be reproducible).
         cache_dir (`str` or `os.PathLike`, *optional*):
             Cache directory; default `$TRL_LEAD_CACHE` or `~/.cache/trl_lead`.
         conditional_losses (`np.ndarray`, *optional*):
@@ -1066,6 +1102,9 @@ def compute_clusters(
         return_features (`bool`, *optional*, defaults to `False`):
             Also return the features that were clustered (IFD scores `(N,)` or embeddings `(N, d)`), e.g. for
             [`plot_clusters_2d`].
+        append_eos (`bool`, *optional*, defaults to `False`):
+            With `how="ifd"`: score the EOS token after each answer too (see [`answer_losses`]); set it when
+            `conditional_losses` come from a trainer whose trained tokens end with EOS.
 
     Returns:
         `np.ndarray` of shape `(len(dataset),)`, int64 labels in `[0, k)`; with `return_features`, `(labels,
@@ -1083,6 +1122,7 @@ def compute_clusters(
         )
     n = _num_rows(dataset)
     k = _check_k(k, n)
+    seed = _check_seed(seed)
     _check_scoring_args(batch_size, max_length)
     if model is None and not (how == "embedding" and encoder is not None):
         raise ValueError("`model` is required (or, with how='embedding', an `encoder` name).")
@@ -1100,10 +1140,13 @@ def compute_clusters(
             "batch_size": batch_size,
             "max_length": max_length,
             "conditional_losses": conditional_losses,
+            "append_eos": append_eos,
         }
 
         def features_fn() -> np.ndarray:
-            return ifd_scores(model, tokenizer, dataset, batch_size, max_length, show_progress, conditional_losses)
+            return ifd_scores(
+                model, tokenizer, dataset, batch_size, max_length, show_progress, conditional_losses, append_eos
+            )
 
         feature_name = "ifd"
     else:
