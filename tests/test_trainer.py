@@ -184,3 +184,25 @@ def test_bad_input_is_refused_before_training(tmp_path):
     short = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
     mixed = Dataset.from_list([{"messages": m, "family_id": 0} for m in [short, long_prompt, short, long_prompt] * 2])
     expect_error(tmp_path, r"4 training samples have no trained tokens.*rows \[1, 3, 5, 7\]", dataset=mixed)
+
+
+def test_computed_ifd_clusters_reuse_the_initial_scoring_pass(tmp_path, pool, tokenizer, make_model, monkeypatch):
+    import trl_lead.clustering as clustering
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("the conditional losses must come from the trainer's initial scoring pass")
+
+    monkeypatch.setattr(clustering, "answer_losses", no_second_pass)
+    monkeypatch.setenv("TRL_LEAD_CACHE", str(tmp_path / "cache"))
+    args = lead_args(tmp_path, lead_cluster_column=None, lead_clusters="ifd", lead_num_clusters=3,
+                     lead_initial_score="loss", max_steps=2)
+    trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
+    trainer.train()
+    state = trainer.lead_state
+    assert state.num_clusters == 3 and set(np.unique(state.cluster)) == {0, 1, 2}
+    # The clusters are k-means on 1-D IFD = initial loss / loss of the answer alone, numbered by increasing IFD
+    ifd = clustering.ifd_scores(make_model(), tokenizer, pool, conditional_losses=state.initial_iu, append_eos=True,
+                                max_length=64, show_progress=False)
+    means = [ifd[state.cluster == k].mean() for k in range(3)]
+    assert means == sorted(means)
+    assert all(ifd[state.cluster == 0].max() <= ifd[state.cluster == k].min() for k in (1, 2))

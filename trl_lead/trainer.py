@@ -396,17 +396,19 @@ class LEADSFTTrainer(SFTTrainer):
         if self._lead_clusters is None:
             from .clustering import compute_clusters
 
-            self._lead_clusters = compute_clusters(
-                self.model,
-                self.processing_class,
-                self._lead_pool,
-                how=args.lead_clusters,
-                k=args.lead_num_clusters,
-                seed=args.lead_seed,
-                conditional_losses=initial,
-                max_length=args.max_length,
-                append_eos=True,  # the trainer's losses include the end-of-turn token
-            )
+            # Rank 0 computes and caches on disk; the other ranks then read the cache
+            with self.accelerator.main_process_first():
+                self._lead_clusters = compute_clusters(
+                    self.model,
+                    self.processing_class,
+                    self._lead_pool,
+                    how=args.lead_clusters,
+                    k=args.lead_num_clusters,
+                    seed=args.lead_seed,
+                    conditional_losses=initial,
+                    max_length=args.max_length,
+                    append_eos=True,  # the trainer's losses include the end-of-turn token
+                )
         if self.lead_state is None:
             self._make_state(self._lead_clusters)
         if initial is not None:
