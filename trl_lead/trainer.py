@@ -28,7 +28,9 @@ SAMPLE_ID = "lead_id"  # dataset column carrying each sample's row in the user's
 STATE_FILE = "lead_state.npz"
 POLICY_FILE = "lead_policy.json"
 ROUNDS_FILE = "lead_rounds.jsonl"
-EXACT_UPDATE_LIMIT = 50_000_000  # trainable parameters above which update vectors are sketched
+# Trainable parameters above which update vectors are sketched: exact copies cost (clusters + 1) x 4 bytes per
+# parameter in host memory, a sketch ~2 MB in all, and its cosines are within 0.005 (benchmarks/sketch_accuracy.py)
+EXACT_UPDATE_LIMIT = 1_000_000
 SKETCH_SIZE = 65_536
 
 
@@ -97,10 +99,10 @@ class _FinishRoundAtLastStep(TrainerCallback):
 class _UpdateTracker:
     """Parameter-change vectors of the trainable parameters over a round, exact or on a fixed random sketch.
 
-    Exact copies cost one float32 vector of the trainable parameters per stored update. Above
-    `EXACT_UPDATE_LIMIT` parameters, a fixed random subset of `SKETCH_SIZE` coordinates (uniform over all trainable
-    coordinates, drawn once) stands in for the vector: cosines between such restrictions are consistent estimates,
-    with error of order 1/sqrt(SKETCH_SIZE) for dense updates.
+    Exact copies cost one float32 vector of the trainable parameters per stored update (one per cluster, plus the
+    round's start). Above `EXACT_UPDATE_LIMIT` parameters, a fixed random subset of `SKETCH_SIZE` coordinates (uniform
+    over all trainable coordinates, drawn once) stands in for the vector: cosines between such restrictions are
+    consistent estimates, with error of order 1/sqrt(SKETCH_SIZE) for dense updates.
     """
 
     def __init__(

@@ -1,0 +1,136 @@
+"""What LEAD costs per training step: `SFTTrainer` vs `LEADSFTTrainer`, same model, data and steps.
+
+A Llama-style model with a 32k vocabulary (the LM head dominates, as in real models) trains on the embedded pool.
+Runs alternate SFT, LEAD, LEAD, SFT, SFT, LEAD, so drift of the machine hits both alike; each run is a fresh child
+process (one torch thread), so its peak resident memory is its own. Reported: the median time per optimizer step
+(after the first round, which holds LEAD's one-off scoring pass, reported apart) and peak memory, as ratios.
+Targets (issue 6): at most 3% more time and 5% more memory.
+
+    python benchmarks/overhead.py  ->  benchmarks/results/overhead.md
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import resource
+import time
+
+import numpy as np
+import torch
+import transformers
+from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
+from trl import SFTConfig, SFTTrainer
+
+from trl_lead import LEADConfig, LEADSFTTrainer
+from trl_lead.embedded import build_tokenizer, make_instruction_pool
+
+STEPS, BATCH, ROUND = 60, 16, 320  # rounds of 20 steps
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self):
+        self.times: list[float] = []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self.start)
+
+
+def make_model(tokenizer) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=32_000, hidden_size=256, intermediate_size=688, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS"))
+
+
+def run(kind: str) -> dict:
+    """One training run in this (child) process."""
+    torch.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+    tokenizer = build_tokenizer()
+    pool, _ = make_instruction_pool(num_train=2000, num_eval_per_family=2)
+    output_dir = f"/tmp/overhead-{kind}"
+    common = dict(
+        output_dir=output_dir, assistant_only_loss=True, per_device_train_batch_size=BATCH, learning_rate=1e-3,
+        max_steps=STEPS, max_length=64, save_strategy="no", report_to="none", use_cpu=True, bf16=False, seed=0,
+        disable_tqdm=True, logging_steps=1000,
+    )
+    timer = StepTimer()
+    gc.collect()
+    base_rss = rss_mb()  # after imports and data: what the run itself adds is measured against this
+    if kind == "sft":
+        trainer = SFTTrainer(model=make_model(tokenizer), args=SFTConfig(**common), train_dataset=pool,
+                             processing_class=tokenizer, callbacks=[timer])
+    else:
+        args = LEADConfig(**common, lead_cluster_column="family_id", lead_round_size=ROUND, lead_budget=0.5)
+        trainer = LEADSFTTrainer(model=make_model(tokenizer), args=args, train_dataset=pool,
+                                 processing_class=tokenizer, callbacks=[timer])
+    start = time.perf_counter()
+    trainer.train()
+    total = time.perf_counter() - start
+    steps_per_round = ROUND // BATCH
+    times = np.array(timer.times[steps_per_round:])  # LEAD's first step of round 1 carries the scoring pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"step_s": float(np.median(times)), "mean_step_s": float(times.mean()), "total_s": total,
+            "peak_mb": peak, "peak_growth_mb": peak - base_rss, "params": trainer.model.num_parameters()}
+
+
+def main() -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    results: dict[str, list[dict]] = {"sft": [], "lead": []}
+    for kind in ("sft", "lead", "lead", "sft", "sft", "lead"):
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+            results[kind].append(child.submit(run, kind).result())
+        print(kind, results[kind][-1], flush=True)
+    def median(kind: str, key: str) -> float:
+        return float(np.median([r[key] for r in results[kind]]))
+
+    sft_step, lead_step = median("sft", "step_s"), median("lead", "step_s")
+    sft_mean, lead_mean = median("sft", "mean_step_s"), median("lead", "mean_step_s")
+    lines = [
+        "# Overhead of LEAD per training step",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, one torch thread, "
+        f"{platform.platform()}, torch {torch.__version__}. Model: Llama-style, vocab 32k, "
+        f"{results['sft'][0]['params'] / 1e6:.1f}M parameters (LEAD's update vectors are sketched above 1M). "
+        f"{STEPS} steps of {BATCH} samples, LEAD rounds of {ROUND} samples ({ROUND // BATCH} steps); 3 runs of each, "
+        "alternating, each in a fresh process. Step times exclude the first round (LEAD's one-off scoring pass).",
+        "",
+        "| | SFTTrainer | LEADSFTTrainer | ratio |",
+        "|---|---|---|---|",
+        f"| median step time (ms) | {1e3 * sft_step:.1f} | {1e3 * lead_step:.1f} | {lead_step / sft_step:.3f} |",
+        f"| mean step time (ms, rounds' ends included) | {1e3 * sft_mean:.1f} | {1e3 * lead_mean:.1f} | "
+        f"{lead_mean / sft_mean:.3f} |",
+        f"| whole run, scoring pass included (s) | {median('sft', 'total_s'):.1f} | {median('lead', 'total_s'):.1f} | "
+        f"{median('lead', 'total_s') / median('sft', 'total_s'):.3f} |",
+        f"| peak resident memory of the run's process (MB) | {median('sft', 'peak_mb'):.0f} | "
+        f"{median('lead', 'peak_mb'):.0f} | {median('lead', 'peak_mb') / median('sft', 'peak_mb'):.3f} |",
+        f"| peak memory added by the run itself (MB) | {median('sft', 'peak_growth_mb'):.0f} | "
+        f"{median('lead', 'peak_growth_mb'):.0f} | "
+        f"{median('lead', 'peak_growth_mb') / median('sft', 'peak_growth_mb'):.3f} |",
+        "",
+        "Targets: at most 3% more time per step and 5% more memory.",
+    ]
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "overhead.md")
+    with open(path + ".tmp", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(path + ".tmp", path)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
