@@ -1,8 +1,31 @@
-"""trl-lead: LEAD data selection (Lin et al., arXiv 2505.07437) as a drop-in for TRL's SFTTrainer."""
+"""trl-lead: LEAD data selection (Lin et al., arXiv 2505.07437) as a drop-in for TRL's SFTTrainer.
 
-from .config import LEADConfig
-from .selection import LEADState, RoundSelector, SelectionSettings
-from .trainer import LEADSFTTrainer
+`LEADConfig` and `LEADSFTTrainer` are imported on first use, so `trl_lead.selection` (numpy only) can be used by the
+Gymnasium environments without importing torch or TRL.
+"""
+
+from typing import TYPE_CHECKING
 
 __all__ = ["LEADConfig", "LEADSFTTrainer", "LEADState", "RoundSelector", "SelectionSettings"]
 __version__ = "0.1.0"
+
+_LAZY = {
+    "LEADConfig": "trl_lead.config",
+    "LEADSFTTrainer": "trl_lead.trainer",
+    "LEADState": "trl_lead.selection",
+    "RoundSelector": "trl_lead.selection",
+    "SelectionSettings": "trl_lead.selection",
+}
+
+if TYPE_CHECKING:
+    from .config import LEADConfig
+    from .selection import LEADState, RoundSelector, SelectionSettings
+    from .trainer import LEADSFTTrainer
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'trl_lead' has no attribute {name!r}")
