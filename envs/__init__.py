@@ -11,9 +11,12 @@ __all__ = ["POLICIES", "Policy", "make_policy"]
 
 # One register() call per environment; ids are namespaced "trl_lead/".
 _ENVS = {
-    "trl_lead/ClusterBandit-v0": "envs.cluster_bandit:ClusterBandit",
+    "trl_lead/ClusterBandit-v0": ("envs.cluster_bandit:ClusterBandit", False),
+    "trl_lead/ProxyTraining-v0": ("envs.proxy_training:ProxyTraining", False),
+    # Real training: bitwise reproducible on CPU, not on GPUs, and its expected rewards are unknown (NaN)
+    "trl_lead/LiveTraining-v0": ("envs.live_training:LiveTraining", True),
 }
 
-for _env_id, _entry_point in _ENVS.items():
+for _env_id, (_entry_point, _nondeterministic) in _ENVS.items():
     if _env_id not in gymnasium.registry:
-        gymnasium.register(id=_env_id, entry_point=_entry_point)
+        gymnasium.register(id=_env_id, entry_point=_entry_point, nondeterministic=_nondeterministic)

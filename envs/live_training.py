@@ -1,0 +1,387 @@
+"""``trl_lead/LiveTraining-v0``: each step is one real LEAD round of ``LEADSFTTrainer`` on the embedded default.
+
+Slow and exact: the same trainer, model and pool as ``trl-lead demo`` (a small slice of the pool by default, so a
+step takes about a second on a CPU), driven one round per ``step`` by any policy that drives the other envs.
+
+torch, transformers and trl are imported inside methods only, so importing this module (or ``envs``) stays light.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import shutil
+import tempfile
+import threading
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.proxy_training import IDU_BOUND, ActionPolicy
+
+__all__ = ["LiveTraining"]
+
+
+class _Stop(Exception):
+    """Raised inside the training thread to end ``trainer.train()`` when the env is closed or reset."""
+
+
+class _BlockingPolicy(ActionPolicy):
+    """The env's action as the trainer's bandit policy: the trainer's thread blocks in it until ``step`` supplies one.
+
+    In single mode the trainer calls ``select(mask)`` (then ``probabilities``, answered with the same action); in
+    mixture mode it calls ``probabilities(mask)``. Either way the first call of a round posts ``("action", mask)``
+    to the env and waits for the action (or ``_STOP``).
+    """
+
+    def __init__(self, num_arms: int, mixture: bool, requests: queue.Queue, actions: queue.Queue) -> None:
+        super().__init__(num_arms, mixture)
+        self.requests = requests
+        self.actions = actions
+
+    def _await(self, mask: np.ndarray | None) -> None:
+        mask = np.ones(self.num_arms, bool) if mask is None else np.asarray(mask, bool).copy()
+        self.requests.put(("action", mask))
+        action = self.actions.get()
+        if action is _STOP:
+            raise _Stop
+        self.action = action
+
+    def select(self, mask: np.ndarray | None = None) -> int:
+        self._await(mask)
+        return super().select(mask)
+
+    def probabilities(self, mask: np.ndarray | None = None) -> np.ndarray:
+        if self.mixture:
+            self._await(mask)
+        return super().probabilities(mask)
+
+
+_STOP = object()
+_BASES: dict[str | None, Any] = {}  # load_embedded_default() per cache folder, shared by every LiveTraining
+
+
+class LiveTraining(gym.Env):
+    """One real ``LEADSFTTrainer`` round per step on the embedded default (tiny Llama, generated pool).
+
+    ## Description
+
+    ``reset`` builds a ``LEADSFTTrainer`` on the warmed-up embedded model (``trl_lead.embedded.load_embedded_default``,
+    built once and cached) and the first ``pool_size`` rows of its generated pool (shuffled, so every family is
+    present), with ``lead_cluster_column="family_id"`` (K = 8 families), fp32 on the CPU, and starts
+    ``trainer.train()`` in a background thread. The trainer's bandit policy is an adapter that blocks until ``step``
+    supplies the action: each ``step`` hands the action over, the trainer trains that round (ordinary optimizer
+    steps, real losses as IU, the trainer's own gradient correction) and blocks again when it plans the next round,
+    and ``step`` returns that round's record from ``trainer.lead_state.rounds``. Nothing of the trainer is
+    re-implemented: a policy driving this env meets exactly what it would meet as ``LEADSFTTrainer(policy=...)``.
+
+    ## Action Space
+
+    As ``ProxyTraining``: ``Discrete(8)`` (``round_mode="single"``), a masked cluster being a ``ValueError``;
+    ``Box(0, 1, (8,), float32)`` arm weights in mixture mode.
+
+    ## Observation Space
+
+    As ``ProxyTraining``: ``Box(float32, (16,))``, per cluster the mean IDU (NaN -> 0, clipped to +-``IDU_BOUND``)
+    then per cluster the fraction of its samples still eligible.
+
+    ## Rewards
+
+    ``record["reward"]`` of the round, as the trainer computes it (``lead_reward``), raw.
+
+    ## Episode End
+
+    ``terminated`` when no sample is eligible any more; ``truncated`` after ``max_rounds`` steps (the trainer's
+    ``max_steps`` is set to exactly that many rounds plus the warm-up).
+
+    ## Info
+
+    ``expected_rewards``: all NaN (a real run does not know what the other arms would have given; running them
+    would cost K trainings per step), ``regret``: NaN. ``action_mask`` for the next step, the round's ``round``,
+    ``cluster``, ``selected``, ``filled``, ``cluster_rewards``, ``mean_idu``, ``step`` (the trainer's global step)
+    and ``wall_time`` (seconds of the round). ``env.unwrapped.trainer`` is the live trainer.
+
+    ## Arguments
+
+    | argument | default | meaning |
+    |---|---|---|
+    | ``pool_size`` | 400 | rows of the embedded pool used (the first ones; at most 2000) |
+    | ``round_size`` | 16 | samples per round (``lead_round_size``) |
+    | ``budget`` | 0.5 | ``lead_budget`` |
+    | ``batch_size`` | 8 | ``per_device_train_batch_size`` |
+    | ``learning_rate`` | 2e-3 | constant schedule, as ``trl-lead demo`` |
+    | ``max_rounds`` | 20 | steps before truncation (``max_steps`` is an alias, as ``envs.benchmark`` sets it) |
+    | ``round_mode``, ``fine_selection``, ``reward`` | "single", "top", "idu_drop" | ``lead_*`` |
+    | ``max_reuse``, ``smoothing``, ``gradient_correction`` | 4, 0.5, True | ``lead_*`` |
+    | ``initial_score`` | "loss" | ``lead_initial_score`` |
+    | ``warmup_steps`` | 0 | ``lead_warmup_steps`` (run inside ``reset``) |
+    | ``lead_kwargs`` | None | more ``LEADConfig`` fields |
+    | ``cache_dir`` | None | warm-up cache of the embedded model (``$TRL_LEAD_CACHE`` or ``~/.cache/trl_lead``) |
+    | ``output_dir`` | None | folder of ``episode-<n>/lead_rounds.jsonl``; None: a temp dir, removed on close |
+    | ``num_threads`` | 1 | torch threads while training (1 is fastest for the tiny model on a busy CPU) |
+    | ``step_timeout`` | 600 | seconds ``reset``/``step`` wait for the trainer before raising ``TimeoutError`` |
+
+    The trainer's ``seed`` and ``lead_seed`` are drawn from ``self.np_random``, so ``reset(seed=s)`` fixes them.
+    Always ``close()`` the env (or use it in a ``with`` block): it stops the training thread.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+    num_clusters = 8  # trl_lead.embedded.FAMILIES, not imported here (it imports torch)
+
+    def __init__(
+        self,
+        pool_size: int = 400,
+        round_size: int = 16,
+        budget: float = 0.5,
+        batch_size: int = 8,
+        learning_rate: float = 2e-3,
+        max_rounds: int = 20,
+        max_steps: int | None = None,
+        round_mode: str = "single",
+        fine_selection: str = "top",
+        reward: str = "idu_drop",
+        max_reuse: int = 4,
+        smoothing: float = 0.5,
+        gradient_correction: bool = True,
+        initial_score: str = "loss",
+        warmup_steps: int = 0,
+        lead_kwargs: dict[str, Any] | None = None,
+        cache_dir: str | None = None,
+        output_dir: str | None = None,
+        num_threads: int | None = 1,
+        step_timeout: float = 600.0,
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode is not None:
+            raise ValueError("LiveTraining has no rendering; use render_mode=None")
+        if not 8 <= int(pool_size) <= 2000:
+            raise ValueError(f"pool_size={pool_size} must be in [8, 2000] (the embedded pool has 2000 rows).")
+        self.max_rounds = int(max_steps if max_steps is not None else max_rounds)
+        if self.max_rounds < 1 or int(round_size) < 1 or int(batch_size) < 1:
+            raise ValueError("max_rounds, round_size and batch_size must be >= 1.")
+        self.pool_size = int(pool_size)
+        self.lead_kwargs = {
+            "lead_round_size": int(round_size),
+            "lead_budget": budget,
+            "lead_round_mode": round_mode,
+            "lead_fine_selection": fine_selection,
+            "lead_reward": reward,
+            "lead_max_reuse": int(max_reuse),
+            "lead_smoothing": float(smoothing),
+            "lead_gradient_correction": bool(gradient_correction),
+            "lead_initial_score": initial_score,
+            "lead_warmup_steps": int(warmup_steps),
+            **(lead_kwargs or {}),
+        }
+        self.round_size = int(self.lead_kwargs["lead_round_size"])
+        self.batch_size = int(batch_size)
+        self.learning_rate = float(learning_rate)
+        self.cache_dir = cache_dir
+        self.output_dir = output_dir
+        self.num_threads = num_threads
+        self.step_timeout = float(step_timeout)
+        self.render_mode = render_mode
+        self.mixture = self.lead_kwargs["lead_round_mode"] == "mixture"
+        k = self.num_clusters
+        self.action_space = spaces.Box(0.0, 1.0, (k,), np.float32) if self.mixture else spaces.Discrete(k)
+        low = np.concatenate([np.full(k, -IDU_BOUND), np.zeros(k)]).astype(np.float32)
+        high = np.concatenate([np.full(k, IDU_BOUND), np.ones(k)]).astype(np.float32)
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+        self.trainer: Any = None
+        self._thread: threading.Thread | None = None
+        self._requests: queue.Queue = queue.Queue()
+        self._actions: queue.Queue = queue.Queue()
+        self._mask = np.zeros(k, bool)
+        self._finished = True
+        self._steps = 0
+        self._episodes = 0
+        self._temp_dir: str | None = None
+        self._base: Any = None
+
+    # ------------------------------------------------------------------ the training thread
+    def _load_base(self) -> Any:
+        """The embedded default, loaded once per process and cache folder (it is only read: model path, pool)."""
+        if self._base is None:
+            if self.cache_dir not in _BASES:
+                from trl_lead.embedded import load_embedded_default
+
+                _BASES[self.cache_dir] = load_embedded_default(cache_dir=self.cache_dir)
+            self._base = _BASES[self.cache_dir]
+        return self._base
+
+    def _build_trainer(self, seed: int, output_dir: str) -> Any:
+        import datasets
+        import transformers
+
+        bars = datasets.utils.logging, transformers.utils.logging  # no progress bars per reset; restored after
+        shown = [module.is_progress_bar_enabled() for module in bars]
+        for module in bars:
+            module.disable_progress_bar()
+        try:
+            return self._make_trainer(seed, output_dir)
+        finally:
+            for module, was in zip(bars, shown):
+                if was:
+                    module.enable_progress_bar()
+
+    def _make_trainer(self, seed: int, output_dir: str) -> Any:
+        from transformers import AutoModelForCausalLM, PrinterCallback
+
+        from trl_lead import LEADConfig, LEADSFTTrainer
+
+        base = self._load_base()
+        pool = base.train_dataset.select(range(self.pool_size))
+        batches = math.ceil(self.round_size / self.batch_size)
+        warmup_rounds = math.ceil(self.lead_kwargs["lead_warmup_steps"] / batches)
+        args = LEADConfig(
+            output_dir=output_dir,
+            assistant_only_loss=True,
+            per_device_train_batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            lr_scheduler_type="constant",
+            max_steps=batches * (self.max_rounds + warmup_rounds),
+            max_length=64,
+            logging_steps=10**9,
+            save_strategy="no",
+            report_to="none",
+            use_cpu=True,
+            bf16=False,
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            seed=seed,
+            lead_seed=seed,
+            lead_cluster_column="family_id",
+            **self.lead_kwargs,
+        )
+        adapter = _BlockingPolicy(self.num_clusters, self.mixture, self._requests, self._actions)
+        trainer = LEADSFTTrainer(
+            model=AutoModelForCausalLM.from_pretrained(base.model_path),
+            args=args,
+            train_dataset=pool,
+            processing_class=base.tokenizer,
+            policy=adapter,
+        )
+        trainer.remove_callback(PrinterCallback)
+        return trainer
+
+    def _train(self, trainer: Any, requests: queue.Queue) -> None:
+        from trl_lead.embedded import torch_threads
+
+        try:
+            with torch_threads(self.num_threads):
+                trainer.train()
+            requests.put(("done", None))
+        except _Stop:
+            requests.put(("stopped", None))
+        except BaseException as error:  # handed to the env's thread, which raises it
+            requests.put(("error", error))
+
+    def _wait(self) -> str:
+        """Wait until the trainer asks for the next action or stops; return which ("action" or "done")."""
+        try:
+            kind, payload = self._requests.get(timeout=self.step_timeout)
+        except queue.Empty:
+            raise TimeoutError(f"The trainer gave no sign of life in {self.step_timeout} s (step_timeout).") from None
+        if kind == "error":
+            self._finished = True
+            raise RuntimeError(f"LEAD training failed in LiveTraining: {payload!r}") from payload
+        if kind == "action":
+            self._mask = payload
+            return "action"
+        self._finished = True
+        self._mask = self.trainer._lead_selector.arm_mask().copy()
+        return "done"
+
+    def _stop_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            if self.trainer is not None:
+                self.trainer.control.should_training_stop = True  # a round in flight ends after its step
+            self._actions.put(_STOP)  # a trainer blocked in the policy raises _Stop
+            self._thread.join(timeout=self.step_timeout)
+        self._thread = None
+        self._requests, self._actions = queue.Queue(), queue.Queue()
+        self._finished = True
+
+    # ------------------------------------------------------------------ observation
+    def _observation(self) -> np.ndarray:
+        selector = self.trainer._lead_selector
+        state = self.trainer.lead_state
+        k = self.num_clusters
+        idu = np.clip(np.nan_to_num(selector.cluster_mean_idu(), nan=0.0), -IDU_BOUND, IDU_BOUND)
+        sizes = np.maximum(np.bincount(state.cluster, minlength=k), 1)
+        eligible = np.bincount(state.cluster[selector.eligible()], minlength=k) / sizes
+        return np.concatenate([idu, eligible]).astype(np.float32)
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._stop_thread()
+        trainer_seed = int(self.np_random.integers(2**31))
+        if self.output_dir is None:
+            if self._temp_dir is None:
+                self._temp_dir = tempfile.mkdtemp(prefix="trl_lead_live_")
+            root = self._temp_dir
+        else:
+            root = self.output_dir
+        self._episodes += 1
+        self.trainer = self._build_trainer(trainer_seed, f"{root}/episode-{self._episodes}")
+        self._steps = 0
+        self._finished = False
+        self._thread = threading.Thread(
+            target=self._train, args=(self.trainer, self._requests), name="LiveTraining", daemon=True
+        )
+        self._thread.start()
+        self._wait()  # initial scores, warm-up rounds, then the trainer asks for the first round's action
+        info = {"expected_rewards": np.full(self.num_clusters, math.nan), "action_mask": self._mask.copy()}
+        return self._observation(), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self.trainer is None:
+            raise RuntimeError("Call reset() before step().")
+        if self._finished:
+            raise RuntimeError("The episode has ended (training finished); call reset().")
+        if self.mixture:
+            action = np.asarray(action, dtype=np.float64).reshape(-1)
+            if action.shape != (self.num_clusters,):
+                raise ValueError(f"A mixture action has one weight per cluster ({self.num_clusters}).")
+        else:
+            action = int(action)
+            if not 0 <= action < self.num_clusters:
+                raise ValueError(f"action {action} is not in Discrete({self.num_clusters}).")
+            if not self._mask[action]:
+                raise ValueError(f"Cluster {action} has no eligible sample (info['action_mask'] is False there).")
+        rounds = self.trainer.lead_state.rounds
+        before = len(rounds)
+        self._actions.put(action)
+        outcome = self._wait()
+        if len(rounds) <= before:
+            raise RuntimeError("The trainer stopped without finishing the round (no record was written).")
+        record = rounds[before]
+        self._steps += 1
+        cluster = record["cluster"]
+        info = {
+            "expected_rewards": np.full(self.num_clusters, math.nan),
+            "regret": math.nan,
+            "action_mask": self._mask.copy(),
+            "round": int(record["round"]),
+            "cluster": list(cluster) if isinstance(cluster, list) else int(cluster),
+            "selected": int(record["selected"]),
+            "filled": int(record["filled"]),
+            "cluster_rewards": dict(record["cluster_rewards"]),
+            "mean_idu": float(record["mean_idu"]),
+            "step": int(record.get("step", -1)),
+            "wall_time": float(record.get("wall_time", math.nan)),
+        }
+        terminated = not self._mask.any()
+        truncated = not terminated and (outcome == "done" or self._steps >= self.max_rounds)
+        return self._observation(), float(record["reward"]), terminated, truncated, info
+
+    def close(self) -> None:
+        self._stop_thread()
+        self.trainer = None
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
+        super().close()
