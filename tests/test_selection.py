@@ -31,7 +31,8 @@ class FixedPolicy:
 
 
 def selector(cluster, policy=None, **settings):
-    defaults = dict(round_size=2, budget=len(cluster))
+    # The paper's choices unless a test says otherwise (LEADConfig's defaults differ; see README "Results")
+    defaults = dict(round_size=2, budget=len(cluster), round_mode="single", fine_selection="top", reward="idu_drop")
     defaults.update(settings)
     state = LEADState(np.asarray(cluster))
     return RoundSelector(state, policy or FixedPolicy(), SelectionSettings(**defaults), seed=0)
@@ -228,7 +229,8 @@ def test_incremental_caches_match_a_recomputation(mode):
     cluster = rng.integers(0, 5, 300)
     policy = make_policy("exp3s")
     policy.reset(5, seed=0)
-    sel = selector(cluster, policy, round_size=17, budget=150, max_reuse=3, round_mode=mode, fine_selection="sample")
+    sel = selector(cluster, policy, round_size=17, budget=150, max_reuse=3, round_mode=mode, fine_selection="sample",
+                   reward="first_visit")
     sel.state.set_initial_scores(rng.gamma(2.0, 1.0, 300))
     while (planned := sel.plan_round()) is not None:
         sel.finish_round(planned, planned.sample_ids, rng.gamma(2.0, 1.0, len(planned.sample_ids)))

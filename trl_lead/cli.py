@@ -1,13 +1,13 @@
 """`trl-lead` console script.
 
-    trl-lead demo [--output-dir DIR] [--max-steps N] [--seed S]
-        LEAD end to end on the embedded default (tiny model, generated pool), next to a random subset of the
-        same size trained for the same steps; prints the rounds and held-out exact match, writes a PNG.
-    trl-lead sft --config x.yaml [--lead_policy ucb1 ...]
-        TRL's `trl sft` with LEADSFTTrainer and LEADConfig's `lead_*` fields.
-    trl-lead cluster --config x.yaml
-        Computes the clusters (`lead_clusters`, `lead_num_clusters`); writes the dataset with a cluster column
-        and a PNG of the clusters into `output_dir`.
+trl-lead demo [--output-dir DIR] [--max-steps N] [--seed S]
+    LEAD end to end on the embedded default (tiny model, generated pool), next to a random subset of the
+    same size trained for the same steps; prints the rounds and held-out exact match, writes a PNG.
+trl-lead sft --config x.yaml [--lead_policy ucb1 ...]
+    TRL's `trl sft` with LEADSFTTrainer and LEADConfig's `lead_*` fields.
+trl-lead cluster --config x.yaml
+    Computes the clusters (`lead_clusters`, `lead_num_clusters`); writes the dataset with a cluster column
+    and a PNG of the clusters into `output_dir`.
 """
 
 from __future__ import annotations
@@ -28,14 +28,19 @@ EMBEDDED = "trl-lead/embedded"  # `dataset_name` / `model_name_or_path` of the o
 
 @dataclass
 class DemoSettings:
-    """What the demo trains: both runs see the same distinct-sample budget and the same optimizer steps."""
+    """What the demo trains: both runs see the same distinct-sample budget and the same optimizer steps (one cell of
+    `benchmarks/selection.py`)."""
 
-    max_steps: int = 120
+    max_steps: int = 100
     batch_size: int = 16
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-3
     budget: float = 0.25
     round_size: int = 32
+    max_reuse: int = 8
     seed: int = 0
+
+
+PAPER_CHOICES = {"lead_round_mode": "single", "lead_fine_selection": "top", "lead_reward": "idu_drop"}
 
 
 def _train_lead(base, settings: DemoSettings, output_dir: str, **lead_kwargs):
@@ -58,6 +63,7 @@ def _train_lead(base, settings: DemoSettings, output_dir: str, **lead_kwargs):
         lead_cluster_column="family_id",
         lead_round_size=settings.round_size,
         lead_budget=settings.budget,
+        lead_max_reuse=settings.max_reuse,
         **lead_kwargs,
     )
     trainer = LEADSFTTrainer(
@@ -98,28 +104,30 @@ def _fresh(base):
     return AutoModelForCausalLM.from_pretrained(base.model_path)
 
 
-def plot_rounds(rounds: list[dict], families: list[str], path: str) -> None:
-    """Cluster chosen per round (coloured by reward) and mean IDU per cluster, as a PNG written temp-then-rename."""
+def plot_rounds(rounds: list[dict], families: list[str], cluster: np.ndarray, path: str) -> None:
+    """Per round: the share of each cluster in the round's samples, the reward, and each cluster's mean IDU.
+    Written as a PNG, temp-then-rename."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rounds = [r for r in rounds if not r.get("warmup")]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
     index = [r["round"] for r in rounds]
-    clusters = [r["cluster"] if isinstance(r["cluster"], int) else -1 for r in rounds]
-    points = top.scatter(index, clusters, c=[r["reward"] for r in rounds], cmap="viridis", s=28)
-    fig.colorbar(points, ax=top, label="reward (raw)")
-    top.set_yticks(range(len(families)), families)
-    top.set_ylabel("cluster chosen")
-    top.set_title("LEAD rounds on the embedded default")
+    k = len(families)
+    shares = np.array([np.bincount(cluster[r["sample_ids"]], minlength=k) / len(r["sample_ids"]) for r in rounds])
     idu = np.array([[np.nan if v is None else v for v in r["cluster_mean_idu"]] for r in rounds], dtype=float)
-    for k, name in enumerate(families):
-        bottom.plot(index, idu[:, k], label=name)
+    fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
+    top.stackplot(index, shares.T, labels=families)
+    top.set_ylabel("share of the round")
+    top.set_title("LEAD rounds on the embedded default")
+    top.legend(ncol=4, fontsize=8, loc="upper right")
+    middle.plot(index, [r["reward"] for r in rounds], marker=".", color="black")
+    middle.set_ylabel("reward (raw)")
+    for c, name in enumerate(families):
+        bottom.plot(index, idu[:, c], label=name)
     bottom.set_xlabel("round")
     bottom.set_ylabel("mean IDU of the cluster")
-    bottom.legend(ncol=4, fontsize=8)
     fig.tight_layout()
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".png")
     os.close(fd)
@@ -134,8 +142,16 @@ def demo(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-steps", type=int, default=DemoSettings.max_steps)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None, help="warm-up cache (default: $TRL_LEAD_CACHE or ~/.cache)")
+    parser.add_argument("--paper", action="store_true", help="the paper's choices: single cluster, top IDU, IDU drop")
     options = parser.parse_args(argv)
 
+    from trl_lead.embedded import torch_threads
+
+    with torch_threads(1):  # a model this small trains faster on one thread than on two
+        return _demo(options)
+
+
+def _demo(options) -> dict:
     import transformers
 
     from trl_lead.embedded import FAMILIES, exact_match, load_embedded_default
@@ -148,14 +164,17 @@ def demo(argv: list[str] | None = None) -> dict:
     base = load_embedded_default(cache_dir=options.cache_dir, seed=options.seed)
     print(f"      {base.model_path} - pool {len(base.train_dataset)} samples, {len(FAMILIES)} families")
 
-    print(f"[2/4] LEAD: {settings.max_steps} steps, budget {settings.budget:.0%} of the pool")
+    choices = PAPER_CHOICES if options.paper else {}
+    described = "the paper's choices" if options.paper else "LEADConfig's defaults"
+    print(f"[2/4] LEAD ({described}): {settings.max_steps} steps, budget {settings.budget:.0%} of the pool")
     lead_dir = os.path.join(options.output_dir, "lead")
     if os.path.exists(os.path.join(lead_dir, "lead_rounds.jsonl")):
         os.remove(os.path.join(lead_dir, "lead_rounds.jsonl"))  # a rerun starts a fresh log
-    lead = _train_lead(base, settings, lead_dir)
+    lead = _train_lead(base, settings, lead_dir, **choices)
     for r in lead.lead_state.rounds:
-        name = FAMILIES[r["cluster"]] if isinstance(r["cluster"], int) else "mixture"
-        print(f"      round {r['round']:3d}  cluster {name:8s}  reward {r['reward']:+.4f}  selected {r['selected']}")
+        clusters = r["cluster"] if isinstance(r["cluster"], list) else [r["cluster"]]
+        names = ",".join(FAMILIES[c] for c in clusters) or "warm-up"
+        print(f"      round {r['round']:3d}  reward {r['reward']:+.4f}  selected {r['selected']:4d}  clusters {names}")
     budget_count = lead._lead_settings.budget
 
     print(f"[3/4] random subset of {budget_count} samples, same steps")
@@ -172,8 +191,12 @@ def demo(argv: list[str] | None = None) -> dict:
     for key in keys:
         print(f"      {key:18s}" + "".join(f"{scores[name].get(key, float('nan')):9.1f}" for name in scores))
     png = os.path.join(options.output_dir, "lead_rounds.png")
-    plot_rounds(lead.lead_state.rounds, list(FAMILIES), png)
-    summary = {"scores": scores, "settings": settings.__dict__, "seconds": time.perf_counter() - started}
+    plot_rounds(lead.lead_state.rounds, list(FAMILIES), lead.lead_state.cluster, png)
+    summary = {
+        "scores": scores,
+        "settings": {**settings.__dict__, **choices},
+        "seconds": time.perf_counter() - started,
+    }
     with open(os.path.join(options.output_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(f"      plot: {png}   rounds: {os.path.join(lead_dir, 'lead_rounds.jsonl')}")

@@ -70,9 +70,9 @@ class SelectionSettings:
     max_reuse: int = 4
     smoothing: float = 0.5
     gradient_correction: bool = True
-    round_mode: str = "single"
-    fine_selection: str = "top"
-    reward: str = "idu_drop"
+    round_mode: str = "mixture"
+    fine_selection: str = "random"
+    reward: str = "first_visit"
     warmup_rounds: int = 0
 
     def __post_init__(self):
