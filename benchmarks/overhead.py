@@ -1,8 +1,10 @@
 """What LEAD costs per training step: `SFTTrainer` vs `LEADSFTTrainer`, same model, data and steps.
 
 A Llama-style model with a 32k vocabulary (the LM head dominates, as in real models) trains on the embedded pool.
-Runs alternate SFT, LEAD, LEAD, SFT, SFT, LEAD, so drift of the machine hits both alike; each run is a fresh child
-process (one torch thread), so its peak resident memory is its own. Reported: the median time per optimizer step
+SFT trains on exactly LEAD's batches (the samples LEAD chose, in its order, sequential sampler), so the step times
+differ only by what LEAD adds. Runs go LEAD, SFT, SFT, LEAD, LEAD, SFT, so drift of the machine hits both alike;
+each run is a fresh child process (one torch thread), so its peak resident memory is its own. Reported: the median
+time per optimizer step
 (after the first round, which holds LEAD's one-off scoring pass, reported apart) and peak memory, as ratios.
 Targets (issue 6): at most 3% more time and 5% more memory.
 
@@ -26,7 +28,7 @@ from trl import SFTConfig, SFTTrainer
 from trl_lead import LEADConfig, LEADSFTTrainer
 from trl_lead.embedded import build_tokenizer, make_instruction_pool
 
-STEPS, BATCH, ROUND = 60, 16, 320  # rounds of 20 steps
+STEPS, BATCH, ROUND, POOL = 40, 8, 80, 600  # rounds of 10 steps; a small pool keeps LEAD's scoring pass short
 
 
 class StepTimer(TrainerCallback):
@@ -43,9 +45,16 @@ class StepTimer(TrainerCallback):
 def make_model(tokenizer) -> LlamaForCausalLM:
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=32_000, hidden_size=256, intermediate_size=688, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+        vocab_size=32_000,
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
     )
     return LlamaForCausalLM(config)
 
@@ -55,36 +64,60 @@ def rss_mb() -> float:
         return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS"))
 
 
-def run(kind: str) -> dict:
-    """One training run in this (child) process."""
+def run(kind: str, order: list[int] | None = None) -> dict:
+    """One training run in this (child) process; SFT trains on `pool.select(order)` in that order."""
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
     tokenizer = build_tokenizer()
-    pool, _ = make_instruction_pool(num_train=2000, num_eval_per_family=2)
+    pool, _ = make_instruction_pool(num_train=POOL, num_eval_per_family=2)
     output_dir = f"/tmp/overhead-{kind}"
     common = dict(
-        output_dir=output_dir, assistant_only_loss=True, per_device_train_batch_size=BATCH, learning_rate=1e-3,
-        max_steps=STEPS, max_length=64, save_strategy="no", report_to="none", use_cpu=True, bf16=False, seed=0,
-        disable_tqdm=True, logging_steps=1000,
+        output_dir=output_dir,
+        assistant_only_loss=True,
+        per_device_train_batch_size=BATCH,
+        learning_rate=1e-3,
+        max_steps=STEPS,
+        max_length=64,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        disable_tqdm=True,
+        logging_steps=1000,
     )
     timer = StepTimer()
     gc.collect()
     base_rss = rss_mb()  # after imports and data: what the run itself adds is measured against this
     if kind == "sft":
-        trainer = SFTTrainer(model=make_model(tokenizer), args=SFTConfig(**common), train_dataset=pool,
-                             processing_class=tokenizer, callbacks=[timer])
+        trainer = SFTTrainer(
+            model=make_model(tokenizer),
+            args=SFTConfig(**common, train_sampling_strategy="sequential"),
+            train_dataset=pool.select(order),
+            processing_class=tokenizer,
+            callbacks=[timer],
+        )
     else:
         args = LEADConfig(**common, lead_cluster_column="family_id", lead_round_size=ROUND, lead_budget=0.5)
-        trainer = LEADSFTTrainer(model=make_model(tokenizer), args=args, train_dataset=pool,
-                                 processing_class=tokenizer, callbacks=[timer])
+        trainer = LEADSFTTrainer(
+            model=make_model(tokenizer), args=args, train_dataset=pool, processing_class=tokenizer, callbacks=[timer]
+        )
     start = time.perf_counter()
     trainer.train()
     total = time.perf_counter() - start
     steps_per_round = ROUND // BATCH
     times = np.array(timer.times[steps_per_round:])  # LEAD's first step of round 1 carries the scoring pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"step_s": float(np.median(times)), "mean_step_s": float(times.mean()), "total_s": total,
-            "peak_mb": peak, "peak_growth_mb": peak - base_rss, "params": trainer.model.num_parameters()}
+    order = [i for r in trainer.lead_state.rounds for i in r["sample_ids"]] if kind == "lead" else order
+    return {
+        "step_s": float(np.median(times)),
+        "mean_step_s": float(times.mean()),
+        "total_s": total,
+        "peak_mb": peak,
+        "peak_growth_mb": peak - base_rss,
+        "params": trainer.model.num_parameters(),
+        "order": order,
+    }
 
 
 def main() -> None:
@@ -92,10 +125,13 @@ def main() -> None:
     from concurrent.futures import ProcessPoolExecutor
 
     results: dict[str, list[dict]] = {"sft": [], "lead": []}
-    for kind in ("sft", "lead", "lead", "sft", "sft", "lead"):
+    order = None
+    for kind in ("lead", "sft", "sft", "lead", "lead", "sft"):
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
-            results[kind].append(child.submit(run, kind).result())
+            results[kind].append(child.submit(run, kind, order).result())
+        order = results[kind][-1].pop("order")  # LEAD is deterministic: every LEAD run trains this order
         print(kind, results[kind][-1], flush=True)
+
     def median(kind: str, key: str) -> float:
         return float(np.median([r[key] for r in results[kind]]))
 

@@ -373,8 +373,16 @@ class LEADSFTTrainer(SFTTrainer):
         return np.fromiter(unique.keys(), np.int64, len(unique)), np.fromiter(unique.values(), float, len(unique))
 
     def _score_pool(self) -> np.ndarray:
-        """Initial IU of every sample: one no-grad pass of the base model over the pool (`lead_initial_score`)."""
-        loader = self.get_eval_dataloader(self.train_dataset)
+        """Initial IU of every sample: one no-grad pass of the base model over the pool (`lead_initial_score`).
+
+        Batches are the training batch size, so the pass never needs more memory than a training step (the fused LM
+        head's chunk of logits grows with the tokens of a batch)."""
+        loader = self._get_dataloader(
+            dataset=self.train_dataset,
+            description="LEAD scoring",
+            batch_size=self.args.per_device_train_batch_size,
+            sampler_fn=self._get_eval_sampler,
+        )
         model = self.model_wrapped
         was_training = model.training
         model.eval()
