@@ -53,3 +53,17 @@ def test_trl_lead_cluster_writes_the_dataset_and_a_plot(tmp_path):
     labels = np.array(clustered["ifd_cluster"])
     assert len(labels) == 2000 and set(labels.tolist()) == {0, 1, 2, 3}
     assert (out / "clusters.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path):
+    from trl_lead.cli import main
+
+    out = tmp_path / "demo"
+    main(["demo", "--output-dir", str(out), "--max-steps", "4"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["scores"]) == {"base", "random", "lead"}
+    assert all(0 <= s["overall_learnable"] <= 100 for s in summary["scores"].values())
+    rounds = [json.loads(line) for line in (out / "lead" / "lead_rounds.jsonl").read_text().splitlines()]
+    assert len(rounds) == 2 and all(len(r["sample_ids"]) == 32 for r in rounds)  # 4 steps of 16 = 2 rounds of 32
+    assert (out / "lead_rounds.png").stat().st_size > 10_000

@@ -43,10 +43,9 @@ class DemoSettings:
 PAPER_CHOICES = {"lead_round_mode": "single", "lead_fine_selection": "top", "lead_reward": "idu_drop"}
 
 
-def _train_lead(base, settings: DemoSettings, output_dir: str, **lead_kwargs):
-    from trl_lead import LEADConfig, LEADSFTTrainer
-
-    args = LEADConfig(
+def _training_args(settings: DemoSettings, output_dir: str) -> dict:
+    """The SFTConfig fields both demo runs share."""
+    return dict(
         output_dir=output_dir,
         assistant_only_loss=True,
         per_device_train_batch_size=settings.batch_size,
@@ -60,12 +59,19 @@ def _train_lead(base, settings: DemoSettings, output_dir: str, **lead_kwargs):
         use_cpu=True,
         bf16=False,
         seed=settings.seed,
+    )
+
+
+def _train_lead(base, settings: DemoSettings, output_dir: str, **lead_kwargs):
+    from trl_lead import LEADConfig, LEADSFTTrainer
+
+    lead = dict(
         lead_cluster_column="family_id",
         lead_round_size=settings.round_size,
         lead_budget=settings.budget,
         lead_max_reuse=settings.max_reuse,
-        **lead_kwargs,
     )
+    args = LEADConfig(**{**_training_args(settings, output_dir), **lead, **lead_kwargs})
     trainer = LEADSFTTrainer(
         model=_fresh(base), args=args, train_dataset=base.train_dataset, processing_class=base.tokenizer
     )
@@ -78,21 +84,7 @@ def _train_random_subset(base, settings: DemoSettings, output_dir: str, budget_c
 
     rng = np.random.default_rng(settings.seed)
     subset = base.train_dataset.select(np.sort(rng.choice(len(base.train_dataset), budget_count, replace=False)))
-    args = SFTConfig(
-        output_dir=output_dir,
-        assistant_only_loss=True,
-        per_device_train_batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        lr_scheduler_type="constant",
-        max_steps=settings.max_steps,
-        max_length=64,
-        logging_steps=20,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=settings.seed,
-    )
+    args = SFTConfig(**_training_args(settings, output_dir))
     trainer = SFTTrainer(model=_fresh(base), args=args, train_dataset=subset, processing_class=base.tokenizer)
     trainer.train()
     return trainer
