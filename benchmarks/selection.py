@@ -260,7 +260,9 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
         "",
         f"Machine: {machine}. Each cell: held-out exact match (%) over the learnable families, mean ± std over seeds "
         "[95% t-interval], and mean wall time including scoring passes. Same base model, same optimizer steps, same "
-        "budget of distinct samples for every method.",
+        "budget of distinct samples for every method. Wall times are only comparable between runs made under the same "
+        "load: the committed ones were measured while other jobs shared the 2 cores (see README for a side-by-side "
+        "timing of LEAD against loss-iterative).",
         "",
         "| method | " + " | ".join(f"budget {b:.0%}" for b in budgets) + " | wall time (s) |",
         "|---|" + "---|" * (len(budgets) + 1),
