@@ -19,6 +19,7 @@ Conventions shared by all policies:
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -61,7 +62,7 @@ class Policy(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-class _BasePolicy:
+class _BasePolicy(ABC):
     """Shared plumbing: seeding, mask validation, JSON state.
 
     Subclasses list their state in ``_state_fields`` (attribute name -> numpy dtype, or ``None`` for a
@@ -91,8 +92,9 @@ class _BasePolicy:
         self._rng = np.random.default_rng(seed)
         self._init_state()
 
+    @abstractmethod
     def _init_state(self) -> None:
-        raise NotImplementedError
+        """Each policy's own statistics, fresh after `reset`."""
 
     @property
     def rng(self) -> np.random.Generator:
