@@ -183,6 +183,17 @@ def test_first_visit_and_loss_drop_rewards():
     r2 = sel.finish_round(p2, p2.sample_ids, np.array([1.0, 1.5]))
     new_losses = np.array([1.0, 1.5])[first]
     assert r2["reward"] == pytest.approx(2.0 - new_losses.mean() if first.any() else 0.0)
+    assert r2["rewarded"] == ([0] if first.any() else [])
+    # A round without never-trained samples has nothing to measure: the policy is not updated at all
+    seen_without_new = False
+    while (planned := sel.plan_round()) is not None:
+        updates = len(policy.updates)
+        new = (sel.state.use_count[planned.sample_ids] == 0).any()
+        record = sel.finish_round(planned, planned.sample_ids, np.ones(len(planned.sample_ids)))
+        if not new:
+            seen_without_new = True
+            assert record["rewarded"] == [] and record["reward"] == 0.0 and len(policy.updates) == updates
+    assert seen_without_new
 
     sel = selector([0] * 2, FixedPolicy(arm=0), round_size=2, reward="loss_drop", max_reuse=3)
     sel.state.set_initial_scores(np.array([4.0, 4.0]))

@@ -393,10 +393,10 @@ class RoundSelector:
             state.cluster_drop[k] = record_clusters[int(k)]["d"]
             state.cluster_round[k] = planned.index
         normalize = not getattr(self.policy, "normalizes_rewards", False)
-        if not planned.warmup:
-            for arm in planned.arms:
-                if arm in rewards:
-                    self.policy.update(arm, self.normalizer(rewards[arm]) if normalize else rewards[arm])
+        rewarded = [a for a in planned.arms if rewards.get(a) is not None] if not planned.warmup else []
+        for arm in rewarded:  # an arm whose reward could not be measured is not updated
+            self.policy.update(arm, self.normalizer(rewards[arm]) if normalize else rewards[arm])
+        rewards = {k: 0.0 if v is None else v for k, v in rewards.items()}  # the log keeps plain numbers
         reward = float(np.mean([rewards[a] for a in planned.arms if a in rewards])) if planned.arms else 0.0
         record = {
             "round": planned.index,
@@ -405,6 +405,7 @@ class RoundSelector:
             "filled": int(planned.filled.sum()),
             "reward": reward,
             "cluster_rewards": {str(k): v for k, v in rewards.items()},
+            "rewarded": rewarded,  # arms whose reward was measured and given to the policy
             "probabilities": planned.probabilities,
             "warmup": planned.warmup,
             "selected": self._num_selected,
@@ -436,25 +437,27 @@ class RoundSelector:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self._idu_count > 0, self._idu_sum / np.maximum(self._idu_count, 1), np.nan)
 
-    def _reward(self, k: int, ids, idu_before, losses, first_time) -> float:
+    def _reward(self, k: int, ids, idu_before, losses, first_time) -> float | None:
+        """The cluster's reward for this round, or None where the rule has nothing to measure."""
         state, kind = self.state, self.settings.reward
         if kind == "idu_drop":
             known = np.isfinite(idu_before)
-            return float(np.mean(idu_before[known] - state.idu[ids][known])) if known.any() else 0.0
+            return float(np.mean(idu_before[known] - state.idu[ids][known])) if known.any() else None
         if kind == "mean_idu":
             return float(np.mean(state.idu[ids]))
         if kind == "loss_drop":
             # First visits contribute 0: their first and last IU are the same measurement
             return float(np.mean(state.first_iu[ids] - losses))
-        # first_visit: IU of never-trained samples is measured before any update on them, a held-out estimate
+        # first_visit: IU of never-trained samples is measured before any update on them, a held-out estimate. Once
+        # the budget is spent there are none: no measurement, so no reward (not a reward of 0)
         if not first_time.any():
-            return 0.0
+            return None
         now = float(np.mean(losses[first_time]))
         before = state.cluster_first_visit_iu[k]
         if np.isnan(before) and hasattr(state, "initial_iu"):
             before = float(np.mean(state.initial_iu[ids[first_time]]))
         state.cluster_first_visit_iu[k] = now
-        return 0.0 if np.isnan(before) else float(before - now)
+        return None if np.isnan(before) else float(before - now)
 
     # ----- persistence -----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
