@@ -221,3 +221,27 @@ def test_update_sketch_reads_the_sampled_coordinates(make_model):
     same = _UpdateTracker(params, seed=3, exact_limit=0, sketch_size=500)
     assert all(torch.equal(a[1], b[1]) for a, b in zip(tracker.coords, same.coords))
     assert _UpdateTracker(params, seed=3).snapshot().numel() == flat.numel()  # small models: exact copies
+
+
+@pytest.mark.parametrize(
+    "loss_settings", [{"label_smoothing_factor": 0.1}, {"loss_type": "dft"}], ids=["label-smoothing", "dft"]
+)
+def test_other_compute_loss_branches_still_record_plain_iu(tmp_path, pool, tokenizer, make_model, loss_settings):
+    args = lead_args(tmp_path, learning_rate=0.0, max_steps=2, **loss_settings)
+    trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
+    recorded = {}
+    finish = trainer._lead_selector.finish_round
+
+    def spy(planned, ids, losses, **kwargs):
+        recorded.update(zip(ids.tolist(), losses.tolist()))
+        return finish(planned, ids, losses, **kwargs)
+
+    trainer._lead_selector.finish_round = spy
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 2 and all(np.isfinite(losses))  # TRL's own loss for the branch still trains
+    ids = sorted(recorded)
+    assert len(ids) == 8  # one round of 8 samples
+    # IU is the plain mean NLL of the trained tokens, whatever the training objective
+    np.testing.assert_allclose([recorded[i] for i in ids], reference_iu(trainer.model, trainer.train_dataset, ids),
+                               atol=1e-5, rtol=0)
