@@ -15,14 +15,14 @@ import pytest
 SCRIPT = Path(__file__).parent / "scripts" / "run_lead.py"
 
 
-def launch(out: Path, processes: int, batch: int) -> None:
+def launch(out: Path, processes: int, batch: int, resume: Path | None = None) -> None:
     accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
                   "--dynamo_backend", "no", "--num_processes", str(processes)]
     # `--cpu --num_processes 2` silently starts one process; `--multi_gpu` with use_cpu=True gives gloo ranks
     accelerate += ["--multi_gpu"] if processes > 1 else ["--cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    result = subprocess.run([*accelerate, str(SCRIPT), str(out), str(batch)], env=env, capture_output=True, text=True,
-                            timeout=600)
+    script = [str(SCRIPT), str(out), str(batch), "8", *([str(resume)] if resume else [])]
+    result = subprocess.run([*accelerate, *script], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -41,3 +41,14 @@ def test_two_ranks_choose_the_same_rounds_as_one(tmp_path):
     # every planned sample's loss reached the state on both ranks (gathered, de-duplicated)
     lines = (tmp_path / "two" / "lead_rounds.jsonl").read_text().splitlines()
     assert len(lines) == 4  # written once, by the main process
+
+
+@pytest.mark.slow
+def test_two_ranks_resume_mid_round_exactly(tmp_path):
+    launch(tmp_path / "full", processes=2, batch=4)
+    launch(tmp_path / "resumed", processes=2, batch=4, resume=tmp_path / "full" / "checkpoint-3")  # mid round 2
+    for rank in (0, 1):
+        full = json.loads((tmp_path / "full" / f"rank{rank}.json").read_text())
+        resumed = json.loads((tmp_path / "resumed" / f"rank{rank}.json").read_text())
+        assert resumed["world"] == 2 and resumed["rounds"] == full["rounds"] and len(full["rounds"]) == 4
+        np.testing.assert_array_equal(np.array(resumed["idu"], float), np.array(full["idu"], float))

@@ -66,21 +66,26 @@ class _CollatorWithIds:
 
 class _RoundSampler(Sampler):
     """One Trainer epoch = one LEAD round. The round is chosen when the epoch's iterator is created, which the
-    Trainer does after the previous epoch's last optimizer step, so the choice sees every loss of the last round."""
+    Trainer does after the previous epoch's last optimizer step, so the choice sees every loss of the last round.
+
+    The epoch is read from the Trainer's step count (every epoch has the same number of steps), not from
+    `set_epoch`: when resuming mid-epoch under several processes, accelerate's skipping wrapper does not forward
+    `set_epoch` to this sampler."""
 
     def __init__(self, trainer: LEADSFTTrainer, round_size: int):
         self.trainer = trainer
         self.round_size = round_size
-        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        pass  # see the class docstring
 
     def __len__(self) -> int:
         return self.round_size
 
     def __iter__(self):
-        return iter(self.trainer._round_rows(self.epoch).tolist())
+        trainer = self.trainer
+        epoch = trainer.state.global_step // _steps_per_round(trainer.args, self.round_size)
+        return iter(trainer._round_rows(epoch).tolist())
 
 
 class _FinishRoundAtLastStep(TrainerCallback):
