@@ -34,3 +34,16 @@ def make_model(tokenizer):
         return build_tiny_model(tokenizer, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, seed=seed)
 
     return make
+
+
+def record_iu(trainer) -> dict[int, float]:
+    """Spy on the trainer's round selector: returns a dict filled with every (sample id, IU) it folds in."""
+    recorded: dict[int, float] = {}
+    finish = trainer._lead_selector.finish_round
+
+    def spy(planned, ids, losses, **kwargs):
+        recorded.update(zip(ids.tolist(), losses.tolist()))
+        return finish(planned, ids, losses, **kwargs)
+
+    trainer._lead_selector.finish_round = spy
+    return recorded

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from conftest import record_iu
 from peft import LoraConfig
 
 from trl_lead import LEADConfig, LEADSFTTrainer
@@ -22,14 +23,7 @@ def test_lora_iu_and_update_vectors_are_the_adapters(tmp_path, pool, tokenizer, 
     named = [(n, p) for n, p in trainer.model.named_parameters() if p.requires_grad]
     assert named and all("lora_" in n for n, _ in named)
     before = torch.cat([p.detach().reshape(-1).clone() for _, p in named])
-    recorded = {}
-    finish = trainer._lead_selector.finish_round
-
-    def spy(planned, ids, losses, **kwargs):
-        recorded.update(zip(ids.tolist(), losses.tolist()))
-        return finish(planned, ids, losses, **kwargs)
-
-    trainer._lead_selector.finish_round = spy
+    recorded = record_iu(trainer)
     trainer.train()
 
     after = torch.cat([p.detach().reshape(-1) for _, p in named])

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import record_iu
 from datasets import Dataset
 from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
@@ -77,14 +78,7 @@ def test_recorded_iu_equals_single_sample_forward(tmp_path, pool, tokenizer, mak
         max_steps=4, **extra,
     )
     trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
-    recorded = {}
-    finish = trainer._lead_selector.finish_round
-
-    def spy(planned, ids, losses, **kwargs):
-        recorded.update(zip(ids.tolist(), losses.tolist()))
-        return finish(planned, ids, losses, **kwargs)
-
-    trainer._lead_selector.finish_round = spy
+    recorded = record_iu(trainer)
     trainer.train()
     assert len(recorded) >= 20  # two rounds of 10 samples, every one recorded
     ids = sorted(recorded)
@@ -229,14 +223,7 @@ def test_update_sketch_reads_the_sampled_coordinates(make_model):
 def test_other_compute_loss_branches_still_record_plain_iu(tmp_path, pool, tokenizer, make_model, loss_settings):
     args = lead_args(tmp_path, learning_rate=0.0, max_steps=2, **loss_settings)
     trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
-    recorded = {}
-    finish = trainer._lead_selector.finish_round
-
-    def spy(planned, ids, losses, **kwargs):
-        recorded.update(zip(ids.tolist(), losses.tolist()))
-        return finish(planned, ids, losses, **kwargs)
-
-    trainer._lead_selector.finish_round = spy
+    recorded = record_iu(trainer)
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 2 and all(np.isfinite(losses))  # TRL's own loss for the branch still trains

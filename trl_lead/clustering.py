@@ -309,6 +309,19 @@ def _pad_id(tokenizer: Any) -> int:
     return 0
 
 
+def _right_padded(
+    sequences: Sequence[Sequence[int]], rows: np.ndarray, lengths: np.ndarray, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of `rows` right-padded to the longest of them, and the matching attention mask."""
+    width = int(lengths[rows].max())
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, i in enumerate(rows):
+        ids[r, : lengths[i]] = torch.tensor(sequences[i], dtype=torch.long)
+        mask[r, : lengths[i]] = 1
+    return ids, mask
+
+
 class _EvalMode:
     """Put a model in eval mode for a block and restore its previous training flag."""
 
@@ -351,16 +364,11 @@ def _sequence_losses(
     with torch.no_grad(), _EvalMode(model), tqdm(total=n, desc=desc, disable=not show_progress, unit="sample") as bar:
         for b in range(0, n, batch_size):
             rows = order[b : b + batch_size]
-            width = int(lengths[rows].max())
-            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, i in enumerate(rows):
-                ids[r, : lengths[i]] = torch.tensor(sequences[i], dtype=torch.long)
-                mask[r, : lengths[i]] = 1
+            ids, mask = _right_padded(sequences, rows, lengths, pad_id)
             row_starts = torch.tensor([starts[i] for i in rows], dtype=torch.long)
             row_ends = torch.tensor([lengths[i] for i in rows], dtype=torch.long)
             # logits at position p predict token p + 1; scored positions of a row: [start - 1, length - 1)
-            lo, hi = int(row_starts.min()) - 1, width - 1
+            lo, hi = int(row_starts.min()) - 1, ids.shape[1] - 1
             kwargs: dict[str, Any] = {"use_cache": False}
             if keep_logits:
                 kwargs["logits_to_keep"] = torch.arange(lo, hi, device=device)
@@ -642,12 +650,7 @@ def embed(
     with torch.no_grad(), _EvalMode(model), tqdm(total=n, desc="embed", disable=not show_progress, unit="text") as bar:
         for b in range(0, n, batch_size):
             rows = order[b : b + batch_size]
-            width = int(lengths[rows].max())
-            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, i in enumerate(rows):
-                ids[r, : lengths[i]] = torch.tensor(ids_list[i], dtype=torch.long)
-                mask[r, : lengths[i]] = 1
+            ids, mask = _right_padded(ids_list, rows, lengths, pad_id)
             outputs = model(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
             hidden = getattr(outputs, "last_hidden_state", None)
             if hidden is None:
