@@ -24,7 +24,6 @@ import inspect
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -33,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from .files import atomic_write, cache_dir_path
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,6 @@ precision k-means needs."""
 UMAP_DIMS = 5
 """Output dimension of the UMAP step of `"umap-kmeans"` (BERTopic's choice for clustering: a few dims, min_dist=0)."""
 
-_CACHE_ENV = "TRL_LEAD_CACHE"
 _CACHE_VERSION = 1  # bump when a cached quantity's definition changes
 _CHUNK = 65_536
 _UMAP_TRANSFORM_CHUNK = 100_000
@@ -853,16 +853,6 @@ def cluster_embeddings(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def cache_dir_path(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache directory: `cache_dir` if given, else `$TRL_LEAD_CACHE`, else `~/.cache/trl_lead`."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get(_CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "trl_lead"
-
-
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         arr = np.ascontiguousarray(obj)
@@ -1011,16 +1001,8 @@ def cached(
 
 
 def _save_atomic(path: Path, value: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, value, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb") as f:
+        np.save(f, value, allow_pickle=False)
 
 
 def _cache_lookup(name: str, parts: Any, cache_dir: str | os.PathLike | None, enabled: bool) -> np.ndarray | None:
@@ -1297,16 +1279,8 @@ def plot_clusters_2d(
     shown = xs.shape[0]
     fig.suptitle(title or f"{len(clusters)} clusters, {shown} of {x.shape[0]} samples shown")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png")
     return path
 
 

@@ -43,6 +43,9 @@ import torch
 import transformers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from .files import CACHE_ENV_VAR as CACHE_ENV_VAR  # re-exported: the warm-up cache's variable
+from .files import atomic_directory, cache_dir_path
+
 logger = logging.getLogger(__name__)
 
 #: Part of the warm-up cache key. The key also hashes the generated pool, the tokenizer and the SFT settings, so bump
@@ -94,8 +97,6 @@ DEFAULT_MODEL_KWARGS: dict[str, int] = {
     "intermediate_size": 256,
     "max_position_embeddings": 128,
 }
-#: Environment variable naming the warm-up cache directory (default ``~/.cache/trl_lead``).
-CACHE_ENV_VAR = "TRL_LEAD_CACHE"
 #: ``SFTConfig`` settings that suit the embedded default on CPU (TRL's defaults are bf16 and activation
 #: checkpointing). The warm-up uses them; pass them on, e.g. ``SFTConfig(output_dir=..., **EMBEDDED_SFT_KWARGS)``.
 EMBEDDED_SFT_KWARGS: dict[str, Any] = {
@@ -520,12 +521,6 @@ def build_tiny_model(
 # --------------------------------------------------------------------------------------------------------------------
 
 _WARMUP_MARKER = "warmup.json"
-_TMP_PREFIX = ".tmp-"
-
-
-def default_cache_dir() -> Path:
-    """The warm-up cache directory: ``$TRL_LEAD_CACHE`` or ``~/.cache/trl_lead``."""
-    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "trl_lead").expanduser()
 
 
 def warmup_settings(
@@ -712,29 +707,17 @@ def warmed_up_base(
         max_length=max_length,
         model_kwargs=model_kwargs,
     )
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    final = root / f"warmup-{_fingerprint(settings)}"
+    final = cache_dir_path(cache_dir) / f"warmup-{_fingerprint(settings)}"
     if (final / _WARMUP_MARKER).is_file():
         return str(final)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=root))
-    try:
+    if final.exists():
+        shutil.rmtree(final)  # a directory without the marker is not a valid cache entry
+    # keep_existing: another process may finish the same build first; its entry is the same and may be in use
+    with atomic_directory(final, keep_existing=True) as tmp:
         with torch_threads(num_threads), _preserved_rng_state():
             stats = _train_warmup(settings, tmp, verbose)
         (tmp / _WARMUP_MARKER).write_text(json.dumps({"settings": settings, **stats}, indent=2))
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache entry is an ordinary directory
-        if final.exists():
-            if (final / _WARMUP_MARKER).is_file():  # another process finished the same build first
-                return str(final)
-            shutil.rmtree(final)  # a directory without the marker is not a valid cache entry
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not (final / _WARMUP_MARKER).is_file():
-                raise
-        logger.info("warmed-up base model built in %.1f s: %s", stats["wall_time_s"], final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("warmed-up base model built in %.1f s: %s", stats["wall_time_s"], final)
     return str(final)
 
 

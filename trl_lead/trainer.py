@@ -6,7 +6,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 import zipfile
 from typing import Any
@@ -22,6 +21,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
 
 from .config import LEADConfig, resolve_count
+from .files import atomic_write
 from .selection import LEADState, PlannedRound, RoundSelector, SelectionSettings
 
 SAMPLE_ID = "lead_id"  # dataset column carrying each sample's row in the user's dataset
@@ -591,8 +591,10 @@ class LEADSFTTrainer(SFTTrainer):
             "rounds": self.lead_state.rounds,
             "pending": plan,
         }
-        _atomic_write(folder, STATE_FILE, lambda f: np.savez(f, **arrays), binary=True)
-        _atomic_write(folder, POLICY_FILE, lambda f: json.dump(meta, f))
+        with atomic_write(os.path.join(folder, STATE_FILE), "wb") as f:
+            np.savez(f, **arrays)
+        with atomic_write(os.path.join(folder, POLICY_FILE)) as f:
+            json.dump(meta, f)
 
     def load_lead_state(self, folder: str) -> None:
         """Restore what `save_lead_state` wrote; a missing, damaged or foreign state is an error, never a restart."""
@@ -641,24 +643,11 @@ class LEADSFTTrainer(SFTTrainer):
             # The round log restarts from the checkpoint's rounds, so a resumed run's log equals an uninterrupted one
             os.makedirs(self.args.output_dir, exist_ok=True)
             lines = "".join(json.dumps(record) + "\n" for record in meta["rounds"])
-            _atomic_write(self.args.output_dir, ROUNDS_FILE, lambda f: f.write(lines))
+            with atomic_write(os.path.join(self.args.output_dir, ROUNDS_FILE)) as f:
+                f.write(lines)
 
 
 def _steps_per_round(args: LEADConfig, round_size: int) -> int:
     """Optimizer steps of one round: its batches over all ranks, grouped by gradient accumulation."""
     batches = math.ceil(round_size / (args.per_device_train_batch_size * max(args.world_size, 1)))
     return math.ceil(batches / max(args.gradient_accumulation_steps, 1))
-
-
-def _atomic_write(folder: str, name: str, write, binary: bool = False) -> None:
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(folder, name))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
