@@ -17,6 +17,7 @@ from datasets import Dataset
 from torch.utils.data import Sampler
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
 
@@ -552,12 +553,14 @@ class LEADSFTTrainer(SFTTrainer):
         return self._lead_fingerprint
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+        # The LEAD state goes in first: transformers' save ends by deleting the checkpoints beyond
+        # `save_total_limit`, so a kill at any moment leaves either the old checkpoint or a complete new one
         if self._lead and self._lead_started:
             pending = self._all_ranks_pairs()  # collective: every rank's losses of the unfinished round
             if self.is_world_process_zero():
                 folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
                 self.save_lead_state(folder, pending)
+        super()._save_checkpoint(model, trial)
 
     def save_lead_state(self, folder: str, pending_pairs: list[tuple[int, float]] | None = None) -> None:
         """Write `lead_state.npz` and `lead_policy.json` into `folder`, each to a temp file renamed into place.
@@ -600,6 +603,8 @@ class LEADSFTTrainer(SFTTrainer):
         """Restore what `save_lead_state` wrote; a missing, damaged or foreign state is an error, never a restart."""
         paths = [os.path.join(folder, name) for name in (STATE_FILE, POLICY_FILE)]
         try:
+            if not os.path.isfile(os.path.join(folder, TRAINER_STATE_NAME)):  # written last: the save did not end
+                raise FileNotFoundError(f"no {TRAINER_STATE_NAME}")
             with np.load(paths[0]) as npz:
                 arrays = {key: npz[key] for key in npz.files}
             with open(paths[1]) as f:
