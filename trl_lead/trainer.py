@@ -173,7 +173,11 @@ class LEADSFTTrainer(SFTTrainer):
             Cluster label of every row of `train_dataset`; overrides `args.lead_cluster_column` and computed clusters.
 
     Attributes:
-        lead_state (`LEADState`): per-sample IU, IDU, use counts, clusters, and the list of rounds.
+        lead_state (`LEADState`): per-sample IU, IDU, use counts, clusters, and the list of rounds, over the pool: the
+            rows of `train_dataset` that have a trained token after TRL's processing.
+        lead_pool_rows (`np.ndarray`): the `train_dataset` row of each pool sample.
+        lead_clustering (`dict`): what the clusters came from (`{"feature": "ifd" | "initial_loss" | "embedding" |
+            "given" | "column ...", ...}`; `None` until computed clusters are computed).
     """
 
     def __init__(self, model=None, args: LEADConfig | None = None, *pargs, policy=None, clusters=None, **kwargs):
