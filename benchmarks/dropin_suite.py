@@ -248,8 +248,8 @@ def best_model_at_end(r):
 
 
 def predict(r):
-    trainer = r.trains()
-    output = trainer.predict(HELD_OUT)
+    trainer = r.trains(eval_dataset=HELD_OUT)
+    output = trainer.predict(trainer.eval_dataset)  # `predict` takes a processed dataset (it does not prepare one)
     assert math.isfinite(output.metrics["test_loss"])
 
 
