@@ -170,14 +170,12 @@ def test_bad_input_is_refused_before_training(tmp_path):
     expect_error(tmp_path, "lead_budget", args=lead_args(tmp_path, lead_budget=41))
     with pytest.raises(ValueError, match="lead_round_size"):
         lead_args(tmp_path, lead_round_size=0)
-    with pytest.raises(ValueError, match="packing"):
-        lead_args(tmp_path, packing=True)
+    for strategy in ("wrapped", "bfd_split"):  # they cut samples into pieces; BFD keeps them whole
+        with pytest.raises(ValueError, match=f"packing_strategy='{strategy}'"):
+            lead_args(tmp_path, packing=True, packing_strategy=strategy)
     long_prompt = [{"role": "user", "content": "x" * 90}, {"role": "assistant", "content": "y"}]
     truncated = Dataset.from_list([{"messages": long_prompt, "family_id": 0}] * 4)
-    expect_error(tmp_path, "no trained tokens", dataset=truncated)
-    short = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
-    mixed = Dataset.from_list([{"messages": m, "family_id": 0} for m in [short, long_prompt, short, long_prompt] * 2])
-    expect_error(tmp_path, r"4 training samples have no trained tokens.*rows \[1, 3, 5, 7\]", dataset=mixed)
+    expect_error(tmp_path, "None of the 4 training samples has a trained token", dataset=truncated)
 
 
 def test_computed_ifd_clusters_reuse_the_initial_scoring_pass(tmp_path, pool, tokenizer, make_model, monkeypatch):
@@ -186,15 +184,22 @@ def test_computed_ifd_clusters_reuse_the_initial_scoring_pass(tmp_path, pool, to
     def no_second_pass(*args, **kwargs):
         raise AssertionError("the conditional losses must come from the trainer's initial scoring pass")
 
-    monkeypatch.setattr(clustering, "answer_losses", no_second_pass)
+    monkeypatch.setattr(clustering, "_conditional_losses", no_second_pass)
     monkeypatch.setenv("TRL_LEAD_CACHE", str(tmp_path / "cache"))
     args = lead_args(tmp_path, lead_cluster_column=None, lead_clusters="ifd", lead_num_clusters=3,
                      lead_initial_score="loss", max_steps=2)
     trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
+    passes = []
+    score_pool = trainer._score_pool
+    trainer._score_pool = lambda: passes.append(1) or score_pool()
     trainer.train()
+    assert len(passes) == 1  # one scoring pass gives the initial IU and IFD's numerator
     state = trainer.lead_state
     assert state.num_clusters == 3 and set(np.unique(state.cluster)) == {0, 1, 2}
-    # The clusters are k-means on 1-D IFD = initial loss / loss of the answer alone, numbered by increasing IFD
+    assert trainer.lead_clustering == {"feature": "ifd", "samples_without_prompt": 0}
+    # The clusters are k-means on 1-D IFD = initial loss / loss of the answer alone, numbered by increasing IFD. The
+    # reference reads the answers from the rows' text (the answer tokens and EOS that `assistant_only_loss` trains),
+    # the trainer from the processed labels
     ifd = clustering.ifd_scores(make_model(), tokenizer, pool, conditional_losses=state.initial_iu, append_eos=True,
                                 max_length=64, show_progress=False)
     means = [ifd[state.cluster == k].mean() for k in range(3)]

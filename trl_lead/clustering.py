@@ -26,6 +26,7 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,11 @@ __all__ = [
     "ifd_scores",
     "model_fingerprint",
     "plot_clusters_2d",
+    "pool_clusters",
+    "PoolClusters",
     "sample_texts",
     "tokenizer_fingerprint",
+    "trained_tokens",
 ]
 
 CLUSTER_METHODS = ("kmeans", "pca-kmeans", "umap-kmeans")
@@ -630,15 +634,26 @@ def embed(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
     texts = [str(t) for t in texts]
-    n = len(texts)
     ids_list = _encode(tokenizer, texts, add_special_tokens=True)
     if max_length is not None:
         ids_list = [ids[:max_length] for ids in ids_list]
     for i, ids in enumerate(ids_list):
         if not ids:
             raise ValueError(f"`texts[{i}]` tokenizes to no tokens; give it some text or drop it.")
+    return _embed_ids(model, ids_list, _pad_id(tokenizer), batch_size, normalize, show_progress)
+
+
+def _embed_ids(
+    model: torch.nn.Module,
+    ids_list: Sequence[Sequence[int]],
+    pad_id: int,
+    batch_size: int,
+    normalize: bool,
+    show_progress: bool,
+) -> np.ndarray:
+    """Mean-pooled last hidden states of token sequences (see [`embed`]), batched by length and right-padded."""
+    n = len(ids_list)
     device = _model_device(model)
-    pad_id = _pad_id(tokenizer)
     kwargs: dict[str, Any] = {"output_hidden_states": True}
     if _accepts(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = 1
@@ -1155,6 +1170,28 @@ def compute_clusters(
 
         feature_name = "embeddings"
 
+    labels, get_features = _cached_clusters(
+        feature_name, feature_parts, features_fn, k, method, seed, umap_fit_size, cache_dir, use_cache, show_progress
+    )
+    if return_features:
+        return labels, get_features()
+    return labels
+
+
+def _cached_clusters(
+    feature_name: str,
+    feature_parts: dict[str, Any],
+    features_fn: Callable[[], np.ndarray],
+    k: int,
+    method: str,
+    seed: int,
+    umap_fit_size: int,
+    cache_dir: str | os.PathLike | None,
+    use_cache: bool,
+    show_progress: bool,
+) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+    """Cluster labels of `features_fn()` (both cached: the features up to 2 GiB, the labels always), and a function
+    returning the features (computed or read from the cache only when called, or when the labels miss the cache)."""
     label_parts = {
         "v": _CACHE_VERSION,
         "what": "labels",
@@ -1183,9 +1220,163 @@ def compute_clusters(
         cache_dir,
         use_cache,
     )
-    if return_features:
-        return labels, get_features()
-    return labels
+    return labels, get_features
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Clusters of a trainer's processed pool: from the tokens and labels it trains on
+# ---------------------------------------------------------------------------------------------------------------------
+
+IGNORE_INDEX = -100
+"""Label of a token that is not trained (TRL's and transformers' convention)."""
+
+
+@dataclass
+class PoolClusters:
+    """Cluster labels of a processed pool ([`pool_clusters`]) and what they were computed from.
+
+    Attributes:
+        labels (`np.ndarray`): int64 labels in `[0, k)`, one per sample.
+        feature (`str`): `"ifd"`, `"initial_loss"` (the fallback where IFD is undefined) or `"embedding"`.
+        samples_without_prompt (`int`): samples whose every token is trained, so that IFD is undefined for them.
+    """
+
+    labels: np.ndarray
+    feature: str
+    samples_without_prompt: int
+
+    def describe(self) -> dict[str, Any]:
+        return {"feature": self.feature, "samples_without_prompt": self.samples_without_prompt}
+
+
+def trained_tokens(
+    input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]] | None
+) -> tuple[list[list[int]], np.ndarray]:
+    """The trained tokens of every sequence and whether the sequence has a prompt.
+
+    A token is trained where its label is not `-100`, at positions `t >= 1` (a causal LM never predicts the first
+    token). A sequence has a prompt when its first token is not trained: prompt/completion rows with
+    `completion_only_loss`, conversations with `assistant_only_loss`. `labels=None` means every token is trained (TRL's
+    collator uses the input ids as labels then).
+    """
+    answers, has_prompt = [], np.zeros(len(input_ids), dtype=bool)
+    for i, ids in enumerate(input_ids):
+        row_labels = ids if labels is None else labels[i]
+        answers.append([int(t) for t, label in zip(ids[1:], row_labels[1:]) if label != IGNORE_INDEX])
+        has_prompt[i] = len(row_labels) > 0 and row_labels[0] == IGNORE_INDEX
+    return answers, has_prompt
+
+
+def pool_clusters(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    input_ids: Sequence[Sequence[int]],
+    labels: Sequence[Sequence[int]] | None,
+    conditional_losses: np.ndarray | Sequence[float] | None = None,
+    how: str = "ifd",
+    k: int = 7,
+    seed: int | None = 0,
+    batch_size: int = 16,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    show_progress: bool = True,
+) -> PoolClusters:
+    r"""
+    Cluster labels of a pool as a trainer processed it: its token ids and labels (the answer tokens are those whose
+    label is not `-100`), so any input `SFTTrainer` accepts can be clustered (prompt/completion, conversational,
+    language modeling, pre-tokenized rows, a formatting function's output). Cached like [`compute_clusters`].
+
+    - `how="ifd"`: IFD = `conditional_losses` (the mean loss of each sample's trained tokens given everything before
+      them: the trainer's initial scoring pass) / the loss of the same tokens alone (after the tokenizer's BOS token,
+      EOS when it has none), clustered by 1-D k-means. IFD needs a prompt: where some sample has none (every token
+      trained, as in language-modeling rows, where both losses are the same and IFD is 1), the pool is clustered on
+      `conditional_losses` instead, with the same k-means (`feature="initial_loss"`), and a warning says so.
+    - `how="embedding"`: mean-pooled last hidden states of `model` over each sequence (its first 512 tokens),
+      L2-normalised, clustered with `"umap-kmeans"`.
+
+    Args:
+        model (`torch.nn.Module`):
+            The training causal LM (optionally wrapped by PEFT).
+        tokenizer (`PreTrainedTokenizerBase`):
+            Its tokenizer (for the BOS/EOS token that starts an answer scored alone, and the padding token).
+        input_ids (`Sequence[Sequence[int]]`):
+            Token ids of every sample.
+        labels (`Sequence[Sequence[int]]`, *optional*):
+            Labels of every sample, `-100` where a token is not trained; `None`: every token is trained.
+        conditional_losses (`np.ndarray`, *optional*):
+            Required with `how="ifd"`: each sample's mean loss over its trained tokens, in the order of `input_ids`.
+        how (`str`, *optional*, defaults to `"ifd"`):
+            `"ifd"` or `"embedding"`.
+        k (`int`, *optional*, defaults to `7`):
+            Number of clusters.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of the clustering (`None` means 0).
+        batch_size (`int`, *optional*, defaults to `16`):
+            Sequences per forward pass.
+        cache_dir (`str` or `os.PathLike`, *optional*):
+            Cache directory; default `$TRL_LEAD_CACHE` or `~/.cache/trl_lead`.
+        use_cache (`bool`, *optional*, defaults to `True`):
+            `False` neither reads nor writes the cache.
+        show_progress (`bool`, *optional*, defaults to `True`):
+            Show progress bars.
+
+    Returns:
+        [`PoolClusters`].
+    """
+    if how not in ("ifd", "embedding"):
+        raise ValueError(f"`how`={how!r} is unknown; use 'ifd' (IFD scores, the paper) or 'embedding'.")
+    n = len(input_ids)
+    k, seed = _check_k(k, n), _check_seed(seed)
+    _check_scoring_args(batch_size, None)
+    answers, has_prompt = trained_tokens(input_ids, labels)
+    empty = [i for i, answer in enumerate(answers) if not answer]
+    if empty:
+        raise ValueError(f"{len(empty)} samples have no trained token (e.g. {empty[:5]}); drop them to cluster.")
+    without_prompt = int((~has_prompt).sum())
+    digest = hashlib.sha256()
+    for i, ids in enumerate(input_ids):
+        digest.update(np.asarray(ids, dtype=np.int64).tobytes() + b"|" + np.asarray(answers[i], np.int64).tobytes())
+    parts = {
+        "v": _CACHE_VERSION,
+        "model": model_fingerprint(model),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "tokens": digest.hexdigest(),
+        "batch_size": batch_size,
+    }
+    if how == "embedding":
+        feature, method = "embedding", "umap-kmeans"
+        parts.update(what="pool_embedding", max_length=512)
+
+        def features_fn() -> np.ndarray:
+            sequences = [list(ids[:512]) for ids in input_ids]
+            return _embed_ids(model, sequences, _pad_id(tokenizer), batch_size, True, show_progress)
+
+    else:
+        if conditional_losses is None:
+            raise ValueError("`how='ifd'` needs `conditional_losses` (the trainer's initial scoring pass).")
+        conditional = _check_losses(conditional_losses, n)
+        feature, method = ("ifd" if without_prompt == 0 else "initial_loss"), "kmeans"
+        parts.update(what=f"pool_{feature}", conditional_losses=conditional)
+
+        def features_fn() -> np.ndarray:
+            if feature == "initial_loss":
+                return conditional
+            alone = _alone_losses(model, tokenizer, (None, answers), batch_size, None, show_progress)
+            return conditional / np.maximum(alone, 1e-12)
+
+        if feature == "initial_loss":
+            logger.warning(
+                "lead_clusters='ifd': %d of %d samples have no prompt (every token is trained, as in language-"
+                "modeling rows), so their IFD is undefined; clustering the pool by its initial loss instead (k-means "
+                "on each sample's loss under the model before training).",
+                without_prompt,
+                n,
+            )
+    labels_out, _ = _cached_clusters(
+        feature, parts, features_fn, k, method, seed, 50_000, cache_dir, use_cache, show_progress
+    )
+    logger.info("LEAD clusters: %d clusters of %d samples from %s.", k, n, feature)
+    return PoolClusters(np.asarray(labels_out, dtype=np.int64), feature, without_prompt)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -142,11 +142,16 @@ class LEADConfig(SFTConfig):
             raise ValueError(f"`lead_smoothing={self.lead_smoothing}` must lie in [0, 1): it weights the history.")
         if self.lead_warmup_steps < 0:
             raise ValueError(f"`lead_warmup_steps={self.lead_warmup_steps}` must be >= 0.")
-        if self.packing:
+        if self.packing and self.packing_strategy != "bfd":
+            cut = (
+                "cuts the token stream at fixed lengths"
+                if self.packing_strategy == "wrapped"
+                else ("splits samples longer than `max_length` into separate sequences")
+            )
             raise ValueError(
-                "LEAD scores each sample from its own loss, and `packing=True` merges samples into one sequence. "
-                "Set `packing=False` (use `padding_free=True` for the same speed without merging losses), or "
-                "`lead_enabled=False`."
+                f"`packing_strategy={self.packing_strategy!r}` {cut}, so a sample's loss is spread over pieces that "
+                "attend to other samples' tokens or miss their own start; LEAD scores each whole sample. Use "
+                "`packing_strategy='bfd'` (keeps samples whole), `padding_free=True`, or `lead_enabled=False`."
             )
         if self.lead_seed is None:
             self.lead_seed = self.seed

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -13,19 +15,22 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate.utils import gather_object
-from datasets import Dataset
+from datasets import Dataset, IterableDataset, IterableDatasetDict
 from torch.utils.data import Sampler
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
+from trl.trainer.utils import get_config_model_id
 
 from .config import LEADConfig, resolve_count
 from .files import atomic_write
 from .selection import LEADState, PlannedRound, RoundSelector, SelectionSettings
 
-SAMPLE_ID = "lead_id"  # dataset column carrying each sample's row in the user's dataset
+logger = logging.getLogger(__name__)
+
+SAMPLE_ID = "lead_id"  # dataset column carrying each training sample's id (its index in the pool)
 STATE_FILE = "lead_state.npz"
 POLICY_FILE = "lead_policy.json"
 ROUNDS_FILE = "lead_rounds.jsonl"
@@ -53,12 +58,15 @@ def per_sample_loss(log_probs: torch.Tensor, label_mask: torch.Tensor, position_
 
 
 class _CollatorWithIds:
-    """Wraps the trainer's collator so each batch carries its samples' ids (TRL's collator drops unknown keys)."""
+    """Wraps the trainer's collator so each training batch carries its samples' ids (TRL's collator drops unknown
+    keys). Batches of other datasets (evaluation) have no ids and pass through unchanged."""
 
     def __init__(self, collator):
         self.collator = collator
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        if not all(SAMPLE_ID in example for example in examples):
+            return self.collator(examples)
         ids = [example[SAMPLE_ID] for example in examples]
         batch = self.collator([{k: v for k, v in example.items() if k != SAMPLE_ID} for example in examples])
         batch[SAMPLE_ID] = torch.tensor(ids, dtype=torch.long)
@@ -166,27 +174,32 @@ class LEADSFTTrainer(SFTTrainer):
             Cluster label of every row of `train_dataset`; overrides `args.lead_cluster_column` and computed clusters.
 
     Attributes:
-        lead_state (`LEADState`): per-sample IU, IDU, use counts, clusters, and the list of rounds.
+        lead_state (`LEADState`): per-sample IU, IDU, use counts, clusters, and the list of rounds, over the pool: the
+            rows of `train_dataset` that have a trained token after TRL's processing.
+        lead_pool_rows (`np.ndarray`): the `train_dataset` row of each pool sample.
+        lead_clustering (`dict`): what the clusters came from (`{"feature": "ifd" | "initial_loss" | "embedding" |
+            "given" | "column ...", ...}`; `None` until computed clusters are computed).
     """
 
     def __init__(self, model=None, args: LEADConfig | None = None, *pargs, policy=None, clusters=None, **kwargs):
-        if args is None:
-            args = LEADConfig(output_dir="trainer_output")
-        self._lead = isinstance(args, LEADConfig) and args.lead_enabled
-        if not self._lead:
-            super().__init__(model, args, *pargs, **kwargs)
-            return
+        if args is None:  # named as SFTTrainer names its default
+            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = LEADConfig(f"{model_name.split('/')[-1]}-SFT")
         train_dataset = kwargs.get("train_dataset", pargs[1] if len(pargs) > 1 else None)
-        if not isinstance(train_dataset, Dataset):
+        self._lead = isinstance(args, LEADConfig) and args.lead_enabled
+        if self._lead and isinstance(train_dataset, (IterableDataset, IterableDatasetDict)):
             raise ValueError(
                 "LEAD selects from a pool of known size: `train_dataset` must be a `datasets.Dataset` (not an "
                 f"iterable or streaming dataset), got {type(train_dataset).__name__}. Pass a map-style Dataset or set "
                 "`lead_enabled=False`."
             )
+        if not self._lead or not isinstance(train_dataset, Dataset):
+            self._lead = False  # LEAD is off, or `train_dataset` is missing or of a type TRL refuses with its error
+            super().__init__(model, args, *pargs, **kwargs)
+            return
         n = len(train_dataset)
         self._lead_clusters = self._resolve_clusters(train_dataset, args, clusters)
-        self._lead_pool = train_dataset  # the user's rows, for computed clusters
-        self._lead_settings = self._resolve_settings(args, n)
+        self._resolve_settings(args, n)  # sizes checked against the whole dataset before the model is loaded
         self._lead_policy = self._resolve_policy(args, policy)
         if "train_dataset" in kwargs:
             kwargs["train_dataset"] = train_dataset.add_column(SAMPLE_ID, np.arange(n))
@@ -201,10 +214,24 @@ class LEADSFTTrainer(SFTTrainer):
                 "LEAD needs each sample's whole loss on one rank; context/sequence parallelism splits it. Disable it "
                 "or set `lead_enabled=False`."
             )
-        self._check_trained_tokens(n)
+        self._lead_dataset_size = n
+        self.lead_pool_rows = self._keep_trainable_rows(n)
+        pool_size = len(self.lead_pool_rows)
+        self._lead_settings = self._resolve_settings(args, pool_size)
+        if self._lead_clusters is not None:
+            self._lead_clusters = self._lead_clusters[self.lead_pool_rows]
+            source = "given" if clusters is not None else f"column {args.lead_cluster_column}"
+            self.lead_clustering = {"feature": source}
+        else:
+            self.lead_clustering: dict[str, Any] | None = None  # what the computed clusters came from
+        if self._lead_clusters is None and args.lead_num_clusters > pool_size:
+            raise ValueError(
+                f"`lead_num_clusters={args.lead_num_clusters}` is more than the {pool_size} trainable samples; set it "
+                f"to at most {pool_size}."
+            )
         self.data_collator = _CollatorWithIds(self.data_collator)
         rows = np.asarray(self.train_dataset[SAMPLE_ID])
-        self._lead_row_of_id = np.empty(n, dtype=np.int64)
+        self._lead_row_of_id = np.empty(pool_size, dtype=np.int64)
         self._lead_row_of_id[rows] = np.arange(len(rows))
         self.lead_state: LEADState | None = None
         if self._lead_clusters is not None:
@@ -214,6 +241,7 @@ class LEADSFTTrainer(SFTTrainer):
         self._lead_records: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._lead_restored_pairs: list[tuple[int, float]] = []  # a resumed round's losses from before the checkpoint
         self._lead_capture: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._lead_capturing = False  # set by `compute_loss` around a training forward only
         self._lead_started = False
         self._patch_forward_capture()
         self.add_callback(_FinishRoundAtLastStep(self))
@@ -251,8 +279,8 @@ class LEADSFTTrainer(SFTTrainer):
         budget = resolve_count(args.lead_budget, n, "lead_budget")
         if budget > n:
             raise ValueError(
-                f"`lead_budget={args.lead_budget}` asks for {budget} distinct samples but the pool has {n}; set it to "
-                f"at most {n}, or to a fraction <= 1."
+                f"`lead_budget={args.lead_budget}` asks for {budget} distinct samples but the pool has {n} trainable "
+                f"samples; set it to at most {n}, or to a fraction <= 1."
             )
         round_size = resolve_count(args.lead_round_size, n, "lead_round_size")
         return SelectionSettings(
@@ -287,30 +315,55 @@ class LEADSFTTrainer(SFTTrainer):
             )
         return policy
 
-    def _check_trained_tokens(self, pool_size: int) -> None:
-        """Every sample needs trained tokens for its IU; TRL silently drops rows truncation left fully masked."""
-        dataset = self.train_dataset.select_columns(["labels", SAMPLE_ID])
-        if dataset._indices is not None:
-            dataset = dataset.flatten_indices()
-        ids = np.asarray(dataset.data.column(SAMPLE_ID).to_numpy())
+    def _keep_trainable_rows(self, dataset_size: int) -> np.ndarray:
+        """Leave out of the pool the rows with no trained token, as TRL drops rows that truncation left fully masked.
+
+        TRL's filter keeps a row whose only trained label is its first one, which is never predicted; LEAD cannot
+        score it either. Renumbers the id column so the pool's samples are 0..m-1 and returns the dataset row of
+        each (`lead_pool_rows`)."""
+        dataset = self.train_dataset
+        label_column = "labels" if "labels" in dataset.column_names else "input_ids"  # TRL's collator: labels = ids
+        columns = dataset.select_columns([label_column, SAMPLE_ID])
+        if columns._indices is not None:
+            columns = columns.flatten_indices()
+        ids = np.asarray(columns.data.column(SAMPLE_ID).to_numpy())
         trained = []
-        for chunk in dataset.data.column("labels").chunks:  # vectorised over Arrow's flat label buffer
+        for chunk in columns.data.column(label_column).chunks:  # vectorised over Arrow's flat label buffer
             offsets = chunk.offsets.to_numpy()
             counted = chunk.flatten().to_numpy() != -100
             starts = offsets[:-1][offsets[:-1] < offsets[1:]]
             counted[starts - offsets[0]] = False  # a sequence's first label is never predicted
             cumulative = np.concatenate([[0], np.cumsum(counted)])
             trained.append(cumulative[offsets[1:] - offsets[0]] - cumulative[offsets[:-1] - offsets[0]])
-        trained = np.concatenate(trained) if trained else np.zeros(0, np.int64)
-        missing = np.setdiff1d(np.arange(pool_size), ids)  # rows TRL dropped
-        empty = np.union1d(ids[trained == 0], missing)
-        if len(empty):
+        keep = np.concatenate(trained) > 0 if trained else np.zeros(0, bool)
+        pool_rows = np.sort(ids[keep])
+        if len(pool_rows) == 0:
             raise ValueError(
-                f"{len(empty)} training samples have no trained tokens (every label is -100 after "
-                f"`assistant_only_loss`/`completion_only_loss`/`max_length` truncation), e.g. rows "
-                f"{empty[:5].tolist()}; LEAD cannot score them. Drop them from the dataset, raise `max_length`, or "
-                "check the chat template's generation markers."
+                f"None of the {dataset_size} training samples has a trained token (every label is -100 after "
+                "`assistant_only_loss`/`completion_only_loss`/`max_length` truncation); LEAD has nothing to select. "
+                "Raise `max_length`, or check the chat template's generation markers."
             )
+        if len(pool_rows) < dataset_size:
+            logger.warning(
+                "LEAD: %d of %d training rows have no trained token (every label is -100 after `assistant_only_loss`/"
+                "`completion_only_loss`/`max_length` truncation) and are left out of the pool, as TRL drops them. "
+                "`trainer.lead_pool_rows[i]` is the dataset row of pool sample i.",
+                dataset_size - len(pool_rows),
+                dataset_size,
+            )
+            dataset = dataset.select(np.flatnonzero(keep)).remove_columns(SAMPLE_ID)
+            self.train_dataset = dataset.add_column(SAMPLE_ID, np.searchsorted(pool_rows, ids[keep]))
+        return pool_rows
+
+    def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
+        if self._lead and packing and SAMPLE_ID in dataset.column_names:
+            # LEAD selects samples, so the pool keeps one sample per row, truncated to `max_length` like unpacked rows.
+            # The padding-free collator TRL uses with BFD packing then packs each batch's samples into one sequence
+            # whose positions restart at every sample, as BFD does: samples stay whole, one loss per segment.
+            if args.max_length is None:
+                raise ValueError("When packing is enabled, `max_length` can't be `None`.")  # TRL's check
+            packing = False
+        return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -332,10 +385,12 @@ class LEADSFTTrainer(SFTTrainer):
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         fused_forward = base.forward
 
+        @functools.wraps(fused_forward)
         def forward(*args, **kwargs):
             outputs = fused_forward(*args, **kwargs)
-            if kwargs.get("fused_lm_head") and self._lead_capture is None:
+            if self._lead_capturing and kwargs.get("fused_lm_head"):
                 self._lead_capture = (outputs.log_probs, outputs.label_mask)
+                self._lead_capturing = False  # the first fused forward of the step is the one that trains
             return outputs
 
         base.forward = forward
@@ -344,14 +399,21 @@ class LEADSFTTrainer(SFTTrainer):
         ids = inputs.pop(SAMPLE_ID, None)
         if not self._lead or ids is None or not self.model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        self._lead_capture = None
-        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        self._lead_capture, self._lead_capturing = None, True
+        try:
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            self._lead_capturing = False
         log_probs, label_mask = self._lead_capture
         self._lead_capture = None
-        sums, counts = per_sample_loss(log_probs, label_mask, inputs.get("position_ids"))
-        # Kept on the device until the round ends: no host sync per step
-        self._lead_records.append((ids.to(sums.device), sums, counts))
+        self._record(ids, log_probs, label_mask, inputs.get("position_ids"))
         return result
+
+    def _record(self, ids: torch.Tensor, log_probs: torch.Tensor, label_mask: torch.Tensor, position_ids) -> None:
+        """Keep each sample's summed loss and token count, on the device until the round ends (no host sync)."""
+        sums, counts = per_sample_loss(log_probs, label_mask, position_ids)
+        # `pad_to_multiple_of` pads a padding-free row with positions 0: one empty segment per padded token
+        self._lead_records.append((ids.to(sums.device), sums[: len(ids)], counts[: len(ids)]))
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs.pop(SAMPLE_ID, None)
@@ -398,8 +460,7 @@ class LEADSFTTrainer(SFTTrainer):
                 inputs = self._prepare_inputs(inputs)
                 ids = inputs.pop(SAMPLE_ID)
                 outputs = model(**inputs, fused_lm_head=True, use_cache=False)
-                sums, counts = per_sample_loss(outputs.log_probs, outputs.label_mask, inputs.get("position_ids"))
-                self._lead_records.append((ids.to(sums.device), sums, counts))
+                self._record(ids, outputs.log_probs, outputs.label_mask, inputs.get("position_ids"))
         model.train(was_training)
         ids, losses = self._gathered_losses()
         scores = np.full(len(self._lead_row_of_id), np.nan)
@@ -408,26 +469,34 @@ class LEADSFTTrainer(SFTTrainer):
 
     def _start_rounds(self) -> None:
         args = self.args
-        initial = self._score_pool() if args.lead_initial_score == "loss" else None
+        compute_ifd = self._lead_clusters is None and args.lead_clusters == "ifd"
+        # One scoring pass gives both the initial IU and IFD's conditional loss
+        initial = self._score_pool() if args.lead_initial_score == "loss" or compute_ifd else None
         if self._lead_clusters is None:
-            from .clustering import compute_clusters
+            from .clustering import pool_clusters
 
+            # From what the trainer trains on: the processed tokens, and labels marking the trained (answer) tokens
+            pool = self.train_dataset.select(self._lead_row_of_id)  # pool samples in id order
+            labels = pool["labels"] if "labels" in pool.column_names else None
             # Rank 0 computes and caches on disk; the other ranks then read the cache
             with self.accelerator.main_process_first():
-                self._lead_clusters = compute_clusters(
+                result = pool_clusters(
                     self.model,
-                    self.processing_class,
-                    self._lead_pool,
+                    self._tokenizer,
+                    pool["input_ids"],
+                    labels,
+                    conditional_losses=initial,
                     how=args.lead_clusters,
                     k=args.lead_num_clusters,
                     seed=args.lead_seed,
-                    conditional_losses=initial,
-                    max_length=args.max_length,
-                    append_eos=True,  # the trainer's losses include the end-of-turn token
+                    batch_size=args.per_device_train_batch_size,
+                    show_progress=self.is_world_process_zero(),
                 )
+            self._lead_clusters = result.labels
+            self.lead_clustering = result.describe()
         if self.lead_state is None:
             self._make_state(self._lead_clusters)
-        if initial is not None:
+        if args.lead_initial_score == "loss":
             self.lead_state.set_initial_scores(initial)
         self._lead_policy.reset(self.lead_state.num_clusters, seed=args.lead_seed)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -499,7 +568,12 @@ class LEADSFTTrainer(SFTTrainer):
             losses,
             eta=eta,
             cos_with_last_visit=cosines,
-            extra={"step": self.state.global_step, "wall_time": time.perf_counter() - start_time},
+            extra={
+                "step": self.state.global_step,
+                "wall_time": time.perf_counter() - start_time,
+                # The first round also says what the pool and its clusters are made of
+                **({"pool": self._pool_description()} if planned.index == 0 else {}),
+            },
         )
         self._lead_pending = None
         if self.is_world_process_zero():
@@ -519,6 +593,13 @@ class LEADSFTTrainer(SFTTrainer):
             Trainer.log(self, self._lead_log)
             self._lead_log = None
         return record
+
+    def _pool_description(self) -> dict[str, Any]:
+        return {
+            "samples": len(self.lead_pool_rows),
+            "dropped_rows": int(self._lead_dataset_size - len(self.lead_pool_rows)),
+            "clusters": self.lead_clustering,
+        }
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # A round that ended at this step adds its metrics to the step's log (calling `log` from inside the step
