@@ -24,7 +24,8 @@ import numpy as np
 from gymnasium import spaces
 
 # numpy only: trl_lead/__init__.py imports the trainer (torch, TRL) lazily, on first use of LEADConfig/LEADSFTTrainer
-from trl_lead.selection import LEADState, PlannedRound, RoundSelector, SelectionSettings, predicted_drop
+from trl_lead.selection import LEADState, PlannedRound, RoundSelector, predicted_drop
+from trl_lead.settings import INITIAL_SCORES, SelectionSettings, check_choice, resolve_sizes
 
 __all__ = ["DEFAULT_CLUSTERS", "ActionPolicy", "ProxyTraining", "Surrogate"]
 
@@ -498,8 +499,7 @@ class ProxyTraining(gym.Env):
         for rule, ok in checks.items():
             if not np.all(ok):
                 raise ValueError(f"Per-cluster parameters must satisfy {rule}; check the values passed.")
-        if initial_score not in ("loss", "none"):
-            raise ValueError(f"initial_score must be 'loss' or 'none', got {initial_score!r}.")
+        check_choice("initial_score", initial_score, INITIAL_SCORES)
         if int(batch_size) < 1 or min(heterogeneity, memory_decay, noise_timescale) < 0:
             raise ValueError("batch_size must be >= 1; heterogeneity, memory_decay and noise_timescale >= 0.")
         self.memory_decay = float(memory_decay)
@@ -514,15 +514,10 @@ class ProxyTraining(gym.Env):
             list(cluster_names) if cluster_names is not None else list(DEFAULT_CLUSTERS) if table else None
         )
 
-        def count(value: float, name: str) -> int:
-            n = math.ceil(value * self.pool_size) if value <= 1 else int(value)
-            if n < 1:
-                raise ValueError(f"`{name}={value}` gives no sample out of a pool of {self.pool_size}.")
-            return n
-
+        round_count, budget_count = resolve_sizes(round_size, budget, self.pool_size, prefix="")
         self.settings = SelectionSettings(
-            round_size=count(round_size, "round_size"),
-            budget=count(budget, "budget"),
+            round_size=round_count,
+            budget=budget_count,
             max_reuse=int(max_reuse),
             smoothing=float(smoothing),
             gradient_correction=bool(gradient_correction),
@@ -531,8 +526,6 @@ class ProxyTraining(gym.Env):
             reward=reward,
             warmup_rounds=int(warmup_rounds),
         )
-        if self.settings.budget > self.pool_size:
-            raise ValueError(f"budget={budget} gives more samples than the pool has ({self.pool_size}).")
         self.max_rounds = int(max_steps if max_steps is not None else max_rounds)
         if self.max_rounds < 1:
             raise ValueError(f"max_rounds must be >= 1, got {self.max_rounds}.")

@@ -14,12 +14,13 @@ _LAZY = {
     "LEADSFTTrainer": "trl_lead.trainer",
     "LEADState": "trl_lead.selection",
     "RoundSelector": "trl_lead.selection",
-    "SelectionSettings": "trl_lead.selection",
+    "SelectionSettings": "trl_lead.settings",
 }
 
 if TYPE_CHECKING:
     from .config import LEADConfig
-    from .selection import LEADState, RoundSelector, SelectionSettings
+    from .selection import LEADState, RoundSelector
+    from .settings import SelectionSettings
     from .trainer import LEADSFTTrainer
 
 
