@@ -1,31 +1,4 @@
 """The bandit policies, for the Gymnasium side: they live in :mod:`trl_lead.policies` (numpy only), as part of LEAD."""
 
-from trl_lead.policies import (
-    POLICIES,
-    UCB1,
-    DiscountedUCB,
-    EpsilonGreedy,
-    Exp3,
-    Exp3S,
-    Greedy,
-    Policy,
-    SlidingWindowUCB,
-    ThompsonSampling,
-    Uniform,
-    make_policy,
-)
-
-__all__ = [
-    "POLICIES",
-    "DiscountedUCB",
-    "EpsilonGreedy",
-    "Exp3",
-    "Exp3S",
-    "Greedy",
-    "Policy",
-    "SlidingWindowUCB",
-    "ThompsonSampling",
-    "UCB1",
-    "Uniform",
-    "make_policy",
-]
+from trl_lead.policies import *  # noqa: F403  (the whole public API, as listed in its __all__)
+from trl_lead.policies import __all__  # noqa: F401

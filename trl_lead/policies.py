@@ -574,7 +574,7 @@ POLICIES: dict[str, type[_BasePolicy]] = {
 }
 
 
-def make_policy(name: str, **kwargs: Any) -> _BasePolicy:
+def make_policy(name: str, **kwargs: Any) -> Policy:
     """Build a policy by registry name; call ``reset(num_arms, seed)`` on it before use."""
     try:
         cls = POLICIES[name]
