@@ -495,13 +495,13 @@ class EpsilonGreedy(Greedy):
         self.epsilon = float(epsilon)
 
     def probabilities(self, mask: np.ndarray | None = None) -> np.ndarray:
+        """1 - epsilon split over the best arms (by mean) plus epsilon split over the allowed arms."""
         mask = self._mask(mask)
         means = self._means(mask)
         best = means == means.max()
         allowed = np.ones(self.num_arms, bool) if mask is None else mask
-        return best * ((1.0 - self.epsilon) / np.count_nonzero(best)) + allowed * (
-            self.epsilon / np.count_nonzero(allowed)
-        )
+        greedy = (1.0 - self.epsilon) / np.count_nonzero(best)
+        return best * greedy + allowed * (self.epsilon / np.count_nonzero(allowed))
 
     def select(self, mask: np.ndarray | None = None) -> int:
         mask = self._mask(mask)

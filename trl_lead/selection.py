@@ -47,7 +47,9 @@ def predicted_drop(eta: float, d_prev: float, d_k: float | None, cos_phi: float)
 
 @dataclass
 class RewardNormalizer:
-    """Maps rewards to [-1, 1] by the running min/max of all rewards seen so far (as the paper's EXP3-S code)."""
+    """Maps rewards to [-1, 1] by the running min/max of all rewards seen so far (as the paper's EXP3-S code).
+
+    The selector's normaliser, and `envs.benchmark`'s with `--normalize-rewards`."""
 
     low: float = math.inf
     high: float = -math.inf
