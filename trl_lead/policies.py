@@ -130,7 +130,7 @@ class _BasePolicy(ABC):
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != (self.num_arms,):
             raise ValueError(f"{self.name}: mask must have shape ({self.num_arms},), got {mask.shape}")
-        if not mask.any():
+        if not np.count_nonzero(mask):
             raise ValueError(f"{self.name}: mask allows no arm (all False); at least one arm must be True")
         return mask
 
@@ -145,7 +145,7 @@ class _BasePolicy(ABC):
     def _draw(self, p: np.ndarray) -> int:
         """An arm drawn from ``p`` by inverse CDF (one uniform); zero-probability arms are flat steps of the CDF,
         which ``side="right"`` never lands on."""
-        cdf = np.cumsum(p)
+        cdf = np.add.accumulate(p)
         arm = int(cdf.searchsorted(self.rng.random() * cdf[-1], "right"))
         return arm if arm < len(p) else int(np.flatnonzero(p)[-1])  # u * total rounded up to total
 
@@ -158,8 +158,12 @@ class _BasePolicy(ABC):
 
     def _argmax_random_ties(self, values: np.ndarray) -> int:
         """The arm of the largest value; ties broken at random (no draw when there is none)."""
-        best = np.flatnonzero(values == values.max())
-        return int(best[0]) if len(best) == 1 else int(best[self.rng.integers(len(best))])
+        arm = int(values.argmax())
+        best = values == values[arm]
+        if np.count_nonzero(best) == 1:
+            return arm
+        best = np.flatnonzero(best)
+        return int(best[self.rng.integers(len(best))])
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -232,7 +236,7 @@ class Exp3(_BasePolicy):
         if mask is None:
             return w * ((1.0 - self.gamma) / w.sum()) + self.gamma / self.num_arms
         allowed = mask.astype(np.float64)
-        return (w * ((1.0 - self.gamma) / w.dot(allowed)) + self.gamma / allowed.sum()) * allowed
+        return (w * ((1.0 - self.gamma) / w.dot(allowed)) + self.gamma / np.count_nonzero(mask)) * allowed
 
     def select(self, mask: np.ndarray | None = None) -> int:
         self._last_p = self.probabilities(mask)
@@ -251,19 +255,20 @@ class Exp3(_BasePolicy):
         self._last_p = None
         self._reweight(self._estimates(rewards, np.asarray(probabilities, dtype=np.float64)))
 
-    def _estimates(self, rewards: Mapping[int, float], p: np.ndarray) -> np.ndarray:
-        """xhat: reward / p for the arms that were played, 0 for the others."""
-        xhat = np.zeros(self.num_arms)
+    def _estimates(self, rewards: Mapping[int, float], p: np.ndarray) -> dict[int, float]:
+        """xhat_j = reward_j / p_j for each arm j played (xhat is 0 for the others)."""
+        xhat = {}
         for arm, reward in rewards.items():
             if p[arm] <= 0.0:
                 raise ValueError(f"{self.name}: arm {arm} had probability 0 (masked) when drawn; cannot update it")
             xhat[arm] = float(reward) / float(p[arm])
         return xhat
 
-    def _reweight(self, xhat: np.ndarray) -> None:
-        """w_i <- w_i exp(gamma xhat_i / K)."""
-        self.log_w = self.log_w + self.gamma * xhat / self.num_arms
-        self.log_w -= self.log_w.max()
+    def _reweight(self, xhat: dict[int, float]) -> None:
+        """w_j <- w_j exp(gamma xhat_j / K) for the arms played."""
+        for arm, estimate in xhat.items():
+            self.log_w[arm] += self.gamma * estimate / self.num_arms
+        self.log_w -= self.log_w[self.log_w.argmax()]  # max(log_w) == 0 again
         self.t += 1
 
 
@@ -296,12 +301,14 @@ class Exp3S(Exp3):
         self.params["alpha"] = float(alpha)
         self.alpha = float(alpha)
 
-    def _reweight(self, xhat: np.ndarray) -> None:
-        """w_i <- w_i exp(gamma xhat_i / K) + (e alpha / K) W."""
+    def _reweight(self, xhat: dict[int, float]) -> None:
+        """w_i <- w_i exp(gamma xhat_i / K) + (e alpha / K) W, every arm (xhat_i = 0 for the arms not played)."""
         share = math.e * self.alpha / self.num_arms * np.exp(self.log_w).sum()
-        log_share = math.log(share) if share > 0.0 else -math.inf
-        self.log_w = np.logaddexp(self.log_w + self.gamma * xhat / self.num_arms, log_share)
-        self.log_w -= self.log_w.max()
+        gained = self.log_w.copy()  # log(w_i exp(gamma xhat_i / K))
+        for arm, estimate in xhat.items():
+            gained[arm] += self.gamma * estimate / self.num_arms
+        self.log_w = np.logaddexp(gained, math.log(share) if share > 0.0 else -math.inf)
+        self.log_w -= self.log_w[self.log_w.argmax()]  # max(log_w) == 0 again
         self.t += 1
 
 
@@ -344,19 +351,21 @@ class UCB1(_SampleMeanPolicy):
         super().__init__(exploration=float(exploration))
         self.exploration = float(exploration)
 
-    def _index(self) -> np.ndarray:
-        """mean_i + sqrt(c ln t / n_i)."""
-        return self.sums / self.counts + np.sqrt((self.exploration * math.log(self.t)) / self.counts)
+    def _index(self, n: np.ndarray) -> np.ndarray:
+        """mean_i + sqrt(c ln t / n_i), given the counts ``n``."""
+        return self.sums / n + np.sqrt((self.exploration * math.log(self.t)) / n)
 
     def select(self, mask: np.ndarray | None = None) -> int:
         mask = self._mask(mask)
-        allowed = np.ones(self.num_arms, bool) if mask is None else mask
-        unplayed = allowed & (self.counts <= 0.0)
-        if unplayed.any():
+        unplayed = self.counts <= 0.0
+        if mask is not None:
+            unplayed &= mask
+        if np.count_nonzero(unplayed):  # an allowed arm without data is played first
             return self._argmax_random_ties(unplayed)
-        with np.errstate(divide="ignore", invalid="ignore"):  # masked arms may have no data
-            index = self._index()
-        return self._argmax_random_ties(np.where(allowed, index, -np.inf))
+        index = self._index(np.maximum(self.counts, 1e-300))  # a masked arm may lack data: keep its index finite
+        if mask is not None:
+            index[~mask] = -np.inf
+        return self._argmax_random_ties(index)
 
 
 class SlidingWindowUCB(UCB1):
@@ -390,10 +399,10 @@ class SlidingWindowUCB(UCB1):
         self._arms = np.full(self.window, -1, dtype=np.int64)  # ring buffer of the window's arms (-1: empty)
         self._rewards = np.zeros(self.window)
 
-    def _index(self) -> np.ndarray:
+    def _index(self, n: np.ndarray) -> np.ndarray:
         """mean_i + B sqrt(xi ln(min(t, tau)) / N_i)."""
         scale = self.xi * math.log(min(self.t, self.window))
-        return self.sums / self.counts + self.reward_bound * np.sqrt(scale / self.counts)
+        return self.sums / n + self.reward_bound * np.sqrt(scale / n)
 
     def update(self, arm: int, reward: float) -> None:
         arm = self._check_arm(arm)
@@ -436,10 +445,10 @@ class DiscountedUCB(UCB1):
         super()._init_state()
         self.n_total = 0.0  # n = sum_i N_i, by its own recursion n <- gamma n + 1
 
-    def _index(self) -> np.ndarray:
+    def _index(self, n: np.ndarray) -> np.ndarray:
         """mean_i + 2 B sqrt(xi ln(n) / N_i)."""
         scale = self.xi * math.log(max(self.n_total, 1.0))
-        return self.sums / self.counts + (2.0 * self.reward_bound) * np.sqrt(scale / self.counts)
+        return self.sums / n + (2.0 * self.reward_bound) * np.sqrt(scale / n)
 
     def update(self, arm: int, reward: float) -> None:
         arm = self._check_arm(arm)
@@ -463,9 +472,11 @@ class Greedy(_SampleMeanPolicy):
 
     def _means(self, mask: np.ndarray | None) -> np.ndarray:
         """Empirical means, +inf for never-played arms, -inf for masked ones."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            means = np.where(self.counts > 0, self.sums / self.counts, np.inf)
-        return means if mask is None else np.where(mask, means, -np.inf)
+        means = self.sums / np.maximum(self.counts, 1.0)
+        means[self.counts <= 0.0] = np.inf
+        if mask is not None:
+            means[~mask] = -np.inf
+        return means
 
     def select(self, mask: np.ndarray | None = None) -> int:
         return self._argmax_random_ties(self._means(self._mask(mask)))
