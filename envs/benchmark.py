@@ -35,8 +35,9 @@ import numpy as np
 from gymnasium.envs.registration import load_env_creator
 
 import envs  # noqa: F401  (registers the trl_lead/ environments, also in worker processes)
-from envs.policies import POLICIES, make_policy
 from trl_lead.files import atomic_write
+from trl_lead.policies import POLICIES, make_policy
+from trl_lead.selection import RewardNormalizer
 
 _T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}
 
@@ -88,18 +89,6 @@ def _make_env(env_id: str, steps: int, env_kwargs: dict[str, Any]) -> gymnasium.
     return gymnasium.make(env_id, **kwargs)
 
 
-class _RunningMinMax:
-    """Rescale rewards to [-1, 1] by their running min/max, as the LEAD trainer does (DESIGN.md sec. 1)."""
-
-    def __init__(self) -> None:
-        self.low, self.high = math.inf, -math.inf
-
-    def __call__(self, r: float) -> float:
-        self.low, self.high = min(self.low, r), max(self.high, r)
-        span = self.high - self.low
-        return 0.0 if span <= 0 else 2.0 * (r - self.low) / span - 1.0
-
-
 def run_policy(
     env_id: str,
     policy_name: str,
@@ -120,7 +109,7 @@ def run_policy(
         _, info = env.reset(seed=seed)
         policy = make_policy(policy_name, **(policy_kwargs or {}))
         policy.reset(int(env.action_space.n), seed=policy_seed(seed))
-        normalize = _RunningMinMax() if normalize_rewards and not policy.normalizes_rewards else None
+        normalize = RewardNormalizer() if normalize_rewards and not policy.normalizes_rewards else None
         rewards = np.empty(steps)
         regrets = np.empty(steps)
         mask = info.get("action_mask")

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-ROUND_MODES = ("single", "mixture")
-FINE_SELECTIONS = ("top", "sample", "random")
-REWARDS = ("idu_drop", "first_visit", "mean_idu", "loss_drop")
-INITIAL_SCORES = ("loss", "none")
-CLUSTER_METHODS = ("ifd", "embedding")
-
-
-def resolve_count(value: float, pool_size: int, field_name: str) -> int:
-    """A `lead_*` size given as a fraction of the pool (`value <= 1`) or as a count, as a count of samples."""
-    count = math.ceil(value * pool_size) if value <= 1 else int(value)
-    if count < 1:
-        raise ValueError(f"`{field_name}={value}` gives no sample out of a pool of {pool_size}; set it higher.")
-    return count
+from .settings import CLUSTER_FEATURES, FINE_SELECTIONS, INITIAL_SCORES, REWARDS, ROUND_MODES, check_choice
 
 
 @dataclass
@@ -44,7 +31,7 @@ class LEADConfig(SFTConfig):
         lead_num_clusters (`int`, *optional*, defaults to `7`):
             Number of clusters when they are computed.
         lead_policy (`str`, *optional*, defaults to `"exp3s"`):
-            Bandit policy name for `envs.policies.make_policy`; or pass `policy=` to the trainer.
+            Bandit policy name for `trl_lead.policies.make_policy`; or pass `policy=` to the trainer.
         lead_round_size (`float`, *optional*, defaults to `0.01`):
             Samples per round: a fraction of the pool when `< 1`, else a count.
         lead_budget (`float`, *optional*, defaults to `0.025`):
@@ -80,10 +67,10 @@ class LEADConfig(SFTConfig):
     )
     lead_clusters: str = field(
         default="ifd",
-        metadata={"help": "How to cluster when no column is given.", "choices": list(CLUSTER_METHODS)},
+        metadata={"help": "How to cluster when no column is given.", "choices": list(CLUSTER_FEATURES)},
     )
     lead_num_clusters: int = field(default=7, metadata={"help": "Number of clusters when they are computed."})
-    lead_policy: str = field(default="exp3s", metadata={"help": "Bandit policy name (envs.policies.make_policy)."})
+    lead_policy: str = field(default="exp3s", metadata={"help": "Bandit policy name (trl_lead.policies.make_policy)."})
     lead_round_size: float = field(
         default=0.01, metadata={"help": "Samples per round: a fraction of the pool when < 1, else a count."}
     )
@@ -121,15 +108,14 @@ class LEADConfig(SFTConfig):
         if not self.lead_enabled:
             return
         choices = {
-            "lead_clusters": CLUSTER_METHODS,
+            "lead_clusters": CLUSTER_FEATURES,
             "lead_initial_score": INITIAL_SCORES,
             "lead_round_mode": ROUND_MODES,
             "lead_fine_selection": FINE_SELECTIONS,
             "lead_reward": REWARDS,
         }
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"`{name}={getattr(self, name)!r}` is not one of {list(allowed)}; pick one of them.")
+            check_choice(name, getattr(self, name), allowed)
         positive = {"lead_round_size": self.lead_round_size, "lead_budget": self.lead_budget}
         for name, value in positive.items():
             if not value > 0:

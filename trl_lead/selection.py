@@ -18,9 +18,7 @@ from typing import Any
 
 import numpy as np
 
-ROUND_MODES = ("single", "mixture")
-FINE_SELECTIONS = ("top", "sample", "random")
-REWARDS = ("idu_drop", "first_visit", "mean_idu", "loss_drop")
+from .settings import SelectionSettings, check_budget, check_policy
 
 
 def predicted_drop(eta: float, d_prev: float, d_k: float | None, cos_phi: float) -> tuple[float, float]:
@@ -49,7 +47,9 @@ def predicted_drop(eta: float, d_prev: float, d_k: float | None, cos_phi: float)
 
 @dataclass
 class RewardNormalizer:
-    """Maps rewards to [-1, 1] by the running min/max of all rewards seen so far (as the paper's EXP3-S code)."""
+    """Maps rewards to [-1, 1] by the running min/max of all rewards seen so far (as the paper's EXP3-S code).
+
+    The selector's normaliser, and `envs.benchmark`'s with `--normalize-rewards`."""
 
     low: float = math.inf
     high: float = -math.inf
@@ -59,34 +59,6 @@ class RewardNormalizer:
         if self.high - self.low < 1e-12:
             return 0.0
         return 2.0 * (reward - self.low) / (self.high - self.low) - 1.0
-
-
-@dataclass
-class SelectionSettings:
-    """The numpy side of `LEADConfig`'s `lead_*` fields, with sizes already resolved to counts."""
-
-    round_size: int
-    budget: int
-    max_reuse: int = 4
-    smoothing: float = 0.5
-    gradient_correction: bool = True
-    round_mode: str = "mixture"
-    fine_selection: str = "random"
-    reward: str = "first_visit"
-    warmup_rounds: int = 0
-
-    def __post_init__(self):
-        for name, allowed in (
-            ("round_mode", ROUND_MODES),
-            ("fine_selection", FINE_SELECTIONS),
-            ("reward", REWARDS),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"`{name}={getattr(self, name)!r}` is not one of {list(allowed)}.")
-        if self.round_size < 1:
-            raise ValueError(f"`round_size={self.round_size}` must be >= 1.")
-        if self.budget < 1:
-            raise ValueError(f"`budget={self.budget}` must be >= 1.")
 
 
 @dataclass
@@ -184,17 +156,8 @@ class RoundSelector:
     def __post_init__(self):
         self.rng = np.random.default_rng(self.seed)
         self._synced = -1  # the state version the per-cluster caches were built for
-        if self.settings.budget > len(self.state):
-            raise ValueError(
-                f"`lead_budget` gives {self.settings.budget} distinct samples but the pool has only "
-                f"{len(self.state)}; set it to at most {len(self.state)} (or a fraction <= 1)."
-            )
-        if self.settings.round_mode == "mixture" and not callable(getattr(self.policy, "probabilities", None)):
-            raise ValueError(
-                f"`lead_round_mode='mixture'` splits a round by the policy's arm probabilities, and "
-                f"{type(self.policy).__name__} has no `probabilities(mask)`; use a policy that has one (exp3, exp3s, "
-                "epsilon-greedy, uniform) or `lead_round_mode='single'`."
-            )
+        check_budget(self.settings.budget, len(self.state))
+        check_policy(self.policy, self.settings.round_mode)
 
     # ----- per-cluster caches ------------------------------------------------------------------------------------
     def _sync(self) -> None:
@@ -392,10 +355,8 @@ class RoundSelector:
             rewards[int(k)] = self._reward(int(k), ids[in_k], idu_before[in_k], losses[in_k], first_time[in_k])
             state.cluster_drop[k] = record_clusters[int(k)]["d"]
             state.cluster_round[k] = planned.index
-        normalize = not getattr(self.policy, "normalizes_rewards", False)
         rewarded = [a for a in planned.arms if rewards.get(a) is not None] if not planned.warmup else []
-        for arm in rewarded:  # an arm whose reward could not be measured is not updated
-            self.policy.update(arm, self.normalizer(rewards[arm]) if normalize else rewards[arm])
+        self._reward_policy(planned, {arm: rewards[arm] for arm in rewarded})
         rewards = {k: 0.0 if v is None else v for k, v in rewards.items()}  # the log keeps plain numbers
         reward = float(np.mean([rewards[a] for a in planned.arms if a in rewards])) if planned.arms else 0.0
         record = {
@@ -416,6 +377,23 @@ class RoundSelector:
         record.update(extra or {})
         state.rounds.append(record)
         return record
+
+    def _reward_policy(self, planned: PlannedRound, rewards: dict[int, float]) -> None:
+        """Give the policy the round's rewards (normalised unless it normalises them itself).
+
+        An arm whose reward could not be measured is left out. A mixture round's arms were all drawn from one
+        distribution, `planned.probabilities`: they go to the policy together with it (`update_mixture`), so
+        importance weights divide by the probabilities the round was drawn from.
+        """
+        if not getattr(self.policy, "normalizes_rewards", False):
+            rewards = {arm: self.normalizer(reward) for arm, reward in rewards.items()}
+        update_mixture = getattr(self.policy, "update_mixture", None)
+        if self.settings.round_mode == "mixture" and callable(update_mixture):
+            if rewards:
+                update_mixture(rewards, np.asarray(planned.probabilities, dtype=np.float64))
+            return
+        for arm, reward in rewards.items():
+            self.policy.update(arm, reward)
 
     def _update_caches(self, clusters, use_before, idu_before, idu_after) -> None:
         k, cap = self.state.num_clusters, self.settings.max_reuse

@@ -24,9 +24,11 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
 from trl.trainer.utils import get_config_model_id
 
-from .config import LEADConfig, resolve_count
+from .config import LEADConfig
 from .files import atomic_write
-from .selection import LEADState, PlannedRound, RoundSelector, SelectionSettings
+from .policies import make_policy
+from .selection import LEADState, PlannedRound, RoundSelector
+from .settings import SelectionSettings, check_policy, resolve_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +170,7 @@ class LEADSFTTrainer(SFTTrainer):
     Args:
         model, args, data_collator, train_dataset, eval_dataset, processing_class, ...:
             As for [`~trl.SFTTrainer`]. `args` is a [`LEADConfig`]; `train_dataset` a `datasets.Dataset` (the pool).
-        policy (`envs.policies.Policy`, *optional*):
+        policy (`trl_lead.policies.Policy`, *optional*):
             Bandit policy choosing the clusters; by default `make_policy(args.lead_policy)`.
         clusters (`np.ndarray`, *optional*):
             Cluster label of every row of `train_dataset`; overrides `args.lead_cluster_column` and computed clusters.
@@ -276,13 +278,7 @@ class LEADSFTTrainer(SFTTrainer):
 
     @staticmethod
     def _resolve_settings(args: LEADConfig, n: int) -> SelectionSettings:
-        budget = resolve_count(args.lead_budget, n, "lead_budget")
-        if budget > n:
-            raise ValueError(
-                f"`lead_budget={args.lead_budget}` asks for {budget} distinct samples but the pool has {n} trainable "
-                f"samples; set it to at most {n}, or to a fraction <= 1."
-            )
-        round_size = resolve_count(args.lead_round_size, n, "lead_round_size")
+        round_size, budget = resolve_sizes(args.lead_round_size, args.lead_budget, n)
         return SelectionSettings(
             round_size=round_size,
             budget=budget,
@@ -298,21 +294,11 @@ class LEADSFTTrainer(SFTTrainer):
     @staticmethod
     def _resolve_policy(args: LEADConfig, policy):
         if policy is None:
-            from envs.policies import make_policy
-
             try:
                 policy = make_policy(args.lead_policy)
             except ValueError as error:
                 raise ValueError(f"`lead_policy={args.lead_policy!r}`: {error}") from error
-        missing = [m for m in ("select", "update", "reset") if not callable(getattr(policy, m, None))]
-        if missing:
-            raise ValueError(f"`policy` lacks {missing}; it must follow `envs.policies.Policy`.")
-        if args.lead_round_mode == "mixture" and not callable(getattr(policy, "probabilities", None)):
-            raise ValueError(
-                f"`lead_round_mode='mixture'` needs a policy with `probabilities(mask)`; "
-                f"{type(policy).__name__} has none. Use exp3, exp3s, epsilon-greedy or uniform, or "
-                "`lead_round_mode='single'`."
-            )
+        check_policy(policy, args.lead_round_mode)
         return policy
 
     def _keep_trainable_rows(self, dataset_size: int) -> np.ndarray:
