@@ -122,7 +122,7 @@ def _subset(base, job: Job, how: str, count: int) -> tuple[np.ndarray, float]:
                 left -= 1
         return np.concatenate([m[:t] for m, t in zip(members, take)]), 0.0
     # "ifd": static top-k by IFD of the base model (score once, train on the highest)
-    from trl_lead.clustering import ifd_scores
+    from trl_lead.scoring import ifd_scores
 
     start = time.perf_counter()
     scores = ifd_scores(base.model, base.tokenizer, base.train_dataset, batch_size=128, show_progress=False)

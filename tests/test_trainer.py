@@ -179,12 +179,12 @@ def test_bad_input_is_refused_before_training(tmp_path):
 
 
 def test_computed_ifd_clusters_reuse_the_initial_scoring_pass(tmp_path, pool, tokenizer, make_model, monkeypatch):
-    import trl_lead.clustering as clustering
+    from trl_lead import scoring
 
     def no_second_pass(*args, **kwargs):
         raise AssertionError("the conditional losses must come from the trainer's initial scoring pass")
 
-    monkeypatch.setattr(clustering, "_conditional_losses", no_second_pass)
+    monkeypatch.setattr(scoring, "_conditional_losses", no_second_pass)
     monkeypatch.setenv("TRL_LEAD_CACHE", str(tmp_path / "cache"))
     args = lead_args(tmp_path, lead_cluster_column=None, lead_clusters="ifd", lead_num_clusters=3,
                      lead_initial_score="loss", max_steps=2)
@@ -200,7 +200,7 @@ def test_computed_ifd_clusters_reuse_the_initial_scoring_pass(tmp_path, pool, to
     # The clusters are k-means on 1-D IFD = initial loss / loss of the answer alone, numbered by increasing IFD. The
     # reference reads the answers from the rows' text (the answer tokens and EOS that `assistant_only_loss` trains),
     # the trainer from the processed labels
-    ifd = clustering.ifd_scores(make_model(), tokenizer, pool, conditional_losses=state.initial_iu, append_eos=True,
+    ifd = scoring.ifd_scores(make_model(), tokenizer, pool, conditional_losses=state.initial_iu, append_eos=True,
                                 max_length=64, show_progress=False)
     means = [ifd[state.cluster == k].mean() for k in range(3)]
     assert means == sorted(means)
