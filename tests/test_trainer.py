@@ -201,7 +201,7 @@ def test_computed_ifd_clusters_reuse_the_initial_scoring_pass(tmp_path, pool, to
     # reference reads the answers from the rows' text (the answer tokens and EOS that `assistant_only_loss` trains),
     # the trainer from the processed labels
     ifd = scoring.ifd_scores(make_model(), tokenizer, pool, conditional_losses=state.initial_iu, append_eos=True,
-                                max_length=64, show_progress=False)
+                             max_length=64, show_progress=False)
     means = [ifd[state.cluster == k].mean() for k in range(3)]
     assert means == sorted(means)
     assert all(ifd[state.cluster == 0].max() <= ifd[state.cluster == k].min() for k in (1, 2))

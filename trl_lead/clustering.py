@@ -94,11 +94,11 @@ precision k-means needs."""
 UMAP_DIMS = 5
 """Output dimension of the UMAP step of `"umap-kmeans"` (BERTopic's choice for clustering: a few dims, min_dist=0)."""
 
-
 _CACHE_VERSION = 1  # bump when a cached quantity's definition changes
 _CHUNK = 65_536
 _UMAP_TRANSFORM_CHUNK = 100_000
 _FEATURE_CACHE_MAX_BYTES = 2 * 1024**3  # larger features (1.4M x 384 float32 embeddings) are recomputed, not cached
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Clustering
