@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import random
 import string
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
@@ -49,6 +50,89 @@ DEFAULT_NUM_TRAIN = 2000
 DEFAULT_NUM_EVAL_PER_FAMILY = 50
 DEFAULT_CORRUPT_RATE = 0.05
 DEFAULT_NEAR_DUPLICATE_RATE = 0.1
+
+#: Family name and ``family_id`` of a mixture's bad source (see :class:`Mixture`): the id after the families' own.
+BAD_SOURCE = "bad_source"
+BAD_SOURCE_ID = len(FAMILIES)
+#: Held-out items per family that the benchmarks use with the :data:`MIXTURES` (``lookup`` holds out at most 120).
+MIXTURE_NUM_EVAL_PER_FAMILY = 200
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """A pool whose noise conflicts with its tasks: wrong answers to the tasks' own prompts, and a bad source.
+
+    A selector can only gain where the noise costs the model something. Random answers to prompts of their own (the
+    ``noise`` family) cost little beyond the steps they take; wrong answers to a task's own prompts pull the model
+    away from the right answer (README "Results"). :func:`make_instruction_pool` with ``mixture=`` builds such a pool.
+
+    | Field | Meaning |
+    |---|---|
+    | ``family_weights`` | relative size of each family present (names from :data:`FAMILIES`; ``noise`` optional) |
+    | ``wrong_answer_rate`` | share of each learnable family's rows given another prompt's (wrong) answer |
+    | ``bad_source_families`` | the families whose prompts the bad source repeats (learnable ones only) |
+    | ``bad_source_weight`` | relative size of the bad source, on the scale of ``family_weights`` (0: none) |
+    """
+
+    family_weights: dict[str, float]
+    wrong_answer_rate: float
+    bad_source_families: tuple[str, ...] = ()
+    bad_source_weight: float = 0.0
+
+    def __post_init__(self):
+        unknown = [f for f in self.family_weights if f not in FAMILIES]
+        if unknown:
+            raise ValueError(f"Mixture.family_weights: unknown families {unknown}; choose from {FAMILIES}")
+        if not self.family_weights or any(not w > 0 for w in self.family_weights.values()):
+            raise ValueError("Mixture.family_weights must name at least one family, each with a weight > 0")
+        if not 0.0 <= self.wrong_answer_rate < 1.0:
+            raise ValueError(f"Mixture.wrong_answer_rate={self.wrong_answer_rate} must be in [0, 1)")
+        if self.bad_source_weight < 0:
+            raise ValueError(f"Mixture.bad_source_weight={self.bad_source_weight} must be >= 0")
+        bad = self.bad_source_families
+        if self.bad_source_weight > 0 and not bad:
+            raise ValueError("Mixture.bad_source_families must name a family when bad_source_weight > 0")
+        if any(f not in self.family_weights or f == NOISE_FAMILY for f in bad):
+            raise ValueError(
+                f"Mixture.bad_source_families={bad} must be learnable families of the mixture "
+                f"({[f for f in self.family_weights if f != NOISE_FAMILY]})"
+            )
+
+    def weights(self) -> dict[str, float]:
+        """The families' and the bad source's relative sizes, in :data:`FAMILIES` order, the bad source last."""
+        weights = {f: self.family_weights[f] for f in FAMILIES if f in self.family_weights}
+        if self.bad_source_weight > 0:
+            weights[BAD_SOURCE] = self.bad_source_weight
+        return weights
+
+
+#: Named pools with headroom for a selector (issue 12's mixtures (a) and (c); (b) is (a) with computed clusters).
+MIXTURES: dict[str, Mixture] = {
+    # (a) the default families and sizes; wrong answers to 30% of every task's rows; a bad source repeating the
+    # prompts of five tasks with wrong answers, 20% of the pool
+    "conflict-a": Mixture(
+        family_weights=dict(FAMILY_WEIGHTS),
+        wrong_answer_rate=0.3,
+        bad_source_families=("copy", "format", "reverse", "sort", "add"),
+        bad_source_weight=2.5,
+    ),
+    # (c) other sizes, a larger unlearnable share (the noise family and a bad source), wrong answers at another rate
+    "conflict-c": Mixture(
+        family_weights={
+            "easy": 0.5,
+            "copy": 2.0,
+            "format": 1.0,
+            "reverse": 2.0,
+            "sort": 1.5,
+            "add": 1.0,
+            "lookup": 1.0,
+            "noise": 2.0,
+        },
+        wrong_answer_rate=0.2,
+        bad_source_families=("reverse", "sort", "add", "lookup"),
+        bad_source_weight=3.0,
+    ),
+}
 
 _LOOKUP_TABLE_SEED = 2505
 _LOOKUP_NUM_FACTS = 40
@@ -154,12 +238,15 @@ def _corrupt(answer: str, rng: random.Random) -> str:
     return answer[:position] + replacement + answer[position + 1 :]
 
 
-def _family_sizes(num_train: int) -> dict[str, int]:
-    """Split ``num_train`` over the families in proportion to :data:`FAMILY_WEIGHTS` (largest remainder)."""
-    total = sum(FAMILY_WEIGHTS.values())
-    exact = {f: num_train * FAMILY_WEIGHTS[f] / total for f in FAMILIES}
+def _family_sizes(num_train: int, weights: dict[str, float] | None = None) -> dict[str, int]:
+    """Split ``num_train`` in proportion to ``weights`` (default :data:`FAMILY_WEIGHTS`; largest remainder, ties to
+    the earlier name)."""
+    weights = FAMILY_WEIGHTS if weights is None else weights
+    names = list(weights)
+    total = sum(weights.values())
+    exact = {f: num_train * weights[f] / total for f in names}
     sizes = {f: math.floor(v) for f, v in exact.items()}
-    by_remainder = sorted(FAMILIES, key=lambda f: (sizes[f] - exact[f], FAMILIES.index(f)))
+    by_remainder = sorted(names, key=lambda f: (sizes[f] - exact[f], names.index(f)))
     for f in by_remainder[: num_train - sum(sizes.values())]:
         sizes[f] += 1
     return sizes
@@ -192,10 +279,27 @@ def _row(family: str, instruction: str, answer: str, corrupted: bool, near_dupli
     return {
         "messages": [{"role": "user", "content": instruction}, {"role": "assistant", "content": answer}],
         "family": family,
-        "family_id": FAMILIES.index(family),
+        "family_id": BAD_SOURCE_ID if family == BAD_SOURCE else FAMILIES.index(family),
         "is_corrupted": corrupted,
         "is_near_duplicate": near_duplicate,
     }
+
+
+def _wrong_answer(family: str, key: tuple[Any, ...], rng: random.Random) -> str:
+    """The answer of another prompt of ``family``: the task's format, never the right answer to ``key``."""
+    right = _render(family, key, rng)[1]
+    while True:
+        answer = _render(family, _sample_key(family, rng), rng)[1]
+        if answer != right:
+            return answer
+
+
+def _resolve_mixture(mixture: str | Mixture | None) -> Mixture | None:
+    if mixture is None or isinstance(mixture, Mixture):
+        return mixture
+    if mixture not in MIXTURES:
+        raise ValueError(f"mixture={mixture!r} is not a preset; choose one of {sorted(MIXTURES)} or pass a Mixture")
+    return MIXTURES[mixture]
 
 
 def make_instruction_pool(
@@ -204,6 +308,7 @@ def make_instruction_pool(
     seed: int = 0,
     corrupt_rate: float = DEFAULT_CORRUPT_RATE,
     near_duplicate_rate: float = DEFAULT_NEAR_DUPLICATE_RATE,
+    mixture: str | Mixture | None = None,
 ) -> tuple[datasets.Dataset, datasets.Dataset]:
     """Generate the embedded instruction pool and its held-out evaluation set.
 
@@ -214,6 +319,13 @@ def make_instruction_pool(
     rows have a wrong answer (one character changed). The ``noise`` family has random answers, and every instruction
     in it appears twice with two independent answers, so its answers are not a function of the instruction.
 
+    With ``mixture`` (a :class:`Mixture` or the name of one in :data:`MIXTURES`) the families and their sizes are the
+    mixture's, and the noise conflicts with the tasks: in every family but ``noise``, exactly
+    ``round(wrong_answer_rate * size)`` further rows (never one already corrupted) get the answer of another prompt
+    of the same family, and a bad source (family :data:`BAD_SOURCE`, ``family_id`` :data:`BAD_SOURCE_ID`) repeats
+    prompts of the training rows of ``bad_source_families`` (in turn) with such wrong answers. For ``lookup`` at most
+    120 items are held out. Without ``mixture`` the pool is exactly the one this function always generated.
+
     The evaluation set holds ``num_eval_per_family`` distinct items per family with correct answers (random ones for
     ``noise``, where exact match stays near 0). No evaluation item appears in the training pool, not even as a
     near-duplicate; for ``lookup`` the held-out items are (fact, phrasing) pairs whose fact is asked in another
@@ -221,34 +333,49 @@ def make_instruction_pool(
 
     | Argument | Meaning |
     |---|---|
-    | ``num_train`` | number of training rows (split over the families by :data:`FAMILY_WEIGHTS`) |
-    | ``num_eval_per_family`` | held-out rows per family (at most 120 for ``lookup``) |
+    | ``num_train`` | number of training rows (split over the families by :data:`FAMILY_WEIGHTS` or the mixture) |
+    | ``num_eval_per_family`` | held-out rows per family (at most 120 for ``lookup``; capped there with a mixture) |
     | ``seed`` | seed of the generator; the same seed gives the same datasets |
-    | ``corrupt_rate`` | share of wrong answers in every family but ``noise`` |
+    | ``corrupt_rate`` | share of wrong answers (one character changed) in every family but ``noise`` |
     | ``near_duplicate_rate`` | share of near-duplicate rows in every family but ``noise`` |
+    | ``mixture`` | ``None`` (the embedded default), a :class:`Mixture` or a name in :data:`MIXTURES` |
 
     Returns:
         ``(train, eval)`` datasets with columns ``messages`` (a user and an assistant turn), ``family`` (str),
         ``family_id`` (int, the family's index in :data:`FAMILIES`; usable as LEAD's cluster column),
-        ``is_corrupted`` (bool: a wrong or random answer; True on every ``noise`` row) and ``is_near_duplicate``
-        (bool). The training rows are shuffled; the evaluation rows are grouped by family.
+        ``is_corrupted`` (bool: a wrong or random answer; True on every ``noise`` and bad-source row, so a row is
+        clean, as an oracle selector would keep it, exactly when it is False) and ``is_near_duplicate`` (bool). The
+        training rows are shuffled; the evaluation rows are grouped by family.
     """
-    if num_train < len(FAMILIES):
-        raise ValueError(f"num_train={num_train} must be at least the number of families ({len(FAMILIES)})")
+    spec = _resolve_mixture(mixture)
+    weights = FAMILY_WEIGHTS if spec is None else spec.weights()
+    if num_train < len(weights):
+        raise ValueError(f"num_train={num_train} must be at least the number of families ({len(weights)})")
     if num_eval_per_family < 1:
         raise ValueError(f"num_eval_per_family={num_eval_per_family} must be at least 1")
     for name, rate in (("corrupt_rate", corrupt_rate), ("near_duplicate_rate", near_duplicate_rate)):
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"{name}={rate} must be in [0, 1)")
+    if spec is not None and corrupt_rate + spec.wrong_answer_rate >= 1.0:
+        raise ValueError(
+            f"corrupt_rate={corrupt_rate} plus the mixture's wrong_answer_rate={spec.wrong_answer_rate} must be < 1"
+        )
 
     train_rows: list[dict[str, Any]] = []
     eval_rows: list[dict[str, Any]] = []
-    sizes = _family_sizes(num_train)
+    sizes = _family_sizes(num_train, weights)
+    # Prompts (instruction, key) of each family's training rows that are not near-duplicates: the bad source's
+    prompts: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
     for family_id, family in enumerate(FAMILIES):
+        if family not in sizes:
+            continue
         # One generator per family and purpose, so a family's items do not depend on the other families' sizes.
         eval_rng = random.Random(f"{seed}-eval-{family_id}")
         train_rng = random.Random(f"{seed}-train-{family_id}")
-        held_out = _eval_keys(family, num_eval_per_family, eval_rng)
+        num_eval = num_eval_per_family
+        if spec is not None and family == "lookup":
+            num_eval = min(num_eval, len(LOOKUP_TABLE) * (len(_LOOKUP_PHRASINGS) - 1))
+        held_out = _eval_keys(family, num_eval, eval_rng)
         for key in held_out:
             instruction, answer = _render(family, key, eval_rng)
             eval_rows.append(_row(family, instruction, answer, family == NOISE_FAMILY, False))
@@ -270,19 +397,36 @@ def make_instruction_pool(
                     rows.append(_row(family, instruction, answer, True, False))
         else:
             num_near = round(near_duplicate_rate * size)
-            for _ in range(size - num_near):
-                instruction, answer = _render(family, draw(), train_rng)
+            keys = [draw() for _ in range(size - num_near)]
+            for key in keys:
+                instruction, answer = _render(family, key, train_rng)
                 rows.append(_row(family, instruction, answer, False, False))
             originals = rows[: size - num_near]
+            prompts[family] = [(row["messages"][0]["content"], key) for row, key in zip(originals, keys)]
             for _ in range(num_near):
-                source = train_rng.choice(originals)
-                instruction = _near_duplicate(source["messages"][0]["content"], train_rng)
-                rows.append(_row(family, instruction, source["messages"][1]["content"], False, True))
+                source = train_rng.choice(range(len(originals)))  # the same draw as choice(originals)
+                instruction = _near_duplicate(originals[source]["messages"][0]["content"], train_rng)
+                rows.append(_row(family, instruction, originals[source]["messages"][1]["content"], False, True))
+                keys.append(keys[source])
             for index in train_rng.sample(range(size), round(corrupt_rate * size)):
                 message = rows[index]["messages"][1]
                 message["content"] = _corrupt(message["content"], train_rng)
                 rows[index]["is_corrupted"] = True
+            if spec is not None:
+                # A separate generator: the rows above stay those of the same family without a mixture
+                wrong_rng = random.Random(f"{seed}-wrong-{family_id}")
+                clean = [i for i, row in enumerate(rows) if not row["is_corrupted"]]
+                for index in wrong_rng.sample(clean, round(spec.wrong_answer_rate * size)):
+                    rows[index]["messages"][1]["content"] = _wrong_answer(family, keys[index], wrong_rng)
+                    rows[index]["is_corrupted"] = True
         train_rows.extend(rows)
+
+    if spec is not None and BAD_SOURCE in sizes:
+        bad_rng = random.Random(f"{seed}-bad")
+        for index in range(sizes[BAD_SOURCE]):
+            family = spec.bad_source_families[index % len(spec.bad_source_families)]
+            instruction, key = bad_rng.choice(prompts[family])
+            train_rows.append(_row(BAD_SOURCE, instruction, _wrong_answer(family, key, bad_rng), True, False))
 
     random.Random(f"{seed}-shuffle").shuffle(train_rows)
     return datasets.Dataset.from_list(train_rows), datasets.Dataset.from_list(eval_rows)
