@@ -34,6 +34,8 @@ METHODS: dict[str, dict] = {
     # baselines
     "random": {"kind": "subset", "how": "random"},
     "stratified": {"kind": "subset", "how": "stratified"},
+    # the ceiling: a random subset of the clean rows only (no wrong, random or bad-source answer)
+    "oracle": {"kind": "subset", "how": "oracle"},
     "full": {"kind": "full"},
     "ifd_topk": {"kind": "subset", "how": "ifd"},
     "loss_iterative": {"kind": "loss_iterative"},
@@ -81,6 +83,9 @@ class Job:
     learning_rate: float = 1e-3
     round_size: int = 32
     max_reuse: int = 8
+    mixture: str | None = None  # a name in trl_lead.pool.MIXTURES; None: the embedded default pool
+    clusters: str = "family"  # "family": the family_id column; "computed": LEAD's own (the lead_clusters default)
+    num_eval_per_family: int | None = None  # None: the embedded default's
 
 
 def _common_args(job: Job, output_dir: str) -> dict:
@@ -110,6 +115,9 @@ def _subset(base, job: Job, how: str, count: int) -> tuple[np.ndarray, float]:
     n = len(base.train_dataset)
     if how == "random":
         return rng.choice(n, count, replace=False), 0.0
+    if how == "oracle":
+        clean = np.flatnonzero(~np.asarray(base.train_dataset["is_corrupted"]))
+        return rng.choice(clean, min(count, len(clean)), replace=False), 0.0
     if how == "stratified":
         # Equal share per cluster (family), capped by cluster size, the remainder spread over the others
         family = np.asarray(base.train_dataset["family_id"])
@@ -138,11 +146,17 @@ def run_job(job: Job) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from trl_lead import LEADConfig, LEADSFTTrainer
-    from trl_lead.embedded import exact_match, load_embedded_default
+    from trl_lead.embedded import exact_match, load_embedded_default, make_instruction_pool
 
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
     base = load_embedded_default()
+    if job.mixture is not None or job.num_eval_per_family is not None:
+        # The same warmed-up base model (trained on the default pool), fine-tuned on another pool of the same tasks
+        pool_args = {"mixture": job.mixture}
+        if job.num_eval_per_family is not None:
+            pool_args["num_eval_per_family"] = job.num_eval_per_family
+        base.train_dataset, base.eval_dataset = make_instruction_pool(**pool_args)
     spec = dict(METHODS[job.method])
     kind = spec.pop("kind")
     n = len(base.train_dataset)
@@ -163,13 +177,19 @@ def run_job(job: Job) -> dict:
             )
         else:
             no_clusters = spec.pop("no_clusters", False)
+            computed = job.clusters == "computed"
             if kind == "loss_iterative":
-                spec = dict(lead_policy="uniform", lead_smoothing=0.0, lead_gradient_correction=False,
-                            lead_round_mode="single", lead_fine_selection="top")
+                spec = dict(
+                    lead_policy="uniform",
+                    lead_smoothing=0.0,
+                    lead_gradient_correction=False,
+                    lead_round_mode="single",
+                    lead_fine_selection="top",
+                )
                 no_clusters = True
             args = LEADConfig(
                 **common,
-                lead_cluster_column=None if no_clusters else "family_id",
+                lead_cluster_column=None if no_clusters or computed else "family_id",
                 lead_round_size=job.round_size,
                 lead_budget=count,
                 lead_max_reuse=job.max_reuse,
