@@ -41,11 +41,12 @@ from selection import METHODS, RESULTS, Job, _append, _read, run_job  # noqa: E4
 
 from trl_lead.pool import MIXTURE_NUM_EVAL_PER_FAMILY  # noqa: E402
 
-#: Issue 12's mixtures: (pool preset, clusters)
-MIXTURES: dict[str, tuple[str, str]] = {
+#: Issue 12's mixtures: (pool preset, clusters); "default" is the embedded default pool, for comparison
+MIXTURES: dict[str, tuple[str | None, str]] = {
     "a": ("conflict-a", "family"),
     "b": ("conflict-a", "computed"),
     "c": ("conflict-c", "family"),
+    "default": (None, "family"),
 }
 BASELINES = ("random", "stratified", "oracle")
 NAME = "selection_mixtures"
@@ -104,10 +105,27 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
         "",
     ]
     order = list(METHODS)
+    # Steps to saturation: where a mixture and budget ran at several step counts, the baselines against the steps
+    curves = sorted({(m, b) for m, _, b in score if len({s for m2, s, b2 in score if (m2, b2) == (m, b)}) > 1})
+    if curves:
+        lines += [
+            "## Steps to saturation (mean exact match; n = seeds)",
+            "",
+            "| mixture | budget | steps | " + " | ".join(BASELINES) + " |",
+            "|---|---|---|" + "---|" * len(BASELINES),
+        ]
+        for mixture, budget in curves:
+            for steps in sorted(s for m, s, b in score if (m, b) == (mixture, budget)):
+                cells = []
+                for method in BASELINES:
+                    v = list(score[(mixture, steps, budget)].get(method, {}).values())
+                    cells.append(f"{np.mean(v):.1f} (n={len(v)})" if v else "")
+                lines.append(f"| ({mixture}) | {budget:.0%} | {steps} | " + " | ".join(cells) + " |")
+        lines.append("")
     for (mixture, steps, budget), methods in sorted(score.items()):
         preset, clusters = MIXTURES[mixture]
         lines += [
-            f"## ({mixture}) {preset}, {clusters} clusters, budget {budget:.0%}, {steps} steps",
+            f"## ({mixture}) {preset or 'default pool'}, {clusters} clusters, budget {budget:.0%}, {steps} steps",
             "",
             "| method | exact match | − random | − stratified | gap share | goal |",
             "|---|---|---|---|---|---|",
@@ -164,7 +182,7 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
         ax.set_xticks(range(len(budgets)), [f"{b:.0%}" for b in budgets])
         ax.set_xlabel("budget")
         ax.set_ylabel("exact match − random, paired by seed (points, 95% CI)")
-        ax.set_title(f"({mixture}) {MIXTURES[mixture][0]}, {MIXTURES[mixture][1]} clusters, {steps} steps", fontsize=9)
+        ax.set_title(f"({mixture}) {MIXTURES[mixture][0] or 'default pool'}, {steps} steps", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
     tmp = os.path.join(out_dir, f"{NAME}.tmp.png")
@@ -205,7 +223,8 @@ def make_jobs(
                                 max_reuse=max_reuse,
                                 mixture=preset,
                                 clusters=clusters,
-                                num_eval_per_family=MIXTURE_NUM_EVAL_PER_FAMILY,
+                                # the default pool's lookup family can hold out 120 items, and it raises above
+                                num_eval_per_family=MIXTURE_NUM_EVAL_PER_FAMILY if preset else 120,
                             )
                         )
     return jobs
@@ -237,9 +256,14 @@ def main() -> None:
     parser.add_argument("--steps", default="300", help="comma-separated step counts")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=RESULTS)
+    parser.add_argument("--summary-only", action="store_true", help="rewrite the .md and .png from the CSV; no runs")
     options = parser.parse_args()
     os.makedirs(options.out, exist_ok=True)
     csv_path = os.path.join(options.out, f"{NAME}.csv")
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
+    if options.summary_only:
+        summarize(_with_b_baselines(_read(csv_path)), options.out, machine)
+        return
     jobs = make_jobs(
         options.methods.split(","),
         options.mixtures.split(","),
@@ -252,7 +276,6 @@ def main() -> None:
     from trl_lead.embedded import load_embedded_default
 
     load_embedded_default()  # build the cached warm-up once, before the workers start
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
     # spawn: torch in forked workers can hang on OpenMP state inherited from the parent
     with ProcessPoolExecutor(max_workers=options.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_run, job) for job in todo]
