@@ -56,6 +56,20 @@ POOL_SIZE = 2000  # the embedded default's num_train, which the presets keep
 GOAL_POINTS, GOAL_SHARE = 2.0, 0.5
 
 
+def describe_machine() -> str:
+    """CPU model, cores, memory and OS of this machine (no GPU is used)."""
+    cpu, memory = platform.processor() or platform.machine(), ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+        with open("/proc/meminfo") as f:
+            kib = int(next(line.split()[1] for line in f if line.startswith("MemTotal")))
+        memory = f", {kib / 2**20:.0f} GiB RAM"
+    except (OSError, StopIteration, ValueError):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores{memory}, {platform.platform()}, CPU only, shared with other jobs"
+
+
 def t95(n: int) -> float:
     """Two-sided 95% quantile of Student's t with n - 1 degrees of freedom (n >= 2)."""
     table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -260,7 +274,7 @@ def main() -> None:
     options = parser.parse_args()
     os.makedirs(options.out, exist_ok=True)
     csv_path = os.path.join(options.out, f"{NAME}.csv")
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
+    machine = describe_machine()
     if options.summary_only:
         summarize(_with_b_baselines(_read(csv_path)), options.out, machine)
         return
