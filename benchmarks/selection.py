@@ -55,6 +55,16 @@ METHODS["lead_default"] = {
     "lead_fine_selection": "random",
     "lead_reward": "first_visit",
 }
+# Issue 12's mechanisms (LEADConfig options), each on top of the default, then all together
+ISSUE12 = {
+    "lead_filter": {"lead_sample_filter": "loss_z"},
+    "lead_boltzmann": {"lead_policy": "boltzmann"},
+    "lead_blend": {"lead_reward": "blend"},
+    "lead_quantile": {"lead_reward_scaling": "quantile"},
+}
+for _name, _options in ISSUE12.items():
+    METHODS[_name] = {**METHODS["lead_default"], **_options}
+METHODS["lead_combined"] = {**METHODS["lead_default"], **{k: v for o in ISSUE12.values() for k, v in o.items()}}
 # LEAD's option grid: round mode x fine selection x reward
 for _mode in ("single", "mixture"):
     for _fine in ("top", "sample", "random"):
