@@ -31,6 +31,7 @@ import multiprocessing
 import os
 import platform
 import sys
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
@@ -176,8 +177,10 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
         f.write("\n".join(lines))
     os.replace(tmp, os.path.join(out_dir, f"{NAME}.md"))
 
-    # One panel per (mixture, steps): every method's paired difference to random against the budget
-    panels = sorted({(m, s) for m, s, _ in score})
+    # One panel per mixture at the step count most runs used (the others are the steps-to-saturation runs): every
+    # method's paired difference to random against the budget
+    main_steps = Counter(int(row["steps"]) for row in rows).most_common(1)[0][0]
+    panels = sorted({(m, s) for m, s, _ in score if s == main_steps})
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
     for ax, (mixture, steps) in zip(axes[0], panels):
         budgets = sorted(b for m, s, b in score if (m, s) == (mixture, steps))
