@@ -36,6 +36,9 @@ METHODS: dict[str, dict] = {
     "stratified": {"kind": "subset", "how": "stratified"},
     # the ceiling: a random subset of the clean rows only (no wrong, random or bad-source answer)
     "oracle": {"kind": "subset", "how": "oracle"},
+    # what a perfect choice of clusters alone reaches: a random subset of the rows outside the noise family and the
+    # bad source (the wrong answers inside the task families stay)
+    "oracle_clusters": {"kind": "subset", "how": "oracle_clusters"},
     "full": {"kind": "full"},
     "ifd_topk": {"kind": "subset", "how": "ifd"},
     "loss_iterative": {"kind": "loss_iterative"},
@@ -125,9 +128,15 @@ def _subset(base, job: Job, how: str, count: int) -> tuple[np.ndarray, float]:
     n = len(base.train_dataset)
     if how == "random":
         return rng.choice(n, count, replace=False), 0.0
-    if how == "oracle":
-        clean = np.flatnonzero(~np.asarray(base.train_dataset["is_corrupted"]))
-        return rng.choice(clean, min(count, len(clean)), replace=False), 0.0
+    if how in ("oracle", "oracle_clusters"):
+        from trl_lead.pool import BAD_SOURCE, NOISE_FAMILY
+
+        if how == "oracle":
+            keep = ~np.asarray(base.train_dataset["is_corrupted"])
+        else:
+            keep = ~np.isin(np.asarray(base.train_dataset["family"]), [NOISE_FAMILY, BAD_SOURCE])
+        rows = np.flatnonzero(keep)
+        return rng.choice(rows, min(count, len(rows)), replace=False), 0.0
     if how == "stratified":
         # Equal share per cluster (family), capped by cluster size, the remainder spread over the others
         family = np.asarray(base.train_dataset["family_id"])

@@ -49,7 +49,7 @@ MIXTURES: dict[str, tuple[str | None, str]] = {
     "c": ("conflict-c", "family"),
     "default": (None, "family"),
 }
-BASELINES = ("random", "stratified", "oracle")
+BASELINES = ("random", "stratified", "oracle", "oracle_clusters")
 NAME = "selection_mixtures"
 BATCH_SIZE = 16
 POOL_SIZE = 2000  # the embedded default's num_train, which the presets keep
@@ -145,7 +145,7 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
             "| method | exact match | − random | − stratified | gap share | goal |",
             "|---|---|---|---|---|---|",
         ]
-        random_, stratified, oracle = (methods.get(m, {}) for m in BASELINES)
+        random_, stratified, oracle = (methods.get(m, {}) for m in ("random", "stratified", "oracle"))
         gap = paired(oracle, random_)[0] if oracle and random_ else math.nan
         for method in sorted(methods, key=lambda m: order.index(m) if m in order else len(order)):
             values = methods[method]
@@ -153,7 +153,7 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
             level = f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0:.1f} (n={len(v)})"
             vs_random = paired(values, random_) if method != "random" else (math.nan,) * 4
             vs_strat = paired(values, stratified) if method != "stratified" else (math.nan,) * 4
-            share = vs_random[0] / gap if method not in BASELINES and gap > 0 else math.nan
+            share = vs_random[0] / gap if method not in ("random", "stratified", "oracle") and gap > 0 else math.nan
             goal = ""
             if method not in BASELINES and not math.isnan(vs_random[1]):
                 if mixture == "b":
