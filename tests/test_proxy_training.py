@@ -156,18 +156,30 @@ def test_unlearnable_cluster_gives_no_first_visit_reward_while_learnable_cluster
         else:
             assert first > 0 and second > 0.02, (k, first, second)
     # With the default noise and spread, over seeds: the unlearnable cluster's mean stays within noise of 0, the
-    # learnable clusters' early rewards (2nd and 3rd of three visits in a row) are clearly positive
-    rewards: dict[int, list[float]] = {k: [] for k in range(len(DEFAULT_CLUSTERS))}
+    # learnable clusters' early rewards (2nd and 3rd of three visits in a row) are clearly positive. Every bound is in
+    # standard errors of what it measures, so a different machine (SIMD kernels change the proxy's last bits, which
+    # acts like a fresh draw) changes the numbers but not the verdict. A single reward of the noise cluster spreads
+    # widely (sd ~0.25), so it gets 96 seeds (SE ~0.017); the learnable clusters get 24 (SE ~0.014).
+    # Measured (blocks of seeds 0-479 / 0-119, natively and under the second kernels, see README "Tests"): noise
+    # |mean| <= 1.04 SE (bound 4), learnable mean >= 20.0 SE (bound 10), learnable - noise >= 12.0 SE (bound 6).
     env = gymnasium.make(PROXY, compute_expected=False, **settings)
-    for seed in range(6):
-        for k in rewards:
+
+    def early_rewards(k: int, seeds: range) -> np.ndarray:
+        out = []
+        for seed in seeds:
             env.reset(seed=seed)
-            rewards[k] += [env.step(k)[1] for _ in range(3)][1:]
-    noise = np.array(rewards[NOISE])
-    assert abs(noise.mean()) < 3 * noise.std(ddof=1) / math.sqrt(len(noise))
-    learnable = np.concatenate([rewards[k] for k in LEARNABLE])
-    assert learnable.mean() > 5 * learnable.std(ddof=1) / math.sqrt(len(learnable))
-    assert learnable.mean() > 5 * abs(noise.mean())
+            out += [env.step(k)[1] for _ in range(3)][1:]
+        return np.array(out)
+
+    def standard_error(x: np.ndarray) -> float:
+        return float(x.std(ddof=1) / math.sqrt(len(x)))
+
+    noise = early_rewards(NOISE, range(96))
+    learnable = np.concatenate([early_rewards(k, range(24)) for k in LEARNABLE])
+    assert abs(noise.mean()) < 4 * standard_error(noise), (noise.mean(), standard_error(noise))
+    assert learnable.mean() > 10 * standard_error(learnable), (learnable.mean(), standard_error(learnable))
+    gap_se = math.hypot(standard_error(noise), standard_error(learnable))
+    assert learnable.mean() - noise.mean() > 6 * gap_se, (learnable.mean(), noise.mean(), gap_se)
 
 
 def test_easy_cluster_saturates_and_quality_rises_with_training():
@@ -253,7 +265,12 @@ def test_does_not_import_torch():
 
 
 def test_from_rounds_recovers_a_known_surrogate(tmp_path):
-    # Records of a proxy run with known parameters; calibrating on them must recover the structure
+    # Records of proxy runs with known parameters; calibrating on them must recover the structure. One run visits each
+    # cluster ~12 times, too few to tell a slow learner's floor from its rate (the floor error of cluster 1 ranged
+    # 0.0-0.9 over single runs with seeds 0-7); three runs (different random choices), fitted jointly as
+    # `from_rounds` allows, pin it down: largest floor error 0.18 / 0.25 / 0.19 / 0.35 for choice seeds 0-2 / 3-5 /
+    # 6-8 / 9-11 (bound 0.5), lowest R^2 0.936 / 0.938 / 0.898 / 0.944 (bound 0.8); bitwise the same natively and
+    # under the second kernels
     truth = dict(
         sizes=[150, 150, 150, 150],
         initial_loss=[1.0, 2.0, 1.5, 2.5],
@@ -267,16 +284,20 @@ def test_from_rounds_recovers_a_known_surrogate(tmp_path):
         max_rounds=48,
         compute_expected=False,
     )
-    env = ProxyTraining(**truth)
-    env.reset(seed=0)
-    rng = np.random.default_rng(0)
-    done = False
-    while not done:
-        done = any(env.step(int(rng.choice(np.flatnonzero(env.selector.arm_mask()))))[2:4])
-    path = tmp_path / "lead_rounds.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in env.lead_state.rounds))
+    runs = []
+    for choice_seed in range(3):
+        env = ProxyTraining(**truth)
+        env.reset(seed=0)
+        rng = np.random.default_rng(choice_seed)
+        done = False
+        while not done:
+            done = any(env.step(int(rng.choice(np.flatnonzero(env.selector.arm_mask()))))[2:4])
+        path = tmp_path / f"run{choice_seed}" / "lead_rounds.jsonl"
+        path.parent.mkdir()
+        path.write_text("".join(json.dumps(r) + "\n" for r in env.lead_state.rounds))
+        runs.append(path.parent)
     labels = env.cluster
-    fitted = ProxyTraining.from_rounds(tmp_path, clusters=labels, heterogeneity=0.3)
+    fitted = ProxyTraining.from_rounds(runs, clusters=labels, heterogeneity=0.3)
     report = fitted.calibration
     assert fitted.num_clusters == 4 and fitted.sizes.tolist() == truth["sizes"]
     assert fitted.settings.round_size == 32 and fitted.settings.budget == 300
@@ -286,8 +307,8 @@ def test_from_rounds_recovers_a_known_surrogate(tmp_path):
     true_gap = np.subtract(truth["initial_loss"], truth["floor"])
     assert gap[3] < 0.15 * gap[:3].min()  # the unlearnable cluster is recognised as (nearly) unlearnable
     assert np.argmax(fitted.skill_rate[:3]) == 0  # the fastest learner is recognised
-    assert min(report["r2_of_drops"][:3]) > 0.8
-    assert np.abs(gap[:3] - true_gap[:3]).max() < 0.5
+    assert min(report["r2_of_drops"][:3]) > 0.8, report["r2_of_drops"]
+    assert np.abs(gap[:3] - true_gap[:3]).max() < 0.5, gap[:3] - true_gap[:3]
     fitted.reset(seed=0)
     assert math.isfinite(fitted.step(0)[1])
     with pytest.raises(ValueError, match="lack"):
