@@ -181,17 +181,27 @@ def test_bad_input_is_refused_before_training(tmp_path):
 
 
 def test_computed_ifd_clusters_reuse_the_initial_scoring_pass(tmp_path, pool, tokenizer, make_model, monkeypatch):
+    """Catches a trainer that lets IFD compute CE(answer | instruction) again (e.g. `conditional_losses=None`): the
+    spies count one scoring pass of the trainer and no conditional pass of the clustering module."""
     import trl_lead.clustering as clustering
 
-    def no_second_pass(*args, **kwargs):
-        raise AssertionError("the conditional losses must come from the trainer's initial scoring pass")
+    conditional_passes = []
+    conditional_losses = clustering._conditional_losses
 
-    monkeypatch.setattr(clustering, "answer_losses", no_second_pass)
+    def counting_conditional_losses(*args, **kwargs):
+        conditional_passes.append(1)
+        return conditional_losses(*args, **kwargs)
+
+    monkeypatch.setattr(clustering, "_conditional_losses", counting_conditional_losses)
     monkeypatch.setenv("TRL_LEAD_CACHE", str(tmp_path / "cache"))
     args = lead_args(tmp_path, lead_cluster_column=None, lead_clusters="ifd", lead_num_clusters=3,
                      lead_initial_score="loss", max_steps=2)
     trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
+    scoring_passes = []
+    score_pool = trainer._score_pool
+    trainer._score_pool = lambda: scoring_passes.append(1) or score_pool()
     trainer.train()
+    assert len(scoring_passes) == 1 and conditional_passes == []
     state = trainer.lead_state
     assert state.num_clusters == 3 and set(np.unique(state.cluster)) == {0, 1, 2}
     # The clusters are k-means on 1-D IFD = initial loss / loss of the answer alone, numbered by increasing IFD
