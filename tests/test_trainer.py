@@ -227,18 +227,74 @@ def test_update_sketch_reads_the_sampled_coordinates(make_model):
     assert _UpdateTracker(params, seed=3).snapshot().numel() == flat.numel()  # small models: exact copies
 
 
+def token_losses(model, dataset, ids) -> list[torch.Tensor]:
+    """Per sample, the log-probabilities of its whole vocabulary at each trained token, and the trained token ids,
+    from its own full-logits forward (float64)."""
+    rows = {int(i): r for i, r in zip(dataset["lead_id"], range(len(dataset)))}
+    out = []
+    model.eval()
+    with torch.no_grad():
+        for i in ids:
+            row = dataset[rows[int(i)]]
+            labels = torch.tensor(row["labels"][1:])
+            logits = model(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1].double()
+            trained = labels != -100
+            out.append((torch.log_softmax(logits, -1)[trained], labels[trained]))
+    return out
+
+
+def smoothed_loss(per_sample, epsilon: float) -> float:
+    """transformers' label smoothing over a batch: (1 - eps) x mean NLL + eps x mean over tokens and vocabulary of
+    -log p, both averaged over the batch's trained tokens."""
+    log_probs = torch.cat([lp for lp, _ in per_sample])
+    labels = torch.cat([lb for _, lb in per_sample])
+    nll = -log_probs.gather(1, labels[:, None])[:, 0]
+    return float((1 - epsilon) * nll.mean() + epsilon * (-log_probs).mean())
+
+
+def dft_loss(per_sample) -> float:
+    """TRL's DFT loss (arXiv 2508.05629): each trained token's NLL weighted by its probability, mean over tokens."""
+    log_probs = torch.cat([lp for lp, _ in per_sample])
+    labels = torch.cat([lb for _, lb in per_sample])
+    token_log_prob = log_probs.gather(1, labels[:, None])[:, 0]
+    return float((-token_log_prob * token_log_prob.exp()).mean())
+
+
 @pytest.mark.parametrize(
     "loss_settings", [{"label_smoothing_factor": 0.1}, {"loss_type": "dft"}], ids=["label-smoothing", "dft"]
 )
 def test_other_compute_loss_branches_still_record_plain_iu(tmp_path, pool, tokenizer, make_model, loss_settings):
+    """The loss each branch returns for training is that branch's own loss, computed independently here from
+    full-logits forwards (catches the plain NLL returned in its place), while IU stays the plain NLL."""
     args = lead_args(tmp_path, learning_rate=0.0, max_steps=2, **loss_settings)
     trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
     recorded = record_iu(trainer)
+    returned = []
+    compute_loss = trainer.compute_loss
+
+    def spy_loss(model, inputs, *a, **k):
+        ids = inputs["lead_id"].tolist() if model.training else None
+        loss = compute_loss(model, inputs, *a, **k)
+        if ids is not None:
+            returned.append((ids, float(loss.detach())))
+        return loss
+
+    trainer.compute_loss = spy_loss
     trainer.train()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    assert len(losses) == 2 and all(np.isfinite(losses))  # TRL's own loss for the branch still trains
     ids = sorted(recorded)
-    assert len(ids) == 8  # one round of 8 samples
+    assert len(ids) == 8 and len(returned) == 2  # one round of 8 samples, two batches of 4
+    # learning rate 0: the model every batch saw is the final one
+    for batch_ids, loss in returned:
+        per_sample = token_losses(trainer.model, trainer.train_dataset, batch_ids)
+        if "label_smoothing_factor" in loss_settings:
+            expected = smoothed_loss(per_sample, loss_settings["label_smoothing_factor"])
+        else:
+            expected = dft_loss(per_sample)
+        plain = smoothed_loss(per_sample, 0.0)
+        # Measured |loss - expected| <= 2.4e-7, |expected - plain| >= 1.8e-3 (label smoothing) / 4.6 (DFT), natively
+        # and under the second kernels
+        assert loss == pytest.approx(expected, abs=1e-5), (loss, expected)
+        assert abs(expected - plain) > 1e-4  # 10x the tolerance above: told apart from the plain NLL
     # IU is the plain mean NLL of the trained tokens, whatever the training objective
     np.testing.assert_allclose([recorded[i] for i in ids], reference_iu(trainer.model, trainer.train_dataset, ids),
                                atol=1e-5, rtol=0)
