@@ -211,6 +211,13 @@ def test_mixture_round_splits_by_policy_probabilities_and_rewards_each_cluster()
     (first_arm, first_reward), (second_arm, second_reward) = updates
     assert first_reward == 0.0
     assert second_reward == (1.0 if raw[second_arm] > raw[first_arm] else -1.0)
+    # Next round, cluster 0 at 3.0 lies midway between the min (2) and max (4) seen so far: 2 (3 - 2) / 2 - 1 = 0;
+    # cluster 1 at 4.0 is the max: +1
+    updates.clear()
+    planned = sel.plan_round()
+    losses = np.where(sel.state.cluster[planned.sample_ids] == 0, 3.0, 4.0)
+    sel.finish_round(planned, planned.sample_ids, losses)
+    assert dict(updates) == {0: pytest.approx(0.0, abs=1e-12), 1: 1.0}
 
 
 def test_mixture_mode_requires_probabilities():
