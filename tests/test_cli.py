@@ -28,6 +28,7 @@ def test_trl_parser_reads_lead_fields_from_yaml_and_command_line(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_trl_lead_sft_runs_the_demo_config(tmp_path):
     from trl_lead.cli import main
 
@@ -41,6 +42,7 @@ def test_trl_lead_sft_runs_the_demo_config(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_trl_lead_cluster_writes_the_dataset_and_a_plot(tmp_path):
     from datasets import load_from_disk
 
@@ -56,6 +58,7 @@ def test_trl_lead_cluster_writes_the_dataset_and_a_plot(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_demo_runs_end_to_end(tmp_path):
     from trl_lead.cli import main
 

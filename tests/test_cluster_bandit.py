@@ -13,6 +13,9 @@ from envs.benchmark import main as benchmark_main
 from envs.benchmark import run_policy, t_quantile_975
 from envs.cluster_bandit import ClusterBandit
 
+# Asserts on trained models, statistics over seeds or float results: also run under the second kernels (README "Tests")
+pytestmark = pytest.mark.numerics
+
 ENV_ID = "trl_lead/ClusterBandit-v0"
 CONFIGS = [
     {},

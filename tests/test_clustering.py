@@ -36,6 +36,9 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 
+# Asserts on trained models, statistics over seeds or float results: also run under the second kernels (README "Tests")
+pytestmark = pytest.mark.numerics
+
 
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():

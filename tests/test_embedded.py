@@ -284,6 +284,7 @@ def test_tokenizer_save_and_load(tmp_path):
 # --------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.numerics
 def test_tiny_model_is_deterministic_and_consistent():
     tokenizer = build_tokenizer()
     torch.manual_seed(123)
@@ -352,6 +353,7 @@ class StubModel(torch.nn.Module):
         return torch.tensor(rows)
 
 
+@pytest.mark.numerics
 def test_exact_match_scores_and_aggregates(default_pool):
     tokenizer = build_tokenizer()
     _, evaluation = default_pool
@@ -401,6 +403,7 @@ def _train_plain(model, tokenizer, rows, steps: int, lr: float) -> None:
             optimizer.zero_grad()
 
 
+@pytest.mark.numerics
 def test_exact_match_of_a_memorised_set_beats_an_untrained_model():
     tokenizer = build_tokenizer()
     rows = [
@@ -460,6 +463,7 @@ def warmed(tmp_path_factory):
     }
 
 
+@pytest.mark.numerics
 def test_warmup_saves_a_loadable_model_and_tokenizer(warmed):
     path = Path(warmed["path"])
     assert path.parent == warmed["cache"] and path.name.startswith("warmup-")
@@ -478,6 +482,7 @@ def test_warmup_saves_a_loadable_model_and_tokenizer(warmed):
     assert warmed["rng_kept"] and warmed["threads_kept"]
 
 
+@pytest.mark.numerics
 def test_warmup_is_deterministic(warmed, tmp_path):
     again = warmed_up_base(tmp_path, **WARMUP)
     assert Path(again).name == Path(warmed["path"]).name  # same settings, same key
@@ -557,6 +562,7 @@ def test_cache_key_follows_the_settings(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_default_warmup_is_partly_right_with_room_to_improve(tmp_path):
     """The real default warm-up (20-40 s on 2 cores, or a cache hit where $TRL_LEAD_CACHE is set): well-formed
     answers, some families partly right, none solved.

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from conftest import record_iu
 from peft import LoraConfig
 from transformers import TrainerCallback
 
 from trl_lead import LEADConfig, LEADSFTTrainer
+
+# Asserts on trained models, statistics over seeds or float results: also run under the second kernels (README "Tests")
+pytestmark = pytest.mark.numerics
 
 
 def test_lora_iu_and_update_vectors_are_the_adapters(tmp_path, pool, tokenizer, make_model):

@@ -10,6 +10,9 @@ import pytest
 
 from envs.policies import POLICIES, Policy, make_policy
 
+# Asserts on trained models, statistics over seeds or float results: also run under the second kernels (README "Tests")
+pytestmark = pytest.mark.numerics
+
 ALL = sorted(POLICIES)
 WITH_PROBABILITIES = ["epsilon-greedy", "exp3", "exp3s", "uniform"]
 

@@ -18,6 +18,9 @@ import envs  # noqa: F401  (registers the environments it knows)
 from envs.policies import make_policy
 from envs.proxy_training import DEFAULT_CLUSTERS, ProxyTraining
 
+# Asserts on trained models, statistics over seeds or float results: also run under the second kernels (README "Tests")
+pytestmark = pytest.mark.numerics
+
 PROXY = "trl_lead/ProxyTraining-v0"
 LIVE = "trl_lead/LiveTraining-v0"
 if PROXY not in gymnasium.registry:

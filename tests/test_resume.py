@@ -21,6 +21,9 @@ SETTINGS = dict(
     lead_cluster_column="family_id", lead_round_size=8, lead_budget=0.3,
 )
 
+# Asserts on trained models, statistics over seeds or float results: also run under the second kernels (README "Tests")
+pytestmark = pytest.mark.numerics
+
 
 def run(tmp_path, name, pool, tokenizer, make_model, resume=None, **overrides):
     args = LEADConfig(output_dir=str(tmp_path / name), **{**SETTINGS, **overrides})

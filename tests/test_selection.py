@@ -10,6 +10,9 @@ import pytest
 from envs.policies import make_policy
 from trl_lead.selection import LEADState, RoundSelector, SelectionSettings, predicted_drop
 
+# Asserts on trained models, statistics over seeds or float results: also run under the second kernels (README "Tests")
+pytestmark = pytest.mark.numerics
+
 
 class FixedPolicy:
     """Always picks `arm` (or the first allowed arm); records its updates."""

@@ -27,6 +27,9 @@ COMMON = dict(
     dataloader_num_workers=0,
 )
 
+# Asserts on trained models, statistics over seeds or float results: also run under the second kernels (README "Tests")
+pytestmark = pytest.mark.numerics
+
 
 def lead_args(tmp_path, **kwargs):
     settings = dict(COMMON, output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, learning_rate=1e-3)
