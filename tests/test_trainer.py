@@ -139,17 +139,42 @@ def test_rounds_are_chosen_only_after_every_loss_of_the_previous_round(tmp_path,
 
 
 def test_state_is_saved_in_checkpoints(tmp_path, pool, tokenizer, make_model):
-    args = lead_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=4, lead_initial_score="loss")
+    """The checkpoint's files hold the state as it was at the save: every array, the policy, the selector and the
+    round log, compared with a snapshot taken at the save and told apart from the state at the end of training (one
+    more round). Catches a field left out or stale in the files (e.g. IDU or the policy's state)."""
+    import copy
+
+    args = lead_args(tmp_path, max_steps=6, save_strategy="steps", save_steps=4, lead_initial_score="loss")
     trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
+    at_save = {}
+
+    class SnapshotAtSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step != 4:
+                return
+            at_save.update(
+                arrays=copy.deepcopy(dict(trainer.lead_state.state_dict())),
+                policy=copy.deepcopy(trainer._lead_policy.state_dict()),
+                selector=copy.deepcopy(trainer._lead_selector.state_dict()),
+                rounds=copy.deepcopy(trainer.lead_state.rounds),
+            )
+
+    trainer.add_callback(SnapshotAtSave())
     trainer.train()
     folder = tmp_path / "out" / "checkpoint-4"
-    state = np.load(folder / "lead_state.npz")
-    np.testing.assert_array_equal(state["cluster"], trainer.lead_state.cluster)
-    assert state["use_count"].sum() == 16  # step 4 ends round 2: both rounds of 8 are in the checkpoint
-    policy = json.loads((folder / "lead_policy.json").read_text())
-    assert len(policy["rounds"]) == 2 and "policy" in policy
+    saved = np.load(folder / "lead_state.npz")
+    for name, value in at_save["arrays"].items():
+        np.testing.assert_array_equal(saved[name], value, err_msg=name)  # NaN-aware
+    assert saved["use_count"].sum() == 16  # step 4 ends round 2: both rounds of 8 are in the checkpoint
+    assert trainer.lead_state.use_count.sum() == 24  # the final state (3 rounds) is not what was saved
+    assert not np.array_equal(saved["idu"], trainer.lead_state.idu)
+    meta = json.loads((folder / "lead_policy.json").read_text())
+    assert meta["policy"] == json.loads(json.dumps(at_save["policy"]))
+    assert meta["selector"] == json.loads(json.dumps(at_save["selector"]))
+    assert meta["rounds"] == json.loads(json.dumps(at_save["rounds"])) and len(meta["rounds"]) == 2
+    assert meta["policy"] != json.loads(json.dumps(trainer._lead_policy.state_dict()))  # the policy moved on after
     assert not [f for f in os.listdir(folder) if f.endswith(".tmp")]
-    assert np.isfinite(trainer.lead_state.idu).all()  # initial scores for every sample
+    assert np.isfinite(saved["initial_iu"]).all()  # initial scores for every sample
 
 
 def expect_error(tmp_path, match, dataset=None, args=None, **kwargs):
