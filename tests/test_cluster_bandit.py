@@ -59,20 +59,30 @@ def test_same_seed_same_trajectory(kwargs):
 
 
 def test_info_regret_is_best_expected_minus_chosen_and_info_is_fresh():
-    env = gymnasium.make(ENV_ID, num_arms=6, drift="sinusoidal", drift_period=40, max_steps=200)
+    """Regret against expected rewards worked out here from the drift's definition (not read back from the env's
+    info): catches expected rewards of the wrong step, a wrong phase or clipping, and regret against the realised
+    reward."""
+    means = np.array([0.2, 0.35, 0.5, 0.65, 0.8, 0.95])
+    amplitude, period = 0.2, 40
+    env = gymnasium.make(ENV_ID, means=means.tolist(), drift="sinusoidal", drift_amplitude=amplitude,
+                         drift_period=period, max_steps=200)
     env.reset(seed=1)
     previous = None
+    total = 0.0
     for t in range(200):
         action = (t * 5) % 6
         _, _, _, _, info = env.step(action)
+        by_hand = np.clip(means + amplitude * np.sin(2 * np.pi * (np.arange(6) / 6 + t / period)), 0.0, 1.0)
         mu = info["expected_rewards"]
         assert mu.shape == (6,) and mu.dtype == np.float64
-        assert info["regret"] == max(mu) - mu[action]
+        np.testing.assert_allclose(mu, by_hand, rtol=0, atol=1e-12)
+        assert info["regret"] == pytest.approx(by_hand.max() - by_hand[action], abs=1e-12)
+        total += info["regret"]
         if previous is not None:
             assert info is not previous and mu is not previous["expected_rewards"]
             previous["expected_rewards"][:] = -5.0  # mutating an old info must not leak into the env
         previous = info
-    assert info["regret"] >= 0
+    assert info["regret"] >= 0 and total > 35  # the rotating choices pay a real regret (70.5)
 
 
 def test_reward_laws_match_their_expected_rewards():
