@@ -80,25 +80,39 @@ def test_same_seed_same_trajectory_and_expected_rewards_do_not_disturb_it():
 
 @pytest.mark.parametrize("mode", ["single", "mixture"])
 def test_regret_is_best_expected_minus_chosen(mode):
-    env = gymnasium.make(PROXY, round_mode=mode, budget=0.1, max_rounds=40)
+    """Expected rewards and regret against rounds played here on copies of the environment, through its public
+    `step` (noise 0, so a round's reward is its expected reward): each arm alone, and the action itself. Catches
+    expected rewards simulated from the wrong state (e.g. after the round), a wrong arm's value, and a mixture regret
+    that is not the action's own round."""
+    import copy
+
+    env = gymnasium.make(PROXY, round_mode=mode, budget=0.1, max_rounds=40, noise=0.0)
     obs, info = env.reset(seed=0)
-    rng = np.random.default_rng(1)
     announced = info["expected_rewards"]  # reset's info: those of the first step
-    for t in range(40):
+    rng = np.random.default_rng(1)
+    k = env.unwrapped.num_clusters
+    for t in range(12):
         if mode == "single":
             action = int(rng.choice(np.flatnonzero(info["action_mask"])))
         else:
-            action = rng.random(env.unwrapped.num_clusters).astype(np.float32)
+            action = rng.random(k).astype(np.float32)
+
+        def played(a):
+            return copy.deepcopy(env.unwrapped).step(a)[1]
+
+        one_hot = [a if mode == "single" else np.eye(k, dtype=np.float32)[a] for a in range(k)]
+        by_hand = np.array([played(one_hot[a]) if info["action_mask"][a] else np.nan for a in range(k)])
+        chosen = by_hand[action] if mode == "single" else played(action)
         obs, reward, terminated, truncated, info = env.step(action)
         expected = info["expected_rewards"]
-        assert expected.shape == (env.unwrapped.num_clusters,) and expected.dtype == np.float64
+        assert expected.shape == (k,) and expected.dtype == np.float64
+        np.testing.assert_allclose(expected, by_hand, rtol=0, atol=1e-12)
         if t == 0:
             np.testing.assert_array_equal(expected, announced)
+        assert info["regret"] == pytest.approx(np.nanmax(by_hand) - chosen, abs=1e-12)
+        assert reward == pytest.approx(chosen, abs=1e-12)
         if mode == "single":
-            assert info["regret"] == pytest.approx(np.nanmax(expected) - expected[action], abs=1e-12)
             assert info["regret"] >= 0
-        else:
-            assert math.isfinite(info["regret"])
         if terminated or truncated:
             break
 
