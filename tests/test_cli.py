@@ -44,16 +44,29 @@ def test_trl_lead_sft_runs_the_demo_config(tmp_path):
 @pytest.mark.slow
 @pytest.mark.numerics
 def test_trl_lead_cluster_writes_the_dataset_and_a_plot(tmp_path):
+    """The written dataset is the training pool in its order with IFD clusters that are intervals of IFD numbered
+    by increasing IFD, IFD recomputed here with `ifd_scores` on the same model. Catches labels written in another
+    row order or numbered otherwise, and rows dropped or reordered."""
     from datasets import load_from_disk
+    from transformers import AutoModelForCausalLM
 
-    from trl_lead.cli import main
+    from trl_lead.cli import _load_model_and_data, main
+    from trl_lead.clustering import ifd_scores
 
     out = tmp_path / "clusters"
-    main(["cluster", "--config", "examples/lead_demo.yaml", "--output_dir", str(out), "--lead_num_clusters", "4",
-          "--lead_cluster_column", "ifd_cluster"])
+    argv = ["--config", "examples/lead_demo.yaml", "--output_dir", str(out), "--lead_num_clusters", "4",
+            "--lead_cluster_column", "ifd_cluster"]  # fmt: skip
+    main(["cluster", *argv])
     clustered = load_from_disk(str(out / "clustered"))
     labels = np.array(clustered["ifd_cluster"])
     assert len(labels) == 2000 and set(labels.tolist()) == {0, 1, 2, 3}
+    script_args, args, _, model_path, tokenizer, dataset = _load_model_and_data(argv, "test")  # the same inputs
+    train = dataset[script_args.dataset_train_split]
+    assert clustered["messages"] == train["messages"]
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    ifd = ifd_scores(model, tokenizer, train, max_length=args.max_length, append_eos=True, show_progress=False)
+    for k in range(3):
+        assert ifd[labels == k].max() <= ifd[labels == k + 1].min() + 1e-6, k
     assert (out / "clusters.png").stat().st_size > 0
 
 
