@@ -28,7 +28,6 @@ def test_trl_parser_reads_lead_fields_from_yaml_and_command_line(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.numerics
 def test_trl_lead_sft_runs_the_demo_config(tmp_path):
     from trl_lead.cli import main
 

@@ -21,9 +21,6 @@ SETTINGS = dict(
     lead_cluster_column="family_id", lead_round_size=8, lead_budget=0.3,
 )
 
-# Asserts on trained models, statistics over seeds or float results: also run under the second kernels (README "Tests")
-pytestmark = pytest.mark.numerics
-
 
 def run(tmp_path, name, pool, tokenizer, make_model, resume=None, **overrides):
     args = LEADConfig(output_dir=str(tmp_path / name), **{**SETTINGS, **overrides})
@@ -42,6 +39,7 @@ def losses_after(trainer, step):
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 @pytest.mark.parametrize("checkpoint", [4, 3], ids=["round-boundary", "mid-round"])
 def test_resume_replays_the_uninterrupted_run(tmp_path, pool, tokenizer, make_model, checkpoint):
     full = run(tmp_path, "full", pool, tokenizer, make_model)
