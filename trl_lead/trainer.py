@@ -288,6 +288,9 @@ class LEADSFTTrainer(SFTTrainer):
             round_mode=args.lead_round_mode,
             fine_selection=args.lead_fine_selection,
             reward=args.lead_reward,
+            sample_filter=args.lead_sample_filter,
+            filter_z=args.lead_filter_z,
+            reward_scaling=args.lead_reward_scaling,
             warmup_rounds=math.ceil(args.lead_warmup_steps / _steps_per_round(args, round_size)),
         )
 
