@@ -11,7 +11,7 @@ import pytest
 from envs.policies import POLICIES, Policy, make_policy
 
 ALL = sorted(POLICIES)
-WITH_PROBABILITIES = ["epsilon-greedy", "exp3", "exp3s", "uniform"]
+WITH_PROBABILITIES = ["boltzmann", "epsilon-greedy", "exp3", "exp3s", "uniform"]
 
 
 def _rewards(arm: int, step: int) -> float:
@@ -36,7 +36,7 @@ def _random_masks(rng: np.random.Generator, steps: int, k: int) -> np.ndarray:
 
 def test_registry_names_and_protocol():
     assert set(POLICIES) == {
-        "exp3", "exp3s", "ucb1", "sw-ucb", "d-ucb", "thompson", "epsilon-greedy", "greedy", "uniform",
+        "exp3", "exp3s", "boltzmann", "ucb1", "sw-ucb", "d-ucb", "thompson", "epsilon-greedy", "greedy", "uniform",
     }  # fmt: skip
     for name in ALL:
         policy = make_policy(name)
