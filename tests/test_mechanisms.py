@@ -61,7 +61,11 @@ def test_boltzmann_probabilities_and_updates_by_hand():
     assert policy.probabilities() == pytest.approx(expected, rel=1e-12)
     # Masked: softmax and floor over the allowed arms only, 0 on the masked one
     allowed = [soft[0], soft[2]]
-    expected = [(1 - floor) * soft[0] / sum(allowed) + floor / 2, 0.0, (1 - floor) * soft[2] / sum(allowed) + floor / 2]
+    expected = [
+        (1 - floor) * soft[0] / sum(allowed) + floor / 2,
+        0.0,
+        (1 - floor) * soft[2] / sum(allowed) + floor / 2,
+    ]
     assert policy.probabilities(np.array([True, False, True])) == pytest.approx(expected, rel=1e-12)
     # A mixture round updates each arm it trained with its own reward, whatever the probabilities
     policy.update_mixture({1: 0.4, 2: -0.2}, policy.probabilities())
@@ -72,8 +76,9 @@ def test_boltzmann_probabilities_and_updates_by_hand():
 
 
 def _mixture_shares(name: str, seed: int, rounds: int = 50, k: int = 8, round_size: int = 64, swap_at=None):
-    """Arm 0's probability per mixture round when it always earns 0 and the others a positive reward (trainer-like:
-    rewards rescaled by the running min/max, one `update_mixture` per round). From `swap_at` on, arm 0 earns the most."""
+    """Arm 0's probability per mixture round when it always earns 0 and the others a positive reward (as in the
+    trainer: rewards rescaled by the running min/max, one `update_mixture` per round). From `swap_at` on, arm 0 earns
+    the most."""
     rng = np.random.default_rng(seed)
     policy = make_policy(name)
     policy.reset(k, seed=seed)
@@ -172,7 +177,9 @@ def test_loss_z_filter_drops_revisited_samples_whose_loss_did_not_fall_with_thei
 def test_blend_reward_is_first_visit_then_the_loss_drop_of_revisits():
     for reward in ("blend", "first_visit"):
         policy = RecordingPolicy()
-        sel = make_selector([0] * 4, policy, round_size=2, budget=3, max_reuse=4, reward=reward, gradient_correction=False)
+        sel = make_selector(
+            [0] * 4, policy, round_size=2, budget=3, max_reuse=4, reward=reward, gradient_correction=False
+        )
         sel.state.set_initial_scores(np.array([3.0, 3.0, 3.0, 3.0]))
         # Round 1, samples 0 and 1 new: initial 3 minus their mean IU now
         planned = sel.plan_round()

@@ -16,9 +16,21 @@ import pytest
 from trl_lead import LEADConfig, LEADSFTTrainer
 
 SETTINGS = dict(
-    assistant_only_loss=True, report_to="none", use_cpu=True, bf16=False, logging_steps=1, max_length=64, seed=0,
-    per_device_train_batch_size=4, learning_rate=1e-3, max_steps=8, save_strategy="steps", save_steps=1,
-    lead_cluster_column="family_id", lead_round_size=8, lead_budget=0.3,
+    assistant_only_loss=True,
+    report_to="none",
+    use_cpu=True,
+    bf16=False,
+    logging_steps=1,
+    max_length=64,
+    seed=0,
+    per_device_train_batch_size=4,
+    learning_rate=1e-3,
+    max_steps=8,
+    save_strategy="steps",
+    save_steps=1,
+    lead_cluster_column="family_id",
+    lead_round_size=8,
+    lead_budget=0.3,
 )
 
 
@@ -40,7 +52,10 @@ def losses_after(trainer, step):
 
 # Issue 12's stateful options together: the Boltzmann policy's averages, the quantile history, the filter's counts
 MECHANISMS = dict(
-    lead_policy="boltzmann", lead_reward="blend", lead_reward_scaling="quantile", lead_sample_filter="loss_z",
+    lead_policy="boltzmann",
+    lead_reward="blend",
+    lead_reward_scaling="quantile",
+    lead_sample_filter="loss_z",
     lead_filter_z=1.0,
 )
 
