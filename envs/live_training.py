@@ -284,7 +284,7 @@ class LiveTraining(RoundEnv):
             self._mask = payload
             return "action"
         self._finished = True
-        self._mask = self.trainer._lead_selector.arm_mask().copy()
+        self._mask = self.trainer.lead_selector.arm_mask().copy()
         return "done"
 
     def _stop_thread(self) -> None:
@@ -299,7 +299,7 @@ class LiveTraining(RoundEnv):
 
     # ------------------------------------------------------------------ observation
     def _observation(self) -> np.ndarray:
-        return self._observation_of(self.trainer._lead_selector)
+        return self._observation_of(self.trainer.lead_selector)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:

@@ -208,18 +208,18 @@ def test_computed_ifd_clusters_reuse_the_initial_scoring_pass(tmp_path, pool, to
 
 
 def test_update_sketch_reads_the_sampled_coordinates(make_model):
-    from trl_lead.trainer import _UpdateTracker
+    from trl_lead.rounds import UpdateTracker
 
     params = list(make_model().parameters())
     flat = torch.cat([p.detach().reshape(-1) for p in params])
-    tracker = _UpdateTracker(params, seed=3, exact_limit=0, sketch_size=500)
+    tracker = UpdateTracker(params, seed=3, exact_limit=0, sketch_size=500)
     offsets = np.cumsum([0] + [p.numel() for p in params])
     coordinates = torch.cat([idx + int(offsets[i]) for i, idx in tracker.coords])
     assert len(coordinates) == 500 and len(set(coordinates.tolist())) == 500  # distinct, fixed by the seed
     torch.testing.assert_close(tracker.snapshot(), flat[coordinates])
-    same = _UpdateTracker(params, seed=3, exact_limit=0, sketch_size=500)
+    same = UpdateTracker(params, seed=3, exact_limit=0, sketch_size=500)
     assert all(torch.equal(a[1], b[1]) for a, b in zip(tracker.coords, same.coords))
-    assert _UpdateTracker(params, seed=3).snapshot().numel() == flat.numel()  # small models: exact copies
+    assert UpdateTracker(params, seed=3).snapshot().numel() == flat.numel()  # small models: exact copies
 
 
 @pytest.mark.parametrize(
