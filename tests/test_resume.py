@@ -70,8 +70,8 @@ def test_resume_replays_the_uninterrupted_run(tmp_path, pool, tokenizer, make_mo
     resumed = run(tmp_path, "resumed", pool, tokenizer, make_model, resume=str(source), **options)
     if options:  # the options are in force (the filter excluded samples) and their state resumed exactly
         assert any(record["filtered"] > 0 for record in rounds_log(tmp_path / "full"))
-        assert resumed._lead_selector.normalizer.history == full._lead_selector.normalizer.history
-        np.testing.assert_array_equal(resumed._lead_policy.averages, full._lead_policy.averages)
+        assert resumed.lead_selector.normalizer.history == full.lead_selector.normalizer.history
+        np.testing.assert_array_equal(resumed.lead_selector.policy.averages, full.lead_selector.policy.averages)
     assert rounds_log(tmp_path / "resumed") == rounds_log(tmp_path / "full")
     assert len(rounds_log(tmp_path / "full")) == 4
     np.testing.assert_array_equal(resumed.lead_state.idu, full.lead_state.idu)
