@@ -22,8 +22,9 @@ import gymnasium
 import numpy as np
 
 import envs  # noqa: F401  (registers the environments)
-from envs.benchmark import atomic_write, machine_description
+from envs.benchmark import machine_description
 from envs.policies import POLICIES, make_policy
+from trl_lead.files import atomic_write
 
 POLICY_TARGET_US = 20.0
 ENV_TARGET_US = 50.0
@@ -151,7 +152,8 @@ def main() -> None:
             lines.append(f"| {label} | {arms} | {cells} | {'yes' if ok else 'NO'} |")
     lines += ["", "Targets missed (best loop, wall-clock): " + (", ".join(misses) if misses else "none") + "."]
     out = Path(args.out)
-    atomic_write(out, lambda fh: fh.write("\n".join(lines) + "\n"))
+    with atomic_write(out) as fh:
+        fh.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

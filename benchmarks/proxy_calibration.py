@@ -30,7 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from envs.proxy_training import _FIT_GRIDS, ProxyTraining  # noqa: E402
+from envs.calibration import _FIT_GRIDS  # noqa: E402
+from envs.proxy_training import ProxyTraining  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 GAPS = (("first visit", 0, 0), ("1", 1, 1), ("2-3", 2, 3), ("4-8", 4, 8), ("9+", 9, 10**9))
@@ -292,7 +293,7 @@ def reading(result: dict[str, Any]) -> list[str]:
         out.append(
             f"- The fitted drift level sits at the edge of its grid ({min(_FIT_GRIDS['drift_level'])}) for "
             f"{', '.join(edge)}: these runs' loss rises may be larger than the grid allows; the grid is "
-            "`envs.proxy_training._FIT_GRIDS`."
+            "`envs.calibration._FIT_GRIDS`."
         )
     return out
 

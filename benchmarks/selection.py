@@ -122,7 +122,7 @@ def _subset(base, job: Job, how: str, count: int) -> tuple[np.ndarray, float]:
                 left -= 1
         return np.concatenate([m[:t] for m, t in zip(members, take)]), 0.0
     # "ifd": static top-k by IFD of the base model (score once, train on the highest)
-    from trl_lead.clustering import ifd_scores
+    from trl_lead.scoring import ifd_scores
 
     start = time.perf_counter()
     scores = ifd_scores(base.model, base.tokenizer, base.train_dataset, batch_size=128, show_progress=False)
@@ -210,8 +210,8 @@ def _loss_iterative_trainer():
         """The "iterative model-aware" baseline LEAD avoids: before every round, one extra forward pass re-scores the
         whole pool, and the round takes the samples of highest current loss (one cluster, no bandit, no smoothing)."""
 
-        def _round_rows(self, epoch):
-            if epoch not in self._lead_rounds and self._lead_started:
+        def _begin_round(self, epoch):
+            if self._lead_started:  # the first round's scores come from the trainer's own scoring pass
                 start = time.perf_counter()
                 fresh = self._score_pool()
                 self.lead_state.idu[:] = fresh
@@ -219,7 +219,7 @@ def _loss_iterative_trainer():
                 self.loss_iterative_scoring_s = getattr(self, "loss_iterative_scoring_s", 0.0) + (
                     time.perf_counter() - start
                 )
-            return super()._round_rows(epoch)
+            return super()._begin_round(epoch)
 
     return LossIterative
 

@@ -1,4 +1,6 @@
-"""Gymnasium side of trl-lead: bandit policies and environments (numpy only, no torch at import).
+"""Gymnasium side of trl-lead: environments, and the bandit policies of ``trl_lead.policies`` (numpy only, no torch).
+
+It builds on ``trl_lead``'s numpy modules (policies, settings, selection); ``trl_lead`` never imports ``envs``.
 
 Importing ``envs`` registers the environments with Gymnasium, so ``gymnasium.make("trl_lead/...")`` works.
 """

@@ -23,10 +23,9 @@ import platform
 import re
 import shlex
 import sys
-import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,9 @@ import numpy as np
 from gymnasium.envs.registration import load_env_creator
 
 import envs  # noqa: F401  (registers the trl_lead/ environments, also in worker processes)
-from envs.policies import POLICIES, make_policy
+from trl_lead.files import atomic_write
+from trl_lead.policies import POLICIES, make_policy
+from trl_lead.selection import RewardNormalizer
 
 _T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}
 
@@ -88,18 +89,6 @@ def _make_env(env_id: str, steps: int, env_kwargs: dict[str, Any]) -> gymnasium.
     return gymnasium.make(env_id, **kwargs)
 
 
-class _RunningMinMax:
-    """Rescale rewards to [-1, 1] by their running min/max, as the LEAD trainer does (DESIGN.md sec. 1)."""
-
-    def __init__(self) -> None:
-        self.low, self.high = math.inf, -math.inf
-
-    def __call__(self, r: float) -> float:
-        self.low, self.high = min(self.low, r), max(self.high, r)
-        span = self.high - self.low
-        return 0.0 if span <= 0 else 2.0 * (r - self.low) / span - 1.0
-
-
 def run_policy(
     env_id: str,
     policy_name: str,
@@ -120,7 +109,7 @@ def run_policy(
         _, info = env.reset(seed=seed)
         policy = make_policy(policy_name, **(policy_kwargs or {}))
         policy.reset(int(env.action_space.n), seed=policy_seed(seed))
-        normalize = _RunningMinMax() if normalize_rewards and not policy.normalizes_rewards else None
+        normalize = RewardNormalizer() if normalize_rewards and not policy.normalizes_rewards else None
         rewards = np.empty(steps)
         regrets = np.empty(steps)
         mask = info.get("action_mask")
@@ -203,35 +192,23 @@ def run_benchmark(
 
 
 # --------------------------------------------------------------------------- outputs
-def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Write through a temp file in the same folder, then rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def write_csv(path: Path, by_policy: dict[str, list[dict[str, Any]]]) -> None:
     """Long format, one row per (policy, seed, step); gzip-compressed when ``path`` ends in ``.gz``."""
 
-    def write(fh: Any) -> None:
-        if path.suffix == ".gz":  # fixed name and mtime in the header: same results, same bytes
-            fh = gzip.GzipFile(filename="", mode="wb", fileobj=fh, compresslevel=9, mtime=0)
-        with io.TextIOWrapper(fh, encoding="utf-8", newline="\n") as out:
-            out.write("policy,seed,step,reward,regret,cumulative_regret\n")
-            for name, runs in by_policy.items():
-                for run in runs:
-                    cumulative = np.cumsum(run["regret"])
-                    for step, (reward, regret, cum) in enumerate(zip(run["reward"], run["regret"], cumulative)):
-                        out.write(f"{name},{run['seed']},{step},{reward:.6g},{regret:.6g},{cum:.6g}\n")
-
-    atomic_write(path, write, mode="wb")
+    with atomic_write(path, "wb") as raw:
+        # fixed name and mtime in the gzip header: same results, same bytes
+        gz = path.suffix == ".gz"
+        fh = gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) if gz else raw
+        out = io.TextIOWrapper(fh, encoding="utf-8", newline="\n")
+        out.write("policy,seed,step,reward,regret,cumulative_regret\n")
+        for name, runs in by_policy.items():
+            for run in runs:
+                cumulative = np.cumsum(run["regret"])
+                for step, (reward, regret, cum) in enumerate(zip(run["reward"], run["regret"], cumulative)):
+                    out.write(f"{name},{run['seed']},{step},{reward:.6g},{regret:.6g},{cum:.6g}\n")
+        out.detach()  # flushes into `fh` and leaves it open: atomic_write syncs and closes the file itself
+        if gz:
+            fh.close()  # writes the gzip trailer; `raw` stays open
 
 
 def machine_description() -> str:
@@ -298,7 +275,8 @@ def write_markdown(
             f"{r['mean_reward']:.4f} | {r['policy_us']:.1f} | {r['step_us']:.1f} |"
             + (f" {r['window_regret']:.1f} ± {r['window_half']:.1f} |" if window else "")
         )
-    atomic_write(path, lambda fh: fh.write("\n".join(lines) + "\n"))
+    with atomic_write(path) as fh:
+        fh.write("\n".join(lines) + "\n")
     return rows
 
 
@@ -322,7 +300,8 @@ def write_plot(path: Path, by_policy: dict[str, list[dict[str, Any]]], title: st
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110), mode="wb")
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)
 
 

@@ -15,11 +15,9 @@ import tempfile
 import threading
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from envs.proxy_training import IDU_BOUND, ActionPolicy
+from envs.round_env import ActionPolicy, RoundEnv
 
 __all__ = ["LiveTraining"]
 
@@ -63,7 +61,7 @@ _STOP = object()
 _BASES: dict[str | None, Any] = {}  # load_embedded_default() per cache folder, shared by every LiveTraining
 
 
-class LiveTraining(gym.Env):
+class LiveTraining(RoundEnv):
     """One real ``LEADSFTTrainer`` round per step on the embedded default (tiny Llama, generated pool).
 
     ## Description
@@ -127,7 +125,6 @@ class LiveTraining(gym.Env):
     Always ``close()`` the env (or use it in a ``with`` block): it stops the training thread.
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
     num_clusters = 8  # trl_lead.embedded.FAMILIES, not imported here (it imports torch)
 
     def __init__(
@@ -184,16 +181,12 @@ class LiveTraining(gym.Env):
         self.step_timeout = float(step_timeout)
         self.render_mode = render_mode
         self.mixture = self.lead_kwargs["lead_round_mode"] == "mixture"
-        k = self.num_clusters
-        self.action_space = spaces.Box(0.0, 1.0, (k,), np.float32) if self.mixture else spaces.Discrete(k)
-        low = np.concatenate([np.full(k, -IDU_BOUND), np.zeros(k)]).astype(np.float32)
-        high = np.concatenate([np.full(k, IDU_BOUND), np.ones(k)]).astype(np.float32)
-        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+        self._make_spaces()
         self.trainer: Any = None
         self._thread: threading.Thread | None = None
         self._requests: queue.Queue = queue.Queue()
         self._actions: queue.Queue = queue.Queue()
-        self._mask = np.zeros(k, bool)
+        self._mask = np.zeros(self.num_clusters, bool)
         self._finished = True
         self._steps = 0
         self._episodes = 0
@@ -291,7 +284,7 @@ class LiveTraining(gym.Env):
             self._mask = payload
             return "action"
         self._finished = True
-        self._mask = self.trainer._lead_selector.arm_mask().copy()
+        self._mask = self.trainer.lead_selector.arm_mask().copy()
         return "done"
 
     def _stop_thread(self) -> None:
@@ -306,13 +299,7 @@ class LiveTraining(gym.Env):
 
     # ------------------------------------------------------------------ observation
     def _observation(self) -> np.ndarray:
-        selector = self.trainer._lead_selector
-        state = self.trainer.lead_state
-        k = self.num_clusters
-        idu = np.clip(np.nan_to_num(selector.cluster_mean_idu(), nan=0.0), -IDU_BOUND, IDU_BOUND)
-        sizes = np.maximum(np.bincount(state.cluster, minlength=k), 1)
-        eligible = np.bincount(state.cluster[selector.eligible()], minlength=k) / sizes
-        return np.concatenate([idu, eligible]).astype(np.float32)
+        return self._observation_of(self.trainer.lead_selector)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
@@ -342,16 +329,7 @@ class LiveTraining(gym.Env):
             raise RuntimeError("Call reset() before step().")
         if self._finished:
             raise RuntimeError("The episode has ended (training finished); call reset().")
-        if self.mixture:
-            action = np.asarray(action, dtype=np.float64).reshape(-1)
-            if action.shape != (self.num_clusters,):
-                raise ValueError(f"A mixture action has one weight per cluster ({self.num_clusters}).")
-        else:
-            action = int(action)
-            if not 0 <= action < self.num_clusters:
-                raise ValueError(f"action {action} is not in Discrete({self.num_clusters}).")
-            if not self._mask[action]:
-                raise ValueError(f"Cluster {action} has no eligible sample (info['action_mask'] is False there).")
+        action = self._checked_action(action, self._mask)
         rounds = self.trainer.lead_state.rounds
         before = len(rounds)
         self._actions.put(action)
@@ -360,16 +338,11 @@ class LiveTraining(gym.Env):
             raise RuntimeError("The trainer stopped without finishing the round (no record was written).")
         record = rounds[before]
         self._steps += 1
-        cluster = record["cluster"]
         info = {
             "expected_rewards": np.full(self.num_clusters, math.nan),
             "regret": math.nan,
             "action_mask": self._mask.copy(),
-            "round": int(record["round"]),
-            "cluster": list(cluster) if isinstance(cluster, list) else int(cluster),
-            "selected": int(record["selected"]),
-            "filled": int(record["filled"]),
-            "cluster_rewards": dict(record["cluster_rewards"]),
+            **self._record_info(record),
             "mean_idu": float(record["mean_idu"]),
             "step": int(record.get("step", -1)),
             "wall_time": float(record.get("wall_time", math.nan)),

@@ -12,21 +12,18 @@ numpy only: no torch is imported (``trl_lead.selection`` is numpy only, and ``tr
 from __future__ import annotations
 
 import copy
-import itertools
-import json
 import math
 import os
 from collections.abc import Sequence
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-# numpy only: trl_lead/__init__.py imports the trainer (torch, TRL) lazily, on first use of LEADConfig/LEADSFTTrainer
-from trl_lead.selection import LEADState, PlannedRound, RoundSelector, SelectionSettings, predicted_drop
+from envs.round_env import ActionPolicy, RoundEnv
+from trl_lead.selection import LEADState, RoundSelector
+from trl_lead.settings import INITIAL_SCORES, SelectionSettings, check_choice, resolve_sizes
 
-__all__ = ["DEFAULT_CLUSTERS", "ActionPolicy", "ProxyTraining", "Surrogate"]
+__all__ = ["DEFAULT_CLUSTERS", "ProxyTraining", "Surrogate"]
 
 
 #: Default clusters, mimicking the embedded pool's families (``trl_lead.embedded.FAMILIES``): one easy cluster that
@@ -45,52 +42,6 @@ DEFAULT_CLUSTERS: dict[str, dict[str, float]] = {
 }
 #: Defaults of a cluster when K differs from ``len(DEFAULT_CLUSTERS)`` (a medium cluster).
 _SCALAR_DEFAULTS = {"initial_loss": 1.5, "floor": 0.5, "skill_rate": 0.01, "noise": 0.15}
-IDU_BOUND = 100.0  # mean IDU in the observation is clipped to +-IDU_BOUND (check_env wants finite Box bounds)
-
-
-class ActionPolicy:
-    """Adapter that hands the env's action to ``RoundSelector`` as if a bandit policy had chosen it.
-
-    ``select`` returns the action (single mode); ``probabilities`` returns the action's arm weights, masked and
-    normalised (mixture mode; a one-hot vector in single mode). ``normalizes_rewards = True`` makes the selector pass
-    the raw reward (the policy outside the env sees the env's reward), and ``update`` does nothing.
-    """
-
-    normalizes_rewards = True
-
-    def __init__(self, num_arms: int, mixture: bool = False) -> None:
-        self.num_arms = int(num_arms)
-        self.mixture = mixture
-        self.action: Any = None
-
-    def reset(self, num_arms: int, seed: int | None = None) -> None:
-        self.num_arms = int(num_arms)
-        self.action = None
-
-    def select(self, mask: np.ndarray | None = None) -> int:
-        if self.mixture:
-            raise RuntimeError("ActionPolicy.select is not used in mixture mode")
-        return int(self.action)
-
-    def probabilities(self, mask: np.ndarray | None = None) -> np.ndarray:
-        allowed = np.ones(self.num_arms, bool) if mask is None else np.asarray(mask, bool)
-        if not self.mixture:
-            p = np.zeros(self.num_arms)
-            p[int(self.action)] = 1.0
-            return p
-        weights = np.clip(np.nan_to_num(np.asarray(self.action, np.float64), nan=0.0), 0.0, None) * allowed
-        if weights.sum() <= 0:  # nothing on an allowed arm: uniform over the allowed arms
-            weights = allowed.astype(np.float64)
-        return weights / weights.sum()
-
-    def update(self, arm: int, reward: float) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {"action": None if self.action is None else np.asarray(self.action).tolist()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.action = state["action"]
 
 
 class Surrogate:
@@ -289,7 +240,7 @@ def _per_cluster(name: str, value: Any, k: int) -> np.ndarray:
     return array.copy()
 
 
-class ProxyTraining(gym.Env):
+class ProxyTraining(RoundEnv):
     """LEAD rounds on a numpy surrogate of the training dynamics, through the trainer's own selection code.
 
     ## Description
@@ -401,8 +352,6 @@ class ProxyTraining(gym.Env):
     True
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
-
     def __init__(
         self,
         num_clusters: int | None = None,
@@ -498,8 +447,7 @@ class ProxyTraining(gym.Env):
         for rule, ok in checks.items():
             if not np.all(ok):
                 raise ValueError(f"Per-cluster parameters must satisfy {rule}; check the values passed.")
-        if initial_score not in ("loss", "none"):
-            raise ValueError(f"initial_score must be 'loss' or 'none', got {initial_score!r}.")
+        check_choice("initial_score", initial_score, INITIAL_SCORES)
         if int(batch_size) < 1 or min(heterogeneity, memory_decay, noise_timescale) < 0:
             raise ValueError("batch_size must be >= 1; heterogeneity, memory_decay and noise_timescale >= 0.")
         self.memory_decay = float(memory_decay)
@@ -514,15 +462,10 @@ class ProxyTraining(gym.Env):
             list(cluster_names) if cluster_names is not None else list(DEFAULT_CLUSTERS) if table else None
         )
 
-        def count(value: float, name: str) -> int:
-            n = math.ceil(value * self.pool_size) if value <= 1 else int(value)
-            if n < 1:
-                raise ValueError(f"`{name}={value}` gives no sample out of a pool of {self.pool_size}.")
-            return n
-
+        round_count, budget_count = resolve_sizes(round_size, budget, self.pool_size, prefix="")
         self.settings = SelectionSettings(
-            round_size=count(round_size, "round_size"),
-            budget=count(budget, "budget"),
+            round_size=round_count,
+            budget=budget_count,
             max_reuse=int(max_reuse),
             smoothing=float(smoothing),
             gradient_correction=bool(gradient_correction),
@@ -531,8 +474,6 @@ class ProxyTraining(gym.Env):
             reward=reward,
             warmup_rounds=int(warmup_rounds),
         )
-        if self.settings.budget > self.pool_size:
-            raise ValueError(f"budget={budget} gives more samples than the pool has ({self.pool_size}).")
         self.max_rounds = int(max_steps if max_steps is not None else max_rounds)
         if self.max_rounds < 1:
             raise ValueError(f"max_rounds must be >= 1, got {self.max_rounds}.")
@@ -542,13 +483,7 @@ class ProxyTraining(gym.Env):
         self.cluster = np.repeat(np.arange(k), self.sizes)  # sample i's cluster; ids are grouped by cluster
         self.calibration: dict[str, Any] | None = None  # set by from_rounds
 
-        if self.mixture:
-            self.action_space = spaces.Box(0.0, 1.0, (k,), np.float32)
-        else:
-            self.action_space = spaces.Discrete(k)
-        low = np.concatenate([np.full(k, -IDU_BOUND), np.zeros(k)]).astype(np.float32)
-        high = np.concatenate([np.full(k, IDU_BOUND), np.ones(k)]).astype(np.float32)
-        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+        self._make_spaces()
         self._world: _World | None = None
         self._steps = 0
         self._expected_cache: np.ndarray | None = None
@@ -580,10 +515,7 @@ class ProxyTraining(gym.Env):
         return float(np.mean(self.surrogate.skill[learnable])) if learnable.any() else math.nan
 
     def _observation(self) -> np.ndarray:
-        selector = self._world.selector
-        idu = np.clip(np.nan_to_num(selector.cluster_mean_idu(), nan=0.0), -IDU_BOUND, IDU_BOUND)
-        eligible = np.bincount(self.cluster[selector.eligible()], minlength=self.num_clusters) / self.sizes
-        return np.concatenate([idu, eligible]).astype(np.float32)
+        return self._observation_of(self._world.selector)
 
     # ------------------------------------------------------------------ expected rewards
     def _action_for_arm(self, arm: int) -> Any:
@@ -644,21 +576,7 @@ class ProxyTraining(gym.Env):
         mask = world.selector.arm_mask()
         if not mask.any():
             raise RuntimeError("No sample is eligible: the episode has terminated; call reset().")
-        if self.mixture:
-            action = np.asarray(action, dtype=np.float64).reshape(-1)
-            if action.shape != (self.num_clusters,):
-                raise ValueError(
-                    f"A mixture action has one weight per cluster ({self.num_clusters}), got {action.shape}."
-                )
-        else:
-            action = int(action)
-            if not 0 <= action < self.num_clusters:
-                raise ValueError(f"action {action} is not in Discrete({self.num_clusters}).")
-            if not mask[action]:
-                raise ValueError(
-                    f"Cluster {action} has no eligible sample (info['action_mask'] is False there); choose an "
-                    "allowed cluster, e.g. pass the mask to the policy's select(mask)."
-                )
+        action = self._checked_action(action, mask)
         if self.compute_expected:
             expected = self._expected_cache if self._expected_cache is not None else self._expected_rewards()
             expected = expected.copy()
@@ -670,17 +588,12 @@ class ProxyTraining(gym.Env):
         record = world.run_round(action, self.np_random)
         self._steps += 1
         next_mask = world.selector.arm_mask().copy()
-        cluster = record["cluster"]
         info = {
             "expected_rewards": expected,
             "regret": regret,
             "action_mask": next_mask,
             "quality": self.quality(),
-            "round": int(record["round"]),
-            "cluster": list(cluster) if isinstance(cluster, list) else int(cluster),
-            "selected": int(record["selected"]),
-            "filled": int(record["filled"]),
-            "cluster_rewards": dict(record["cluster_rewards"]),
+            **self._record_info(record),
         }
         terminated = not next_mask.any()
         truncated = self._steps >= self.max_rounds and not terminated
@@ -714,13 +627,13 @@ class ProxyTraining(gym.Env):
           Fitted by weighted least squares on the recorded per-(round, cluster) loss drops ``correction[k]["d"]`` (mean
           IDU before minus IU during the round, weighted by the cluster's samples in the round): the recorded rounds
           (same sample ids, same order) are replayed noise-free through the same ``finish_round``, and a grid
-          search by coordinate descent (``_FIT_STAGES``, two sweeps) picks the parameters. In such a replay the
-          drops of a cluster scale with its learnable gap (initial loss minus floor), which is therefore solved in
-          closed form, and clusters do not interact, so one replay per grid point fits every cluster at once
-          (~40 replays per run, 1-2 s per run of 60 rounds).
-        - Observation noise: ``NOISE_SHARE`` times the initial loss. The records cannot tell noise from misfit (a
-          fit of it on the residuals gave noise so large that top-IDU selection harvested regression to the mean);
-          override ``noise`` to change it.
+          search by coordinate descent (``envs.calibration._FIT_STAGES``, two sweeps) picks the parameters. In such a
+          replay the drops of a cluster scale with its learnable gap (initial loss minus floor), which is therefore
+          solved in closed form, and clusters do not interact, so one replay per grid point fits every cluster at
+          once (~40 replays per run, 1-2 s per run of 60 rounds).
+        - Observation noise: ``envs.calibration.NOISE_SHARE`` times the initial loss. The records cannot tell noise
+          from misfit (a fit of it on the residuals gave noise so large that top-IDU selection harvested regression
+          to the mean); override ``noise`` to change it.
 
         Settings the records do not hold (``smoothing``, ``gradient_correction``, ``reward``, ``fine_selection``,
         ``max_reuse``, ``initial_score``, ``round_mode``) are the LEAD defaults unless overridden: pass the real
@@ -728,318 +641,10 @@ class ProxyTraining(gym.Env):
         ``fit=False`` skips the least squares (default dynamics). The result's ``calibration`` attribute holds the
         fitted values and per cluster the R^2 of the fitted drops.
         """
+        from envs.calibration import calibrate, read_rounds  # it builds on this module
+
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-        fitted, report = _calibrate([_read_rounds(p) for p in paths], clusters, overrides, fit)
+        fitted, report = calibrate([read_rounds(p) for p in paths], clusters, overrides, fit)
         env = cls(**{**fitted, **overrides})
         env.calibration = report
         return env
-
-
-# ------------------------------------------------------------------------------------------------------- calibration
-_CONSTRUCTOR_DEFAULTS = {
-    "smoothing": 0.5,
-    "gradient_correction": True,
-    "initial_score": "loss",
-    "max_reuse": 4,
-    "heterogeneity": 0.3,
-    "memory_decay": 0.0005,
-    "noise_timescale": 1000.0,
-    "cross_cluster_cosine": 0.2,
-}
-NOISE_SHARE = 0.1  # calibrated observation noise: this share of the cluster's initial loss (not identifiable)
-_FIT_START = {"skill_rate": 0.01, "drift_level": -0.3, "forgetting": 0.005, "memorization": 0.3}
-_FIT_GRIDS: dict[str, np.ndarray] = {
-    "skill_rate": np.geomspace(3e-4, 0.3, 10),
-    "drift_level": np.array([0.0, -0.2, -0.5, -1.0, -1.5, -2.5, -4.0]),
-    "forgetting": np.array([0.0, 0.001, 0.003, 0.01, 0.03, 0.1]),
-    "memorization": np.array([0.0, 0.1, 0.3, 0.5, 0.8]),
-}
-#: Coordinate-descent stages: parameters searched jointly over their grids' product, per cluster or shared by all
-#: clusters. Drift level, forgetting and memorisation are shared: a run has only a handful of visits per cluster,
-#: and fitting the drift level per cluster too (tried on the embedded default: 3 runs, one held out) fitted the
-#: calibration runs no better, the held-out run slightly worse, and took 4x longer.
-_FIT_STAGES: tuple[tuple[tuple[str, ...], bool], ...] = (
-    (("skill_rate",), False),
-    (("drift_level",), True),
-    (("forgetting",), True),
-    (("memorization",), True),
-)
-
-
-def _read_rounds(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, "lead_rounds.jsonl")
-    with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    if not records:
-        raise ValueError(f"{path} holds no round records.")
-    missing = [key for key in ("round", "cluster", "sample_ids", "reward") if key not in records[0]]
-    if missing:
-        raise ValueError(f"{path} does not look like a lead_rounds.jsonl: records lack {missing}.")
-    return sorted(records, key=lambda r: r["round"])
-
-
-def _arms(record: dict[str, Any]) -> list[int]:
-    if record.get("warmup"):
-        return []
-    cluster = record["cluster"]
-    return [int(c) for c in cluster] if isinstance(cluster, list) else [int(cluster)]
-
-
-def _labels(records: list[dict[str, Any]], k: int, clusters: Any, overrides: dict[str, Any]) -> np.ndarray:
-    """Cluster label per sample id: given, or attributed from the records (filled with the sizes)."""
-    if clusters is not None:
-        labels = np.asarray(clusters, dtype=np.int64)
-        if labels.ndim != 1 or labels.min() < 0 or labels.max() >= k:
-            raise ValueError(f"`clusters` must be one label in [0, {k}) per sample of the pool.")
-        return labels
-    max_id = max(max(r["sample_ids"], default=-1) for r in records)
-    known: dict[int, int] = {}
-    unknown: list[int] = []
-    for record in records:
-        arms = _arms(record)
-        ids = record["sample_ids"]
-        own = len(ids) - int(record.get("filled", 0))
-        if len(arms) == 1:  # single mode: the plan lists the chosen cluster's samples first, then the fill
-            known.update({int(i): arms[0] for i in ids[:own]})
-            unknown += [int(i) for i in ids[own:]]
-        else:
-            unknown += [int(i) for i in ids]
-    if any(i not in known for i in unknown):
-        if any(len(_arms(r)) > 1 for r in records):
-            raise ValueError("Mixture-mode records do not say which cluster each sample is from: pass `clusters`.")
-    if overrides.get("sizes") is not None:
-        sizes = np.asarray(overrides["sizes"], dtype=np.int64)
-    else:
-        n = int(overrides.get("pool_size", max_id + 1))
-        sizes = np.full(k, n // k)
-        sizes[: n - sizes.sum()] += 1
-    n = int(sizes.sum())
-    if n <= max_id:
-        raise ValueError(f"The records hold sample id {max_id}, beyond the pool of {n}; pass `sizes` or `pool_size`.")
-    labels = np.full(n, -1, dtype=np.int64)
-    for i, c in known.items():
-        labels[i] = c
-    # Fill samples never seen as their own cluster's, and samples never selected, take the room the sizes leave
-    room = np.maximum(sizes - np.bincount(labels[labels >= 0], minlength=k), 0)
-    free = np.flatnonzero(labels < 0)
-    labels[free] = np.repeat(np.arange(k), room)[: len(free)] if room.sum() >= len(free) else np.arange(len(free)) % k
-    return labels
-
-
-def _replay(
-    records: list[dict[str, Any]],
-    labels: np.ndarray,
-    base: np.ndarray,
-    params: dict[str, np.ndarray],
-    common: dict[str, Any],
-) -> np.ndarray:
-    """Teacher-forced, noise-free replay of the recorded rounds (same ids, same order) with a gap of 1 per cluster.
-
-    Returns the per-(round, cluster) loss drops ``d`` (NaN where absent).
-    """
-    k = len(params["skill_rate"])
-    surrogate = Surrogate(
-        labels, base, np.ones(len(labels)), params["skill_rate"], params["memorization"], params["forgetting"],
-        params["drift_level"], np.zeros(k), common["memory_decay"], common["noise_timescale"],
-    )  # fmt: skip
-    state = LEADState(labels, num_clusters=k)
-    if common["initial_score"] == "loss":
-        state.set_initial_scores(base)
-    settings = SelectionSettings(
-        round_size=common["round_size"],
-        budget=len(labels),
-        max_reuse=10**4,
-        smoothing=common["smoothing"],
-        gradient_correction=common["gradient_correction"],
-    )
-    adapter = ActionPolicy(k)
-    world = _World(
-        RoundSelector(state, adapter, settings), surrogate, adapter, common["batch_size"], common["eta"],
-        common["same_cluster_cosine"], common["cross_cluster_cosine"],
-    )  # fmt: skip
-    d = np.full((len(records), k), np.nan)
-    for r, record in enumerate(records):
-        ids = np.asarray(record["sample_ids"], dtype=np.int64)
-        planned = PlannedRound(r, _arms(record), ids, np.zeros(len(ids), bool), warmup=bool(record.get("warmup")))
-        for key, value in world.finish(planned, None)["correction"].items():
-            d[r, int(key)] = value["d"]
-    return d
-
-
-def _invert_cosine(eta: float, d: float, d_last: float, drop: float) -> float | None:
-    """The cosine at which ``predicted_drop(eta, d, d_last, cos)`` equals ``drop`` (increasing in cos), or None."""
-    low, high = -1.0, 1.0
-    if not predicted_drop(eta, d, d_last, low)[0] <= drop <= predicted_drop(eta, d, d_last, high)[0]:
-        return None
-    for _ in range(50):
-        mid = (low + high) / 2
-        if predicted_drop(eta, d, d_last, mid)[0] < drop:
-            low = mid
-        else:
-            high = mid
-    return (low + high) / 2
-
-
-def _initial_losses(
-    run: list[dict[str, Any]], labels: np.ndarray, sizes: np.ndarray, common: dict[str, Any]
-) -> np.ndarray:
-    """Per-cluster initial loss of one run: its first record's mean IDU, with the trained samples' change added back.
-
-    Each sample the first round trained moved its IDU by ``-(1 - b) * (d + correction)`` from its initial score, so
-    the cluster's mean moved by that times the share of the cluster trained. Without initial scores (clusters never
-    observed: None), the first mean IDU recorded for the cluster.
-    """
-    k = len(sizes)
-    first = next(r for r in run if r.get("cluster_mean_idu") is not None)
-    initial = np.array([np.nan if v is None else float(v) for v in first["cluster_mean_idu"]])
-    counts = np.bincount(labels[np.asarray(first["sample_ids"], dtype=np.int64)], minlength=k)
-    b = float(common["smoothing"])
-    for key, value in (first.get("correction") or {}).items():
-        c = int(key)
-        drop = value["predicted_drop"] if common["gradient_correction"] else 0.0
-        if np.isfinite(initial[c]) and common["initial_score"] == "loss":
-            initial[c] += counts[c] * (1 - b) * (value["d"] + drop) / sizes[c]
-    for c in np.flatnonzero(~np.isfinite(initial)):
-        seen = [r["cluster_mean_idu"][c] for r in run if r.get("cluster_mean_idu") and r["cluster_mean_idu"][c]]
-        initial[c] = float(seen[0]) if seen else math.nan
-    return initial
-
-
-def _correction_inputs(runs: list[list[dict[str, Any]]], overrides: dict[str, Any]) -> tuple[float, float, int, int]:
-    """``eta`` and the same-cluster cosine that reproduce the recorded gradient corrections (medians).
-
-    Where ``beta = 0`` the correction is ``eta * d`` exactly; where ``0 < beta < 1`` the cosine is found by bisection
-    (the correction increases with it) given ``d``, the cluster's previous ``d`` and ``eta``.
-    """
-    etas, triples = [], []
-    for run in runs:
-        last_d: dict[str, float] = {}
-        for record in run:
-            for key, value in (record.get("correction") or {}).items():
-                d, drop, beta = value["d"], value["predicted_drop"], value["beta"]
-                if beta == 0 and d > 1e-6:
-                    etas.append(drop / d)
-                if 0 < beta < 1 and last_d.get(key, 0.0) > 0 and d > 0:
-                    triples.append((d, last_d[key], drop))
-                last_d[key] = d
-    eta = float(overrides.get("eta", np.median(etas) if etas else 1.0))
-    found = [c for c in (_invert_cosine(eta, *x) for x in triples) if c is not None]
-    cosine = float(overrides.get("same_cluster_cosine", np.median(found) if found else 1.0))
-    return eta, cosine, len(etas), len(found)
-
-
-def _calibrate(
-    runs: list[list[dict[str, Any]]], clusters: Any, overrides: dict[str, Any], fit: bool
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Constructor arguments fitted to one or more runs' records, and a report (see ``ProxyTraining.from_rounds``)."""
-    records = [record for run in runs for record in run]
-    first = next((r for r in records if r.get("cluster_mean_idu") is not None), None)
-    if first is None:
-        raise ValueError("The records hold no `cluster_mean_idu`; cannot tell the number of clusters.")
-    k = len(first["cluster_mean_idu"])
-    common = {name: overrides.get(name, value) for name, value in _CONSTRUCTOR_DEFAULTS.items()}
-    labels = _labels(records, k, clusters, overrides)
-    sizes = np.bincount(labels, minlength=k)
-    if (sizes == 0).any():
-        raise ValueError(f"Clusters {np.flatnonzero(sizes == 0).tolist()} have no sample; pass `clusters` or `sizes`.")
-    round_size = int(overrides.get("round_size", max(len(r["sample_ids"]) for r in records)))
-    steps = np.concatenate([np.diff([r["step"] for r in run if "step" in r]) for run in runs])
-    steps = steps[steps > 0]
-    batch_size = int(overrides.get("batch_size", math.ceil(round_size / np.median(steps)) if len(steps) else 16))
-    budget = overrides.get("budget", max(int(r.get("selected", 0)) for r in records) or 0.25)
-
-    if "initial_loss" in overrides:
-        initial = _per_cluster("initial_loss", overrides["initial_loss"], k)
-    else:
-        with np.errstate(all="ignore"):
-            initial = np.nanmean([_initial_losses(run, labels, sizes, common) for run in runs], axis=0)
-        initial = np.where(np.isfinite(initial), initial, np.nanmean(initial) if np.isfinite(initial).any() else 1.0)
-    eta, same_cos, eta_from, cosine_from = _correction_inputs(runs, overrides)
-    common.update(round_size=round_size, batch_size=batch_size, eta=eta, same_cluster_cosine=same_cos)
-
-    params = {name: np.full(k, value) for name, value in _FIT_START.items()}
-    for name in params:
-        if name in overrides:
-            params[name] = _per_cluster(name, overrides[name], k)
-    base = initial[labels]
-    real = np.full((len(records), k), np.nan)  # recorded loss drop d per (round, cluster), all runs stacked
-    weight = np.zeros((len(records), k))  # samples of the cluster in the round
-    for r, record in enumerate(records):
-        for key, value in (record.get("correction") or {}).items():
-            real[r, int(key)] = value["d"]
-        weight[r] = np.bincount(labels[np.asarray(record["sample_ids"], dtype=np.int64)], minlength=k)
-    has = np.isfinite(real)
-    fit = fit and bool(has.any())  # records without `correction`: nothing to fit on
-    fixed_gap = _per_cluster("floor", overrides["floor"], k) if "floor" in overrides else None
-    if fixed_gap is not None:
-        fixed_gap = initial - fixed_gap
-
-    def replay_all(trial: dict[str, np.ndarray]) -> np.ndarray:
-        return np.concatenate([_replay(run, labels, base, trial, common) for run in runs])
-
-    def gap_and_sse(replayed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per cluster: the gap (weighted least squares, clipped to [0, initial]) and the residual sum of squares."""
-        ok = has & np.isfinite(replayed)
-        x, y, w = np.where(ok, replayed, 0.0), np.where(ok, real, 0.0), np.where(ok, weight, 0.0)
-        if fixed_gap is None:
-            sxx, sxy = (w * x * x).sum(0), (w * x * y).sum(0)
-            gap = np.clip(np.where(sxx > 0, sxy / np.maximum(sxx, 1e-300), 0.0), 0.0, initial)
-        else:
-            gap = fixed_gap
-        return gap, (w * (y - gap * x) ** 2).sum(0)
-
-    stages = [(tuple(n for n in names if n not in overrides), shared) for names, shared in _FIT_STAGES] if fit else []
-    replays = 0
-    for sweep in range(2):
-        for names, shared in stages:
-            if not names or (sweep and shared):
-                continue  # the second sweep refits the per-cluster parameters only
-            grid = list(itertools.product(*(_FIT_GRIDS[name] for name in names)))
-            sse = np.empty((len(grid), k))
-            for g, values in enumerate(grid):
-                trial = {**params, **{name: np.full(k, value) for name, value in zip(names, values)}}
-                sse[g] = gap_and_sse(replay_all(trial))[1]
-            replays += len(grid) * len(runs)
-            best = np.full(k, int(np.argmin(sse.sum(1)))) if shared else np.argmin(sse, axis=0)
-            for i, name in enumerate(names):
-                params[name] = np.array([grid[g][i] for g in best], dtype=np.float64)
-    replayed = replay_all(params)
-    gap, _ = gap_and_sse(replayed)
-    if not fit and fixed_gap is None:
-        gap = np.clip(initial - _SCALAR_DEFAULTS["floor"], 0.0, None)
-    ok = has & np.isfinite(replayed)
-    residual = np.where(ok, real - gap * replayed, 0.0)
-    visits = ok.sum(0)
-    mean_real = np.where(ok, real, 0.0).sum(0) / np.maximum(visits, 1)
-    total = (np.where(ok, real - mean_real, 0.0) ** 2).sum(0)
-    with np.errstate(all="ignore"):
-        r2 = np.where(total > 0, 1 - (residual**2).sum(0) / total, np.nan)
-    noise = _per_cluster("noise", overrides["noise"], k) if "noise" in overrides else NOISE_SHARE * initial
-
-    fitted = {
-        "sizes": sizes.tolist(),
-        "initial_loss": initial.tolist(),
-        "floor": (initial - gap).tolist(),
-        "noise": noise.tolist(),
-        "batch_size": batch_size,
-        "round_size": round_size,
-        "budget": budget,
-        "eta": eta,
-        "same_cluster_cosine": same_cos,
-        **{name: value.tolist() for name, value in params.items()},
-        **{name: common[name] for name in _CONSTRUCTOR_DEFAULTS},
-    }
-    report = {
-        "fitted": dict(fitted),
-        "runs": len(runs),
-        "rounds": len(records),
-        "visits": visits.tolist(),
-        "r2_of_drops": r2.tolist(),
-        "rms_residual_of_drops": np.sqrt((residual**2).sum(0) / np.maximum(visits, 1)).tolist(),
-        "replays": replays,
-        "eta_from": eta_from,
-        "cosine_from": cosine_from,
-    }
-    return fitted, report

@@ -17,18 +17,9 @@ from tokenizers import Tokenizer, models, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from trl_lead import clustering
-from trl_lead.clustering import (
-    answer_losses,
-    cached,
-    cluster_embeddings,
-    compute_clusters,
-    dataset_fingerprint,
-    embed,
-    ifd_scores,
-    model_fingerprint,
-    plot_clusters_2d,
-    sample_texts,
-)
+from trl_lead.cache import cached, dataset_fingerprint, model_fingerprint
+from trl_lead.clustering import cluster_embeddings, compute_clusters, plot_clusters_2d
+from trl_lead.scoring import answer_losses, embed, ifd_scores, sample_texts
 
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>"]
 CHAT_TEMPLATE = (

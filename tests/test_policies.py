@@ -14,7 +14,7 @@ from envs.policies import POLICIES, Policy, make_policy
 pytestmark = pytest.mark.numerics
 
 ALL = sorted(POLICIES)
-WITH_PROBABILITIES = ["epsilon-greedy", "exp3", "exp3s", "uniform"]
+WITH_PROBABILITIES = ["boltzmann", "epsilon-greedy", "exp3", "exp3s", "uniform"]
 
 
 def _rewards(arm: int, step: int) -> float:
@@ -39,7 +39,7 @@ def _random_masks(rng: np.random.Generator, steps: int, k: int) -> np.ndarray:
 
 def test_registry_names_and_protocol():
     assert set(POLICIES) == {
-        "exp3", "exp3s", "ucb1", "sw-ucb", "d-ucb", "thompson", "epsilon-greedy", "greedy", "uniform",
+        "exp3", "exp3s", "boltzmann", "ucb1", "sw-ucb", "d-ucb", "thompson", "epsilon-greedy", "greedy", "uniform",
     }  # fmt: skip
     for name in ALL:
         policy = make_policy(name)

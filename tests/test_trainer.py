@@ -198,61 +198,56 @@ def test_bad_input_is_refused_before_training(tmp_path):
     expect_error(tmp_path, "lead_budget", args=lead_args(tmp_path, lead_budget=41))
     with pytest.raises(ValueError, match="lead_round_size"):
         lead_args(tmp_path, lead_round_size=0)
-    with pytest.raises(ValueError, match="packing"):
-        lead_args(tmp_path, packing=True)
+    for strategy in ("wrapped", "bfd_split"):  # they cut samples into pieces; BFD keeps them whole
+        with pytest.raises(ValueError, match=f"packing_strategy='{strategy}'"):
+            lead_args(tmp_path, packing=True, packing_strategy=strategy)
     long_prompt = [{"role": "user", "content": "x" * 90}, {"role": "assistant", "content": "y"}]
     truncated = Dataset.from_list([{"messages": long_prompt, "family_id": 0}] * 4)
-    expect_error(tmp_path, "no trained tokens", dataset=truncated)
-    short = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
-    mixed = Dataset.from_list([{"messages": m, "family_id": 0} for m in [short, long_prompt, short, long_prompt] * 2])
-    expect_error(tmp_path, r"4 training samples have no trained tokens.*rows \[1, 3, 5, 7\]", dataset=mixed)
+    expect_error(tmp_path, "None of the 4 training samples has a trained token", dataset=truncated)
 
 
 def test_computed_ifd_clusters_reuse_the_initial_scoring_pass(tmp_path, pool, tokenizer, make_model, monkeypatch):
-    """Catches a trainer that lets IFD compute CE(answer | instruction) again (e.g. `conditional_losses=None`): the
-    spies count one scoring pass of the trainer and no conditional pass of the clustering module."""
-    import trl_lead.clustering as clustering
+    from trl_lead import scoring
 
-    conditional_passes = []
-    conditional_losses = clustering._conditional_losses
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("the conditional losses must come from the trainer's initial scoring pass")
 
-    def counting_conditional_losses(*args, **kwargs):
-        conditional_passes.append(1)
-        return conditional_losses(*args, **kwargs)
-
-    monkeypatch.setattr(clustering, "_conditional_losses", counting_conditional_losses)
+    monkeypatch.setattr(scoring, "_conditional_losses", no_second_pass)
     monkeypatch.setenv("TRL_LEAD_CACHE", str(tmp_path / "cache"))
     args = lead_args(tmp_path, lead_cluster_column=None, lead_clusters="ifd", lead_num_clusters=3,
                      lead_initial_score="loss", max_steps=2)
     trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
-    scoring_passes = []
+    passes = []
     score_pool = trainer._score_pool
-    trainer._score_pool = lambda: scoring_passes.append(1) or score_pool()
+    trainer._score_pool = lambda: passes.append(1) or score_pool()
     trainer.train()
-    assert len(scoring_passes) == 1 and conditional_passes == []
+    assert len(passes) == 1  # one scoring pass gives the initial IU and IFD's numerator
     state = trainer.lead_state
     assert state.num_clusters == 3 and set(np.unique(state.cluster)) == {0, 1, 2}
-    # The clusters are k-means on 1-D IFD = initial loss / loss of the answer alone, numbered by increasing IFD
-    ifd = clustering.ifd_scores(make_model(), tokenizer, pool, conditional_losses=state.initial_iu, append_eos=True,
-                                max_length=64, show_progress=False)
+    assert trainer.lead_clustering == {"feature": "ifd", "samples_without_prompt": 0}
+    # The clusters are k-means on 1-D IFD = initial loss / loss of the answer alone, numbered by increasing IFD. The
+    # reference reads the answers from the rows' text (the answer tokens and EOS that `assistant_only_loss` trains),
+    # the trainer from the processed labels
+    ifd = scoring.ifd_scores(make_model(), tokenizer, pool, conditional_losses=state.initial_iu, append_eos=True,
+                             max_length=64, show_progress=False)
     means = [ifd[state.cluster == k].mean() for k in range(3)]
     assert means == sorted(means)
     assert all(ifd[state.cluster == 0].max() <= ifd[state.cluster == k].min() for k in (1, 2))
 
 
 def test_update_sketch_reads_the_sampled_coordinates(make_model):
-    from trl_lead.trainer import _UpdateTracker
+    from trl_lead.rounds import UpdateTracker
 
     params = list(make_model().parameters())
     flat = torch.cat([p.detach().reshape(-1) for p in params])
-    tracker = _UpdateTracker(params, seed=3, exact_limit=0, sketch_size=500)
+    tracker = UpdateTracker(params, seed=3, exact_limit=0, sketch_size=500)
     offsets = np.cumsum([0] + [p.numel() for p in params])
     coordinates = torch.cat([idx + int(offsets[i]) for i, idx in tracker.coords])
     assert len(coordinates) == 500 and len(set(coordinates.tolist())) == 500  # distinct, fixed by the seed
     torch.testing.assert_close(tracker.snapshot(), flat[coordinates])
-    same = _UpdateTracker(params, seed=3, exact_limit=0, sketch_size=500)
+    same = UpdateTracker(params, seed=3, exact_limit=0, sketch_size=500)
     assert all(torch.equal(a[1], b[1]) for a, b in zip(tracker.coords, same.coords))
-    assert _UpdateTracker(params, seed=3).snapshot().numel() == flat.numel()  # small models: exact copies
+    assert UpdateTracker(params, seed=3).snapshot().numel() == flat.numel()  # small models: exact copies
 
 
 def token_losses(model, dataset, ids) -> list[torch.Tensor]:

@@ -1,7 +1,7 @@
 """trl-lead: LEAD data selection (Lin et al., arXiv 2505.07437) as a drop-in for TRL's SFTTrainer.
 
-`LEADConfig` and `LEADSFTTrainer` are imported on first use, so `trl_lead.selection` (numpy only) can be used by the
-Gymnasium environments without importing torch or TRL.
+`LEADConfig` and `LEADSFTTrainer` are imported on first use, so the numpy modules (`trl_lead.policies`,
+`trl_lead.settings`, `trl_lead.selection`) can be used by the Gymnasium environments without importing torch or TRL.
 """
 
 from typing import TYPE_CHECKING
@@ -14,12 +14,13 @@ _LAZY = {
     "LEADSFTTrainer": "trl_lead.trainer",
     "LEADState": "trl_lead.selection",
     "RoundSelector": "trl_lead.selection",
-    "SelectionSettings": "trl_lead.selection",
+    "SelectionSettings": "trl_lead.settings",
 }
 
 if TYPE_CHECKING:
     from .config import LEADConfig
-    from .selection import LEADState, RoundSelector, SelectionSettings
+    from .selection import LEADState, RoundSelector
+    from .settings import SelectionSettings
     from .trainer import LEADSFTTrainer
 
 

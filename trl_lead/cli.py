@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
 import numpy as np
+
+from trl_lead.files import atomic_directory, atomic_write
 
 EMBEDDED = "trl-lead/embedded"  # `dataset_name` / `model_name_or_path` of the offline embedded default
 
@@ -121,11 +121,9 @@ def plot_rounds(rounds: list[dict], families: list[str], cluster: np.ndarray, pa
     bottom.set_xlabel("round")
     bottom.set_ylabel("mean IDU of the cluster")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def demo(argv: list[str] | None = None) -> dict:
@@ -167,7 +165,7 @@ def _demo(options) -> dict:
         clusters = r["cluster"] if isinstance(r["cluster"], list) else [r["cluster"]]
         names = ",".join(FAMILIES[c] for c in clusters) or "warm-up"
         print(f"      round {r['round']:3d}  reward {r['reward']:+.4f}  selected {r['selected']:4d}  clusters {names}")
-    budget_count = lead._lead_settings.budget
+    budget_count = lead.lead_settings.budget
 
     print(f"[3/4] random subset of {budget_count} samples, same steps")
     random_run = _train_random_subset(base, settings, os.path.join(options.output_dir, "random"), budget_count)
@@ -189,7 +187,7 @@ def _demo(options) -> dict:
         "settings": {**settings.__dict__, **choices},
         "seconds": time.perf_counter() - started,
     }
-    with open(os.path.join(options.output_dir, "summary.json"), "w") as f:
+    with atomic_write(os.path.join(options.output_dir, "summary.json")) as f:
         json.dump(summary, f, indent=2)
     print(f"      plot: {png}   rounds: {os.path.join(lead_dir, 'lead_rounds.jsonl')}")
     print(f"      total {summary['seconds']:.0f} s")
@@ -273,11 +271,8 @@ def cluster(argv: list[str] | None = None) -> str:
     if column in train.column_names:
         train = train.remove_columns(column)
     path = os.path.join(args.output_dir, "clustered")
-    tmp = tempfile.mkdtemp(dir=args.output_dir, prefix=".clustered.")
-    train.add_column(column, labels.tolist()).save_to_disk(tmp)
-    if os.path.exists(path):
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    with atomic_directory(path) as tmp:
+        train.add_column(column, labels.tolist()).save_to_disk(str(tmp))
     png = plot_clusters_2d(features, labels, os.path.join(args.output_dir, "clusters.png"))
     sizes = np.bincount(labels, minlength=args.lead_num_clusters)
     print(f"{len(labels)} samples in {args.lead_num_clusters} clusters (sizes {sizes.tolist()})")

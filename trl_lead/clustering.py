@@ -1,32 +1,31 @@
 # Copyright 2026 The trl-lead authors. Licensed under the Apache License, Version 2.0.
-"""Clusters for LEAD's arms: IFD difficulty scores, sentence embeddings, k-means, and a disk cache.
+"""Clusters for LEAD's arms: k-means (optionally after PCA or UMAP) on IFD scores or embeddings, cached on disk.
 
 LEAD (arXiv 2505.07437) treats clusters of the training pool as the arms of a bandit. When the user brings no cluster
 column, this module computes one:
 
 - `lead_clusters="ifd"` (the paper): the Instruction-Following Difficulty of every sample under the (warm-up) model,
-  clustered in 1-D by k-means into K=7 groups ([`ifd_scores`], [`cluster_embeddings`]);
-- `lead_clusters="embedding"`: mean-pooled hidden states of the training model (or of a named Hugging Face encoder),
-  reduced by PCA or UMAP and clustered by k-means ([`embed`], [`cluster_embeddings`]).
+  clustered in 1-D by k-means into K=7 groups ([`trl_lead.scoring.ifd_scores`], [`cluster_embeddings`]);
+- `lead_clusters="embedding"`: mean-pooled hidden states of the training model, reduced by PCA or UMAP and clustered
+  by k-means ([`trl_lead.scoring.embed`], [`cluster_embeddings`]).
 
-[`compute_clusters`] is the one entry point the trainer and the `trl-lead cluster` command call; it caches scores,
-embeddings and labels on disk under a fingerprint of the model, the tokenizer, the data and the settings
-([`cached`]), so a second run of the same job does not score again. [`plot_clusters_2d`] draws the clusters.
+[`pool_clusters`] (what the trainer calls, on the token ids and labels it trains on) and [`compute_clusters`] (what
+`trl-lead cluster` calls, on dataset rows) cache the features and the labels on disk under a fingerprint of the model,
+the tokenizer, the data and the settings ([`trl_lead.cache.cached`]), so a second run of the same job does not score
+again. [`plot_clusters_2d`] draws the clusters.
 
-Only torch, transformers, numpy, scikit-learn, umap-learn, matplotlib and tqdm are used; nothing is downloaded unless
-the user names a Hugging Face encoder in [`embed`].
+Only torch, transformers, numpy, scikit-learn, umap-learn, matplotlib and tqdm are used; nothing is downloaded.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import inspect
-import json
 import logging
 import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,24 +33,44 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .cache import cached, dataset_fingerprint, fingerprint, model_fingerprint, tokenizer_fingerprint
+from .files import atomic_write, cache_dir_path
+from .scoring import (
+    _alone_losses,
+    _check_losses,
+    _check_scoring_args,
+    _embed_ids,
+    _num_rows,
+    _pad_id,
+    answer_losses,
+    embed,
+    ifd_scores,
+    sample_texts,
+    trained_tokens,
+)
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "CLUSTER_METHODS",
     "KMEANS_FULL_MAX_ELEMENTS",
+    "cluster_embeddings",
+    "compute_clusters",
+    "plot_clusters_2d",
+    "pool_clusters",
+    "PoolClusters",
+    # kept importable from here, where they lived before trl_lead.scoring and trl_lead.cache
     "answer_losses",
     "cache_dir_path",
     "cached",
-    "cluster_embeddings",
-    "compute_clusters",
     "dataset_fingerprint",
     "embed",
     "fingerprint",
     "ifd_scores",
     "model_fingerprint",
-    "plot_clusters_2d",
     "sample_texts",
     "tokenizer_fingerprint",
+    "trained_tokens",
 ]
 
 CLUSTER_METHODS = ("kmeans", "pca-kmeans", "umap-kmeans")
@@ -75,595 +94,10 @@ precision k-means needs."""
 UMAP_DIMS = 5
 """Output dimension of the UMAP step of `"umap-kmeans"` (BERTopic's choice for clustering: a few dims, min_dist=0)."""
 
-_CACHE_ENV = "TRL_LEAD_CACHE"
 _CACHE_VERSION = 1  # bump when a cached quantity's definition changes
 _CHUNK = 65_536
 _UMAP_TRANSFORM_CHUNK = 100_000
-_EMBEDDING_CACHE_MAX_BYTES = 2 * 1024**3
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Reading rows: conversational (`messages`) or prompt/completion
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _num_rows(dataset: Any) -> int:
-    try:
-        return len(dataset)
-    except TypeError:
-        raise ValueError(
-            "`dataset` has no length (an IterableDataset or a generator?). Clustering needs the whole pool: pass a "
-            "`datasets.Dataset` or a list of dicts (e.g. `Dataset.from_generator(...)` or `list(iterable)`)."
-        ) from None
-
-
-def _iter_rows(dataset: Any) -> Iterable[Mapping[str, Any]]:
-    for row in dataset:
-        if not isinstance(row, Mapping):
-            raise ValueError(
-                f"`dataset` rows must be dicts with `messages` or `prompt`/`completion`, got {type(row).__name__}."
-            )
-        yield row
-
-
-def _content_text(content: Any) -> str:
-    """Text of a message content: a string, or a list of typed parts (`{"type": "text", "text": ...}`)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, Sequence):
-        return "".join(part.get("text", "") if isinstance(part, Mapping) else str(part) for part in content)
-    return str(content)
-
-
-def _split_conversation(messages: Sequence[Mapping[str, Any]], index: int) -> tuple[list[dict], str]:
-    """Return (messages before the last assistant turn, content of the last assistant turn)."""
-    last = None
-    for j in range(len(messages) - 1, -1, -1):
-        if messages[j].get("role") == "assistant":
-            last = j
-            break
-    if last is None:
-        raise ValueError(
-            f"Row {index}: `messages` has no assistant turn, so it has no answer. Add an assistant message with the "
-            "answer, or drop the row."
-        )
-    context = [dict(m) for m in messages[:last]]
-    answer = _content_text(messages[last].get("content"))
-    return context, answer
-
-
-def _instruction_answer_texts(tokenizer: Any, row: Mapping[str, Any], index: int) -> tuple[str, bool, str]:
-    """Return (instruction text, whether it is chat-rendered, answer text) for one row; validate both are non-empty.
-
-    Chat-rendered instructions already hold the template's special tokens (BOS etc.), so they are tokenized without
-    adding special tokens; a plain-text prompt is tokenized the way TRL's `SFTTrainer` tokenizes it (with them).
-    """
-    if "messages" in row and row["messages"] is not None:
-        context, answer = _split_conversation(row["messages"], index)
-        if not any(_content_text(m.get("content")).strip() for m in context):
-            raise ValueError(
-                f"Row {index}: the instruction is empty (no non-empty message before the last assistant turn). IFD "
-                "scores an answer given its instruction: add the user message before the answer, or drop the row."
-            )
-        if not answer.strip():
-            raise ValueError(
-                f"Row {index}: the answer is empty (the last assistant message has no text). Fill in the assistant "
-                "answer, or drop the row."
-            )
-        return _render_chat(tokenizer, context, index), True, answer
-    if "prompt" in row and "completion" in row:
-        prompt, completion = row["prompt"], row["completion"]
-        if isinstance(prompt, str):
-            instruction, rendered = prompt, False
-            empty_instruction = not prompt.strip()
-        else:  # conversational prompt/completion: lists of messages
-            empty_instruction = not any(_content_text(m.get("content")).strip() for m in prompt)
-            instruction = "" if empty_instruction else _render_chat(tokenizer, [dict(m) for m in prompt], index)
-            rendered = True
-        if not isinstance(completion, str):
-            _, completion = _split_conversation(completion, index)
-        if empty_instruction:
-            raise ValueError(
-                f"Row {index}: the instruction is empty (`prompt` has no text). IFD scores an answer given its "
-                "instruction: fill in `prompt`, or drop the row."
-            )
-        if not completion.strip():
-            raise ValueError(
-                f"Row {index}: the answer is empty (`completion` has no text). Fill in `completion`, or drop the row."
-            )
-        return instruction, rendered, completion
-    raise ValueError(
-        f"Row {index} has neither a `messages` column nor `prompt` and `completion` columns (it has "
-        f"{sorted(row)}). Give conversational rows (`messages`: list of {{role, content}}) or prompt/completion rows."
-    )
-
-
-def _render_chat(tokenizer: Any, messages: list[dict], index: int) -> str:
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise ValueError(
-            f"Row {index} is conversational but the tokenizer has no chat template. Set `tokenizer.chat_template` "
-            "(e.g. with trl's `clone_chat_template`) or give prompt/completion strings."
-        )
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    if not isinstance(text, str):  # some versions return a list for a single conversation
-        text = text[0]
-    return text
-
-
-def sample_texts(dataset: Any, text_column: str | None = None) -> list[str]:
-    r"""
-    Plain text of every sample, for embedding: the message contents joined by newlines (no chat template, so an
-    outside encoder sees ordinary text), `prompt + "\n" + completion`, or the `text` column.
-
-    Args:
-        dataset (`datasets.Dataset` or `Sequence[dict]`):
-            Rows with `messages`, `prompt`/`completion`, or `text`.
-        text_column (`str`, *optional*):
-            Use this column as the text and ignore the others.
-
-    Returns:
-        `list[str]` of length `len(dataset)`.
-    """
-    _num_rows(dataset)
-    texts = []
-    for i, row in enumerate(_iter_rows(dataset)):
-        if text_column is not None:
-            if text_column not in row:
-                raise ValueError(
-                    f"`text_column={text_column!r}` is not a column of `dataset` (row {i} has {sorted(row)})."
-                )
-            texts.append(str(row[text_column]))
-        elif row.get("messages") is not None:
-            texts.append("\n".join(_content_text(m.get("content")) for m in row["messages"]))
-        elif "prompt" in row and "completion" in row:
-            parts = []
-            for value in (row["prompt"], row["completion"]):
-                parts.append(
-                    value if isinstance(value, str) else "\n".join(_content_text(m.get("content")) for m in value)
-                )
-            texts.append("\n".join(parts))
-        elif "text" in row:
-            texts.append(str(row["text"]))
-        else:
-            raise ValueError(
-                f"Row {i} has none of `messages`, `prompt`/`completion`, `text` (it has {sorted(row)}); pass "
-                "`text_column=` to name the column to embed."
-            )
-    return texts
-
-
-def _encode(tokenizer: Any, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
-    out: list[list[int]] = []
-    for start in range(0, len(texts), 1024):
-        out.extend(tokenizer(texts[start : start + 1024], add_special_tokens=add_special_tokens)["input_ids"])
-    return out
-
-
-def _encode_pairs(tokenizer: Any, dataset: Any, append_eos: bool = False) -> tuple[list[list[int]], list[list[int]]]:
-    """Token ids of (instruction, answer) for every row. The answer is tokenized alone, without special tokens, and
-    followed by the EOS token when `append_eos`."""
-    eos = getattr(tokenizer, "eos_token_id", None)
-    if append_eos and eos is None:
-        raise ValueError(
-            "`append_eos=True` but the tokenizer has no EOS token; set `tokenizer.eos_token` or pass append_eos=False."
-        )
-    rendered_instr, rendered_idx, plain_instr, plain_idx, answers = [], [], [], [], []
-    for i, row in enumerate(_iter_rows(dataset)):
-        instruction, rendered, answer = _instruction_answer_texts(tokenizer, row, i)
-        (rendered_instr if rendered else plain_instr).append(instruction)
-        (rendered_idx if rendered else plain_idx).append(i)
-        answers.append(answer)
-    instructions: list[list[int]] = [[] for _ in answers]
-    for idx, ids in zip(rendered_idx, _encode(tokenizer, rendered_instr, add_special_tokens=False)):
-        instructions[idx] = ids
-    for idx, ids in zip(plain_idx, _encode(tokenizer, plain_instr, add_special_tokens=True)):
-        instructions[idx] = ids
-    answer_ids = _encode(tokenizer, answers, add_special_tokens=False)
-    for i, (ins, ans) in enumerate(zip(instructions, answer_ids)):
-        if not ins:
-            raise ValueError(f"Row {i}: the instruction tokenizes to no tokens. Give it some text, or drop the row.")
-        if not ans:
-            raise ValueError(f"Row {i}: the answer tokenizes to no tokens. Give it some text, or drop the row.")
-    if append_eos:
-        answer_ids = [ans + [int(eos)] for ans in answer_ids]
-    return instructions, answer_ids
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Model scoring
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    device = getattr(model, "device", None)
-    if isinstance(device, torch.device):
-        return device
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def _unwrap(model: Any) -> Any:
-    """The model whose `forward` signature tells which arguments are accepted (under DDP and PEFT wrappers)."""
-    inner = getattr(model, "module", None)  # DistributedDataParallel
-    if isinstance(inner, torch.nn.Module):
-        model = inner
-    get_base = getattr(model, "get_base_model", None)  # peft
-    return get_base() if callable(get_base) else model
-
-
-def _accepts(model: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(_unwrap(model).forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _pad_id(tokenizer: Any) -> int:
-    for name in ("pad_token_id", "eos_token_id", "unk_token_id"):
-        value = getattr(tokenizer, name, None)
-        if value is not None:
-            return int(value)
-    return 0
-
-
-def _right_padded(
-    sequences: Sequence[Sequence[int]], rows: np.ndarray, lengths: np.ndarray, pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids of `rows` right-padded to the longest of them, and the matching attention mask."""
-    width = int(lengths[rows].max())
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, i in enumerate(rows):
-        ids[r, : lengths[i]] = torch.tensor(sequences[i], dtype=torch.long)
-        mask[r, : lengths[i]] = 1
-    return ids, mask
-
-
-class _EvalMode:
-    """Put a model in eval mode for a block and restore its previous training flag."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.model = model
-
-    def __enter__(self):
-        self.was_training = self.model.training
-        self.model.eval()
-        return self.model
-
-    def __exit__(self, *exc):
-        self.model.train(self.was_training)
-        return False
-
-
-def _sequence_losses(
-    model: torch.nn.Module,
-    sequences: list[list[int]],
-    starts: list[int],
-    pad_id: int,
-    batch_size: int,
-    desc: str,
-    show_progress: bool,
-) -> np.ndarray:
-    """Mean cross-entropy, per sequence, of the tokens `seq[start:]` given `seq[:start]` (`start >= 1`).
-
-    Sequences are batched by length (longest first, so an out-of-memory error shows on the first batch), right-padded
-    with an attention mask, and the logits are computed only on the span of positions that some row of the batch
-    scores (`logits_to_keep`, where the model supports it). Losses are in float32 from the logits, reduced in float64.
-    """
-    n = len(sequences)
-    losses = np.empty(n, dtype=np.float64)
-    if n == 0:
-        return losses
-    device = _model_device(model)
-    keep_logits = _accepts(model, "logits_to_keep")
-    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=n)
-    order = np.argsort(-lengths, kind="stable")
-    with torch.no_grad(), _EvalMode(model), tqdm(total=n, desc=desc, disable=not show_progress, unit="sample") as bar:
-        for b in range(0, n, batch_size):
-            rows = order[b : b + batch_size]
-            ids, mask = _right_padded(sequences, rows, lengths, pad_id)
-            row_starts = torch.tensor([starts[i] for i in rows], dtype=torch.long)
-            row_ends = torch.tensor([lengths[i] for i in rows], dtype=torch.long)
-            # logits at position p predict token p + 1; scored positions of a row: [start - 1, length - 1)
-            lo, hi = int(row_starts.min()) - 1, ids.shape[1] - 1
-            kwargs: dict[str, Any] = {"use_cache": False}
-            if keep_logits:
-                kwargs["logits_to_keep"] = torch.arange(lo, hi, device=device)
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs).logits
-            if not keep_logits:
-                logits = logits[:, lo:hi]
-            targets = ids[:, lo + 1 : hi + 1].to(device)
-            ce = torch.nn.functional.cross_entropy(
-                logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
-            ).view(len(rows), hi - lo)
-            pos = torch.arange(lo, hi).unsqueeze(0)
-            scored = ((pos >= (row_starts - 1).unsqueeze(1)) & (pos < (row_ends - 1).unsqueeze(1))).to(device)
-            sums = (ce.double() * scored).sum(dim=1)
-            counts = scored.sum(dim=1)
-            losses[rows] = (sums / counts).cpu().numpy()
-            bar.update(len(rows))
-    return losses
-
-
-def _truncate(instruction: list[int], answer: list[int], max_length: int | None) -> tuple[list[int], list[int]]:
-    """Keep at most `max_length - 1` answer tokens (its start) and the end of the instruction, within `max_length`."""
-    if max_length is None or len(instruction) + len(answer) <= max_length:
-        return instruction, answer
-    answer = answer[: max_length - 1]
-    return instruction[len(instruction) - (max_length - len(answer)) :], answer
-
-
-def _check_scoring_args(batch_size: int, max_length: int | None) -> None:
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
-    if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
-        raise ValueError(
-            f"`max_length` must be None or an int >= 2 (one instruction + one answer token), got {max_length!r}."
-        )
-
-
-def answer_losses(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    dataset: Any,
-    batch_size: int = 16,
-    max_length: int | None = None,
-    show_progress: bool = True,
-    append_eos: bool = False,
-) -> np.ndarray:
-    r"""
-    Mean cross-entropy of each sample's answer tokens given its instruction: the numerator of IFD, and the paper's
-    "initial IU" of a sample under the model.
-
-    The instruction of a conversational row is every message before the last assistant turn, rendered with the
-    tokenizer's chat template and its generation prompt; the answer is the text of the last assistant turn (without
-    the template's end-of-turn tokens). A prompt/completion row uses `prompt` (tokenized with the tokenizer's special
-    tokens, as TRL does) and `completion`. The answer is tokenized on its own and appended to the instruction's ids.
-
-    Args:
-        model (`torch.nn.Module`):
-            A causal LM (`AutoModelForCausalLM`, optionally wrapped by PEFT) on any device; inputs are sent to the
-            device of its parameters. It is put in eval mode for the pass and its previous mode restored.
-        tokenizer (`PreTrainedTokenizerBase`):
-            Its tokenizer; needs a chat template for conversational rows.
-        dataset (`datasets.Dataset` or `Sequence[dict]`):
-            Rows with `messages` (list of `{"role", "content"}`) or `prompt` and `completion`.
-        batch_size (`int`, *optional*, defaults to `16`):
-            Sequences per forward pass. Batches are formed from length-sorted sequences and right-padded with an
-            attention mask; a sample's loss does not depend on the other samples of its batch.
-        max_length (`int`, *optional*):
-            Longest sequence in tokens. Longer samples keep the first `max_length - 1` answer tokens and the end of
-            the instruction. `None` keeps everything.
-        show_progress (`bool`, *optional*, defaults to `True`):
-            Show a tqdm progress bar.
-        append_eos (`bool`, *optional*, defaults to `False`):
-            Score the tokenizer's EOS token after the answer as one more answer token. With a chat template that
-            closes the assistant turn with EOS alone (like the embedded default's) or TRL's prompt/completion
-            format, the scored tokens are then exactly those `SFTTrainer` trains on, so these losses equal the
-            trainer's per-sample loss.
-
-    Returns:
-        `np.ndarray` of shape `(len(dataset),)`, float64.
-
-    Raises:
-        `ValueError`: a row with an empty instruction or answer (the message names the row and the fix).
-    """
-    _check_scoring_args(batch_size, max_length)
-    _num_rows(dataset)
-    return _conditional_losses(
-        model, tokenizer, _encode_pairs(tokenizer, dataset, append_eos), batch_size, max_length, show_progress
-    )
-
-
-def _conditional_losses(model, tokenizer, pairs, batch_size, max_length, show_progress) -> np.ndarray:
-    instructions, answers = pairs
-    seqs, starts = [], []
-    for ins, ans in zip(instructions, answers):
-        ins, ans = _truncate(ins, ans, max_length)
-        seqs.append(ins + ans)
-        starts.append(len(ins))
-    return _sequence_losses(model, seqs, starts, _pad_id(tokenizer), batch_size, "answer | instruction", show_progress)
-
-
-def _alone_prefix(tokenizer: Any) -> list[int]:
-    for name in ("bos_token_id", "eos_token_id"):
-        value = getattr(tokenizer, name, None)
-        if value is not None:
-            return [int(value)]
-    return []
-
-
-def _alone_losses(model, tokenizer, pairs, batch_size, max_length, show_progress) -> np.ndarray:
-    _, answers = pairs
-    prefix = _alone_prefix(tokenizer)
-    seqs, starts = [], []
-    for i, ans in enumerate(answers):
-        if max_length is not None:
-            ans = ans[: max_length - 1]
-        if prefix:
-            seqs.append(prefix + ans)
-            starts.append(1)
-        else:
-            if len(ans) < 2:
-                raise ValueError(
-                    f"Row {i}: the answer is one token and the tokenizer has no BOS or EOS token to start it from, so "
-                    "its loss alone is undefined. Set `tokenizer.bos_token`, or drop the row."
-                )
-            seqs.append(ans)
-            starts.append(1)
-    return _sequence_losses(model, seqs, starts, _pad_id(tokenizer), batch_size, "answer alone", show_progress)
-
-
-def ifd_scores(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    dataset: Any,
-    batch_size: int = 16,
-    max_length: int | None = None,
-    show_progress: bool = True,
-    conditional_losses: np.ndarray | Sequence[float] | None = None,
-    append_eos: bool = False,
-) -> np.ndarray:
-    r"""
-    Instruction-Following Difficulty (Li et al. 2024, "Cherry LLM") of every sample:
-
-        IFD(i) = CE(answer | instruction) / CE(answer alone)
-
-    with CE the mean cross-entropy over the answer tokens. Values near or above 1 mean the instruction does not help
-    the model produce the answer (hard or noisy samples); low values mean it helps a lot.
-
-    The conditional loss is [`answer_losses`]. The unconditional one scores the same answer tokens after the
-    tokenizer's BOS token (EOS when it has no BOS; with neither, the first answer token is not scored alone).
-
-    Args:
-        model (`torch.nn.Module`):
-            A causal LM on any device; put in eval mode for the passes and restored after.
-        tokenizer (`PreTrainedTokenizerBase`):
-            Its tokenizer; needs a chat template for conversational rows.
-        dataset (`datasets.Dataset` or `Sequence[dict]`):
-            Rows with `messages` or `prompt`/`completion` (see [`answer_losses`]).
-        batch_size (`int`, *optional*, defaults to `16`):
-            Sequences per forward pass.
-        max_length (`int`, *optional*):
-            Longest sequence in tokens (see [`answer_losses`]); `None` keeps everything.
-        show_progress (`bool`, *optional*, defaults to `True`):
-            Show tqdm progress bars.
-        conditional_losses (`np.ndarray`, *optional*):
-            Per-sample CE(answer | instruction) already computed, e.g. by the trainer's initial scoring pass; the
-            conditional half is then skipped and these values are used as they are (they should score the same
-            tokens: see `append_eos`).
-        append_eos (`bool`, *optional*, defaults to `False`):
-            Count the EOS token after the answer as an answer token, in both losses (see [`answer_losses`]).
-
-    Returns:
-        `np.ndarray` of shape `(len(dataset),)`, float64.
-    """
-    _check_scoring_args(batch_size, max_length)
-    n = _num_rows(dataset)
-    pairs = _encode_pairs(tokenizer, dataset, append_eos)
-    if conditional_losses is None:
-        conditional = _conditional_losses(model, tokenizer, pairs, batch_size, max_length, show_progress)
-    else:
-        conditional = _check_losses(conditional_losses, n)
-    alone = _alone_losses(model, tokenizer, pairs, batch_size, max_length, show_progress)
-    return conditional / np.maximum(alone, 1e-12)
-
-
-def _check_losses(losses: Any, n: int) -> np.ndarray:
-    arr = np.asarray(losses, dtype=np.float64).reshape(-1)
-    if arr.shape[0] != n:
-        raise ValueError(
-            f"`conditional_losses` has {arr.shape[0]} values but the dataset has {n} rows; pass one loss "
-            "per row, in dataset order."
-        )
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
-        raise ValueError(
-            f"`conditional_losses` holds NaN or inf (first at row {bad}); pass finite losses or None to "
-            "recompute them."
-        )
-    return arr
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Embeddings
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _load_encoder(name: str | os.PathLike) -> tuple[torch.nn.Module, Any]:
-    from transformers import AutoModel, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(name)
-    model = AutoModel.from_pretrained(name)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
-    return model, tokenizer
-
-
-def embed(
-    texts: Sequence[str],
-    model: torch.nn.Module | str | os.PathLike | None = None,
-    tokenizer: Any = None,
-    batch_size: int = 32,
-    max_length: int | None = 512,
-    normalize: bool = False,
-    show_progress: bool = True,
-) -> np.ndarray:
-    r"""
-    Sentence embeddings: the last hidden states of `model`, averaged over each text's tokens (weighted by the
-    attention mask, so padding does not count).
-
-    Args:
-        texts (`Sequence[str]`):
-            The texts (see [`sample_texts`] for a dataset's).
-        model (`torch.nn.Module` or `str`):
-            The model to embed with: the training model itself (a causal LM: its final hidden states are used, its
-            logits are not computed beyond one position; no download), any `AutoModel` encoder, or the name/path of a
-            Hugging Face encoder (loaded with `AutoModel`/`AutoTokenizer`; only this may need the network), e.g.
-            `"sentence-transformers/all-MiniLM-L6-v2"`.
-        tokenizer (`PreTrainedTokenizerBase`, *optional*):
-            The model's tokenizer; required when `model` is a module, loaded with the model when it is a name.
-        batch_size (`int`, *optional*, defaults to `32`):
-            Texts per forward pass (length-sorted, right-padded).
-        max_length (`int`, *optional*, defaults to `512`):
-            Texts are truncated to this many tokens; `None` keeps everything.
-        normalize (`bool`, *optional*, defaults to `False`):
-            Scale each embedding to unit L2 norm (then Euclidean k-means clusters by cosine similarity).
-        show_progress (`bool`, *optional*, defaults to `True`):
-            Show a tqdm progress bar.
-
-    Returns:
-        `np.ndarray` of shape `(len(texts), hidden_size)`, float32.
-    """
-    if model is None:
-        raise ValueError(
-            "`model` is required: pass the training model (with its `tokenizer`) or the name/path of a "
-            "Hugging Face encoder, e.g. model='sentence-transformers/all-MiniLM-L6-v2'."
-        )
-    if isinstance(model, (str, os.PathLike)):
-        model, loaded_tokenizer = _load_encoder(model)
-        tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer
-    if tokenizer is None:
-        raise ValueError("`tokenizer` is required when `model` is a module: pass the model's tokenizer.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
-    texts = [str(t) for t in texts]
-    n = len(texts)
-    ids_list = _encode(tokenizer, texts, add_special_tokens=True)
-    if max_length is not None:
-        ids_list = [ids[:max_length] for ids in ids_list]
-    for i, ids in enumerate(ids_list):
-        if not ids:
-            raise ValueError(f"`texts[{i}]` tokenizes to no tokens; give it some text or drop it.")
-    device = _model_device(model)
-    pad_id = _pad_id(tokenizer)
-    kwargs: dict[str, Any] = {"output_hidden_states": True}
-    if _accepts(model, "logits_to_keep"):
-        kwargs["logits_to_keep"] = 1
-    if _accepts(model, "use_cache"):
-        kwargs["use_cache"] = False
-    lengths = np.fromiter((len(s) for s in ids_list), dtype=np.int64, count=n)
-    order = np.argsort(-lengths, kind="stable")
-    out: np.ndarray | None = None
-    with torch.no_grad(), _EvalMode(model), tqdm(total=n, desc="embed", disable=not show_progress, unit="text") as bar:
-        for b in range(0, n, batch_size):
-            rows = order[b : b + batch_size]
-            ids, mask = _right_padded(ids_list, rows, lengths, pad_id)
-            outputs = model(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
-            hidden = getattr(outputs, "last_hidden_state", None)
-            if hidden is None:
-                hidden = outputs.hidden_states[-1]
-            m = mask.to(device=hidden.device, dtype=torch.float32).unsqueeze(-1)
-            pooled = (hidden.float() * m).sum(dim=1) / m.sum(dim=1)
-            if normalize:
-                pooled = torch.nn.functional.normalize(pooled, dim=-1)
-            if out is None:
-                out = np.empty((n, pooled.shape[-1]), dtype=np.float32)
-            out[rows] = pooled.cpu().numpy()
-            bar.update(len(rows))
-    return out if out is not None else np.empty((0, 0), dtype=np.float32)
+_FEATURE_CACHE_MAX_BYTES = 2 * 1024**3  # larger features (1.4M x 384 float32 embeddings) are recomputed, not cached
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -849,197 +283,12 @@ def cluster_embeddings(
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Fingerprints and the disk cache
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def cache_dir_path(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache directory: `cache_dir` if given, else `$TRL_LEAD_CACHE`, else `~/.cache/trl_lead`."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get(_CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "trl_lead"
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        arr = np.ascontiguousarray(obj)
-        return {
-            "ndarray": hashlib.sha256(arr.view(np.uint8).reshape(-1)).hexdigest(),
-            "dtype": str(arr.dtype),
-            "shape": list(arr.shape),
-        }
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (bytes, bytearray)):
-        return {"bytes": hashlib.sha256(obj).hexdigest()}
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj, key=repr)
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return repr(obj)
-
-
-def fingerprint(*parts: Any) -> str:
-    """sha256 hex digest of `parts` (JSON-like values; numpy arrays and bytes are hashed by content)."""
-    blob = json.dumps(parts, sort_keys=True, default=_json_default, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _tensor_digest(h: Any, t: torch.Tensor, full_max_numel: int, sample_size: int) -> None:
-    if t.device.type == "meta":
-        h.update(b"meta")
-        return
-    flat = t.detach().reshape(-1)
-    if flat.numel() <= full_max_numel:
-        h.update(flat.contiguous().cpu().view(torch.uint8).numpy().tobytes())
-        return
-    step = max(1, flat.numel() // sample_size)
-    h.update(flat[::step].contiguous().cpu().view(torch.uint8).numpy().tobytes())
-    total = torch.zeros((), dtype=torch.float64, device=flat.device)
-    for chunk in flat.split(1 << 24):
-        total += chunk.sum(dtype=torch.float64)
-    h.update(repr(total.item()).encode())
-
-
-def model_fingerprint(model: torch.nn.Module, full_max_numel: int = 1 << 20, sample_size: int = 4096) -> str:
-    r"""
-    sha256 of a model: its class, its config (and PEFT config), and every state-dict tensor's name, dtype and shape
-    plus a hash of its values.
-
-    Tensors of at most `full_max_numel` elements (all of a tiny model, LoRA adapters, norms, biases) are hashed byte
-    for byte, so any change is seen. Larger tensors are hashed by `sample_size` evenly strided elements and the
-    float64 sum of all their elements: it costs one read of the weights (seconds for a 7B model on a GPU) instead
-    of hashing every byte, and it misses only a change that avoids every sampled element and leaves the sum unchanged
-    to float64 precision (no optimizer update does). Tensors on the `meta` device are hashed by name and shape.
-
-    Args:
-        model (`torch.nn.Module`): The model.
-        full_max_numel (`int`, *optional*, defaults to `2**20`): Largest tensor hashed in full.
-        sample_size (`int`, *optional*, defaults to `4096`): Strided elements hashed of a larger tensor.
-
-    Returns:
-        `str`, 64 hex digits.
-    """
-    h = hashlib.sha256()
-    h.update(type(_unwrap(model)).__qualname__.encode())
-    config = getattr(model, "config", None)
-    if config is not None:
-        try:
-            h.update(config.to_json_string(use_diff=False).encode())
-        except Exception:  # noqa: BLE001 - exotic configs: fall back to their repr
-            h.update(repr(config).encode())
-    peft_config = getattr(model, "peft_config", None)
-    if peft_config is not None:
-        h.update(repr(peft_config).encode())
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-            _tensor_digest(h, tensor, full_max_numel, sample_size)
-    return h.hexdigest()
-
-
-def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """sha256 of a tokenizer's class, vocabulary, special tokens, chat template and padding/truncation sides."""
-    h = hashlib.sha256()
-    h.update(type(tokenizer).__qualname__.encode())
-    try:
-        vocab = tokenizer.get_vocab()
-        h.update(json.dumps(sorted(vocab.items(), key=lambda kv: kv[1]), default=str).encode())
-    except Exception:  # noqa: BLE001 - tokenizers without get_vocab
-        h.update(repr(getattr(tokenizer, "vocab_size", None)).encode())
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        h.update(backend.to_str().encode())
-    h.update(json.dumps(getattr(tokenizer, "special_tokens_map", {}), sort_keys=True, default=str).encode())
-    h.update(json.dumps(getattr(tokenizer, "chat_template", None), sort_keys=True, default=str).encode())
-    return h.hexdigest()
-
-
-def dataset_fingerprint(dataset: Any) -> str:
-    """The dataset's `_fingerprint` (Hugging Face `datasets` updates it on every change) when it has one, else the
-    sha256 of every row serialised as JSON."""
-    fp = getattr(dataset, "_fingerprint", None)
-    if isinstance(fp, str) and fp:
-        return f"datasets:{fp}:{_num_rows(dataset)}"
-    h = hashlib.sha256()
-    for row in dataset:
-        h.update(json.dumps(row, sort_keys=True, default=_json_default).encode())
-        h.update(b"\n")
-    return h.hexdigest()
-
-
-def cached(
-    name: str,
-    parts: Any,
-    compute: Callable[[], np.ndarray],
-    cache_dir: str | os.PathLike | None = None,
-    enabled: bool = True,
-) -> np.ndarray:
-    r"""
-    Return the array stored under `name` and the fingerprint of `parts`, or compute, store and return it.
-
-    The file is `<cache_dir>/<name>/<sha256(parts)>.npy`, written to a temporary file in the same directory and moved
-    into place with `os.replace`, so a reader never sees a partial file and concurrent writers (ranks) are safe. An
-    unreadable entry is recomputed.
-
-    Args:
-        name (`str`): What is cached (`"ifd"`, `"labels"`...); a subdirectory.
-        parts (`Any`): Everything the value depends on (fingerprints, settings), JSON-like.
-        compute (`Callable[[], np.ndarray]`): Computes the value on a miss.
-        cache_dir (`str` or `os.PathLike`, *optional*): See [`cache_dir_path`].
-        enabled (`bool`, *optional*, defaults to `True`): `False` always computes and stores nothing.
-
-    Returns:
-        `np.ndarray`.
-    """
-    if not enabled:
-        return compute()
-    path = cache_dir_path(cache_dir) / name / f"{fingerprint(parts)}.npy"
-    if path.exists():
-        try:
-            value = np.load(path, allow_pickle=False)
-            logger.info("trl-lead cache hit: %s", path)
-            return value
-        except (OSError, ValueError) as err:
-            logger.warning("trl-lead cache entry %s is unreadable (%s); recomputing it.", path, err)
-    value = np.asarray(compute())
-    _save_atomic(path, value)
-    return value
-
-
-def _save_atomic(path: Path, value: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, value, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _cache_lookup(name: str, parts: Any, cache_dir: str | os.PathLike | None, enabled: bool) -> np.ndarray | None:
-    if not enabled:
-        return None
-    path = cache_dir_path(cache_dir) / name / f"{fingerprint(parts)}.npy"
-    try:
-        return np.load(path, allow_pickle=False) if path.exists() else None
-    except (OSError, ValueError):
-        return None
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The entry point
+# The entry points: clusters of dataset rows, and the cache they share with the trainer's
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 def compute_clusters(
-    model: torch.nn.Module | None,
+    model: torch.nn.Module,
     tokenizer: Any,
     dataset: Any,
     how: str = "ifd",
@@ -1050,7 +299,6 @@ def compute_clusters(
     method: str | None = None,
     batch_size: int = 16,
     max_length: int | None = None,
-    encoder: str | os.PathLike | None = None,
     umap_fit_size: int = 50_000,
     use_cache: bool = True,
     show_progress: bool = True,
@@ -1058,21 +306,21 @@ def compute_clusters(
     append_eos: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     r"""
-    Cluster labels for every sample of `dataset`: the arms of LEAD. Cached on disk (see [`cached`]).
+    Cluster labels for every sample of `dataset`: the arms of LEAD. Cached on disk (see [`trl_lead.cache.cached`]).
 
-    - `how="ifd"` (the paper): 1-D IFD scores under `model` ([`ifd_scores`]) clustered with `method="kmeans"`
-      (the only method allowed for 1-D scores).
-    - `how="embedding"`: L2-normalised mean-pooled last hidden states of `model`, or of `encoder` when given
-      ([`embed`] over [`sample_texts`]); default `method="umap-kmeans"`.
+    - `how="ifd"` (the paper): 1-D IFD scores under `model` ([`trl_lead.scoring.ifd_scores`]) clustered with
+      `method="kmeans"` (the only method allowed for 1-D scores).
+    - `how="embedding"`: L2-normalised mean-pooled last hidden states of `model` ([`trl_lead.scoring.embed`] over
+      [`trl_lead.scoring.sample_texts`]); default `method="umap-kmeans"`.
 
     The cache holds the features (IFD scores; embeddings up to 2 GiB) and the labels separately, so changing `k`,
-    `method` or `seed` reuses the scores. Keys: [`model_fingerprint`] (or the encoder's name),
-    [`tokenizer_fingerprint`], [`dataset_fingerprint`], `batch_size`, `max_length`, the hash of
-    `conditional_losses`, and for the labels `k`, `method`, `seed`, `umap_fit_size`.
+    `method` or `seed` reuses the scores. Keys: the fingerprints of the model, the tokenizer and the dataset
+    ([`trl_lead.cache`]), `batch_size`, `max_length`, the hash of `conditional_losses`, and for the labels `k`,
+    `method`, `seed`, `umap_fit_size`.
 
     Args:
         model (`torch.nn.Module`):
-            The training (warm-up) causal LM. May be `None` only with `how="embedding"` and an `encoder`.
+            The training (warm-up) causal LM.
         tokenizer (`PreTrainedTokenizerBase`):
             Its tokenizer (needs a chat template for conversational rows).
         dataset (`datasets.Dataset` or `Sequence[dict]`):
@@ -1087,15 +335,13 @@ def compute_clusters(
             Cache directory; default `$TRL_LEAD_CACHE` or `~/.cache/trl_lead`.
         conditional_losses (`np.ndarray`, *optional*):
             Per-sample CE(answer | instruction) from the trainer's initial scoring pass; reused by IFD instead of
-            being computed again ([`ifd_scores`]).
+            being computed again ([`trl_lead.scoring.ifd_scores`]).
         method (`str`, *optional*):
             A [`cluster_embeddings`] method; default per the table.
         batch_size (`int`, *optional*, defaults to `16`):
             Samples per forward pass.
         max_length (`int`, *optional*):
-            Token limit per sample (IFD: see [`answer_losses`]; embeddings: 512 when `None`).
-        encoder (`str` or `os.PathLike`, *optional*):
-            With `how="embedding"`: a Hugging Face encoder name/path to embed with instead of `model`.
+            Token limit per sample (IFD: see [`trl_lead.scoring.answer_losses`]; embeddings: 512 when `None`).
         umap_fit_size (`int`, *optional*, defaults to `50_000`):
             Rows UMAP is fitted on (see [`cluster_embeddings`]).
         use_cache (`bool`, *optional*, defaults to `True`):
@@ -1106,72 +352,82 @@ def compute_clusters(
             Also return the features that were clustered (IFD scores `(N,)` or embeddings `(N, d)`), e.g. for
             [`plot_clusters_2d`].
         append_eos (`bool`, *optional*, defaults to `False`):
-            With `how="ifd"`: score the EOS token after each answer too (see [`answer_losses`]); set it when
-            `conditional_losses` come from a trainer whose trained tokens end with EOS.
+            With `how="ifd"`: score the EOS token after each answer too (see [`trl_lead.scoring.answer_losses`]); set
+            it when `conditional_losses` come from a trainer whose trained tokens end with EOS.
 
     Returns:
         `np.ndarray` of shape `(len(dataset),)`, int64 labels in `[0, k)`; with `return_features`, `(labels,
         features)`.
     """
-    if how not in ("ifd", "embedding"):
-        raise ValueError(f"`how`={how!r} is unknown; use 'ifd' (IFD scores, the paper) or 'embedding'.")
-    if method is None:
-        method = "kmeans" if how == "ifd" else "umap-kmeans"
-    _check_method(method)
+    _check_how(how)
+    method = _check_method(method if method is not None else "kmeans" if how == "ifd" else "umap-kmeans")
     if how == "ifd" and method != "kmeans":
         raise ValueError(
             f"`method`={method!r} reduces embeddings; IFD scores are 1-D and clustered with "
             "method='kmeans' (or use how='embedding')."
         )
     n = _num_rows(dataset)
-    k = _check_k(k, n)
-    seed = _check_seed(seed)
+    k, seed = _check_k(k, n), _check_seed(seed)
     _check_scoring_args(batch_size, max_length)
-    if model is None and not (how == "embedding" and encoder is not None):
-        raise ValueError("`model` is required (or, with how='embedding', an `encoder` name).")
+    if model is None:
+        raise ValueError("`model` is required: pass the training (warm-up) causal LM and its `tokenizer`.")
     if conditional_losses is not None:
         conditional_losses = _check_losses(conditional_losses, n)
 
-    data_fp = dataset_fingerprint(dataset)
+    parts = {
+        "v": _CACHE_VERSION,
+        "what": how,
+        "model": model_fingerprint(model),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "data": dataset_fingerprint(dataset),
+        "batch_size": batch_size,
+    }
     if how == "ifd":
-        feature_parts = {
-            "v": _CACHE_VERSION,
-            "what": "ifd",
-            "model": model_fingerprint(model),
-            "tokenizer": tokenizer_fingerprint(tokenizer),
-            "data": data_fp,
-            "batch_size": batch_size,
-            "max_length": max_length,
-            "conditional_losses": conditional_losses,
-            "append_eos": append_eos,
-        }
+        name = "ifd"
+        parts.update(max_length=max_length, conditional_losses=conditional_losses, append_eos=append_eos)
 
-        def features_fn() -> np.ndarray:
+        def compute() -> np.ndarray:
             return ifd_scores(
                 model, tokenizer, dataset, batch_size, max_length, show_progress, conditional_losses, append_eos
             )
 
-        feature_name = "ifd"
     else:
-        embed_max_length = max_length if max_length is not None else 512
-        feature_parts = {
-            "v": _CACHE_VERSION,
-            "what": "embedding",
-            "model": os.fspath(encoder) if encoder is not None else model_fingerprint(model),
-            "tokenizer": None if encoder is not None else tokenizer_fingerprint(tokenizer),
-            "data": data_fp,
-            "batch_size": batch_size,
-            "max_length": embed_max_length,
-            "normalize": True,
-        }
+        name, max_length = "embeddings", (512 if max_length is None else max_length)
+        parts.update(max_length=max_length, normalize=True)
 
-        def features_fn() -> np.ndarray:
-            texts = sample_texts(dataset)
-            if encoder is not None:
-                return embed(texts, encoder, None, batch_size, embed_max_length, True, show_progress)
-            return embed(texts, model, tokenizer, batch_size, embed_max_length, True, show_progress)
+        def compute() -> np.ndarray:
+            return embed(sample_texts(dataset), model, tokenizer, batch_size, max_length, True, show_progress)
 
-        feature_name = "embeddings"
+    labels, features = _cached_labels(
+        name, parts, compute, k, method, seed, umap_fit_size, cache_dir, use_cache, show_progress
+    )
+    return (labels, features()) if return_features else labels
+
+
+def _check_how(how: Any) -> None:
+    if how not in ("ifd", "embedding"):
+        raise ValueError(f"`how`={how!r} is unknown; use 'ifd' (IFD scores, the paper) or 'embedding'.")
+
+
+def _cached_labels(
+    feature_name: str,
+    feature_parts: dict[str, Any],
+    compute_features: Callable[[], np.ndarray],
+    k: int,
+    method: str,
+    seed: int,
+    umap_fit_size: int,
+    cache_dir: str | os.PathLike | None,
+    use_cache: bool,
+    show_progress: bool,
+) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+    """Cluster labels of `compute_features()`, cached under `"labels"`, and a function returning the features, cached
+    under `feature_name` (up to 2 GiB). The features are read or computed only when that function is called: when the
+    labels miss the cache, or when the caller wants them."""
+
+    @functools.cache
+    def features() -> np.ndarray:
+        return cached(feature_name, feature_parts, compute_features, cache_dir, use_cache, _FEATURE_CACHE_MAX_BYTES)
 
     label_parts = {
         "v": _CACHE_VERSION,
@@ -1182,28 +438,148 @@ def compute_clusters(
         "seed": seed,
         "umap_fit_size": umap_fit_size if method == "umap-kmeans" else None,
     }
-    features: np.ndarray | None = None
-
-    def get_features() -> np.ndarray:
-        nonlocal features
-        if features is None:
-            features = _cache_lookup(feature_name, feature_parts, cache_dir, use_cache)
-        if features is None:
-            features = np.asarray(features_fn())
-            if use_cache and features.nbytes <= _EMBEDDING_CACHE_MAX_BYTES:
-                _save_atomic(cache_dir_path(cache_dir) / feature_name / f"{fingerprint(feature_parts)}.npy", features)
-        return features
-
     labels = cached(
         "labels",
         label_parts,
-        lambda: cluster_embeddings(get_features(), k, method, seed, umap_fit_size, show_progress),
+        lambda: cluster_embeddings(features(), k, method, seed, umap_fit_size, show_progress),
         cache_dir,
         use_cache,
     )
-    if return_features:
-        return labels, get_features()
-    return labels
+    return labels, features
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Clusters of a trainer's processed pool: from the tokens and labels it trains on
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PoolClusters:
+    """Cluster labels of a processed pool ([`pool_clusters`]) and what they were computed from.
+
+    Attributes:
+        labels (`np.ndarray`): int64 labels in `[0, k)`, one per sample.
+        feature (`str`): `"ifd"`, `"initial_loss"` (the fallback where IFD is undefined) or `"embedding"`.
+        samples_without_prompt (`int`): samples whose every token is trained, so that IFD is undefined for them.
+    """
+
+    labels: np.ndarray
+    feature: str
+    samples_without_prompt: int
+
+    def describe(self) -> dict[str, Any]:
+        return {"feature": self.feature, "samples_without_prompt": self.samples_without_prompt}
+
+
+def pool_clusters(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    input_ids: Sequence[Sequence[int]],
+    labels: Sequence[Sequence[int]] | None,
+    conditional_losses: np.ndarray | Sequence[float] | None = None,
+    how: str = "ifd",
+    k: int = 7,
+    seed: int | None = 0,
+    batch_size: int = 16,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    show_progress: bool = True,
+) -> PoolClusters:
+    r"""
+    Cluster labels of a pool as a trainer processed it: its token ids and labels (the answer tokens are those whose
+    label is not `-100`), so any input `SFTTrainer` accepts can be clustered (prompt/completion, conversational,
+    language modeling, pre-tokenized rows, a formatting function's output). Cached like [`compute_clusters`].
+
+    - `how="ifd"`: IFD = `conditional_losses` (the mean loss of each sample's trained tokens given everything before
+      them: the trainer's initial scoring pass) / the loss of the same tokens alone (after the tokenizer's BOS token,
+      EOS when it has none), clustered by 1-D k-means. IFD needs a prompt: where some sample has none (every token
+      trained, as in language-modeling rows, where both losses are the same and IFD is 1), the pool is clustered on
+      `conditional_losses` instead, with the same k-means (`feature="initial_loss"`), and a warning says so.
+    - `how="embedding"`: mean-pooled last hidden states of `model` over each sequence (its first 512 tokens),
+      L2-normalised, clustered with `"umap-kmeans"`.
+
+    Args:
+        model (`torch.nn.Module`):
+            The training causal LM (optionally wrapped by PEFT).
+        tokenizer (`PreTrainedTokenizerBase`):
+            Its tokenizer (for the BOS/EOS token that starts an answer scored alone, and the padding token).
+        input_ids (`Sequence[Sequence[int]]`):
+            Token ids of every sample.
+        labels (`Sequence[Sequence[int]]`, *optional*):
+            Labels of every sample, `-100` where a token is not trained; `None`: every token is trained.
+        conditional_losses (`np.ndarray`, *optional*):
+            Required with `how="ifd"`: each sample's mean loss over its trained tokens, in the order of `input_ids`.
+        how (`str`, *optional*, defaults to `"ifd"`):
+            `"ifd"` or `"embedding"`.
+        k (`int`, *optional*, defaults to `7`):
+            Number of clusters.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of the clustering (`None` means 0).
+        batch_size (`int`, *optional*, defaults to `16`):
+            Sequences per forward pass.
+        cache_dir (`str` or `os.PathLike`, *optional*):
+            Cache directory; default `$TRL_LEAD_CACHE` or `~/.cache/trl_lead`.
+        use_cache (`bool`, *optional*, defaults to `True`):
+            `False` neither reads nor writes the cache.
+        show_progress (`bool`, *optional*, defaults to `True`):
+            Show progress bars.
+
+    Returns:
+        [`PoolClusters`].
+    """
+    _check_how(how)
+    n = len(input_ids)
+    k, seed = _check_k(k, n), _check_seed(seed)
+    _check_scoring_args(batch_size, None)
+    answers, has_prompt = trained_tokens(input_ids, labels)
+    empty = [i for i, answer in enumerate(answers) if not answer]
+    if empty:
+        raise ValueError(f"{len(empty)} samples have no trained token (e.g. {empty[:5]}); drop them to cluster.")
+    without_prompt = int((~has_prompt).sum())
+    digest = hashlib.sha256()
+    for i, ids in enumerate(input_ids):
+        digest.update(np.asarray(ids, dtype=np.int64).tobytes() + b"|" + np.asarray(answers[i], np.int64).tobytes())
+    parts = {
+        "v": _CACHE_VERSION,
+        "model": model_fingerprint(model),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "tokens": digest.hexdigest(),
+        "batch_size": batch_size,
+    }
+    if how == "embedding":
+        feature, method = "embedding", "umap-kmeans"
+        parts.update(what="pool_embedding", max_length=512)
+
+        def features_fn() -> np.ndarray:
+            sequences = [list(ids[:512]) for ids in input_ids]
+            return _embed_ids(model, sequences, _pad_id(tokenizer), batch_size, True, show_progress)
+
+    else:
+        if conditional_losses is None:
+            raise ValueError("`how='ifd'` needs `conditional_losses` (the trainer's initial scoring pass).")
+        conditional = _check_losses(conditional_losses, n)
+        feature, method = ("ifd" if without_prompt == 0 else "initial_loss"), "kmeans"
+        parts.update(what=f"pool_{feature}", conditional_losses=conditional)
+
+        def features_fn() -> np.ndarray:
+            if feature == "initial_loss":
+                return conditional
+            alone = _alone_losses(model, tokenizer, (None, answers), batch_size, None, show_progress)
+            return conditional / np.maximum(alone, 1e-12)
+
+        if feature == "initial_loss":
+            logger.warning(
+                "lead_clusters='ifd': %d of %d samples have no prompt (every token is trained, as in language-"
+                "modeling rows), so their IFD is undefined; clustering the pool by its initial loss instead (k-means "
+                "on each sample's loss under the model before training).",
+                without_prompt,
+                n,
+            )
+    labels_out, _ = _cached_labels(
+        feature, parts, features_fn, k, method, seed, 50_000, cache_dir, use_cache, show_progress
+    )
+    logger.info("LEAD clusters: %d clusters of %d samples from %s.", k, n, feature)
+    return PoolClusters(np.asarray(labels_out, dtype=np.int64), feature, without_prompt)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1297,16 +673,8 @@ def plot_clusters_2d(
     shown = xs.shape[0]
     fig.suptitle(title or f"{len(clusters)} clusters, {shown} of {x.shape[0]} samples shown")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png")
     return path
 
 

@@ -2,10 +2,10 @@
 
 Nothing here touches the network. The pieces are:
 
-- :func:`make_instruction_pool`: a generated instruction pool of eight task families of different difficulty and
-  size (string manipulation, arithmetic, sorting, a memorised lookup table, formatting, trivially easy items and one
-  family of random, unlearnable answers), with near-duplicates, a share of wrong answers, and a held-out evaluation
-  set per family.
+- :func:`make_instruction_pool` (defined in :mod:`trl_lead.pool`, importable from here): a generated instruction pool
+  of eight task families of different difficulty and size (string manipulation, arithmetic, sorting, a memorised
+  lookup table, formatting, trivially easy items and one family of random, unlearnable answers), with
+  near-duplicates, a share of wrong answers, and a held-out evaluation set per family.
 - :func:`build_tokenizer`: a character-level tokenizer built with the ``tokenizers`` library, with special tokens and a
   chat template whose ``{% generation %}`` block covers the answer and the end-of-turn token, so TRL's
   ``assistant_only_loss=True`` trains exactly the answer and the stop token.
@@ -24,11 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import random
 import shutil
-import string
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -43,45 +41,26 @@ import torch
 import transformers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from .files import CACHE_ENV_VAR as CACHE_ENV_VAR  # re-exported: the warm-up cache's variable
+from .files import atomic_directory, cache_dir_path
+from .pool import CLUSTER_COLUMN as CLUSTER_COLUMN  # the pool's names, re-exported: importable from here as before
+from .pool import DEFAULT_CORRUPT_RATE as DEFAULT_CORRUPT_RATE
+from .pool import DEFAULT_NEAR_DUPLICATE_RATE as DEFAULT_NEAR_DUPLICATE_RATE
+from .pool import DEFAULT_NUM_EVAL_PER_FAMILY as DEFAULT_NUM_EVAL_PER_FAMILY
+from .pool import DEFAULT_NUM_TRAIN as DEFAULT_NUM_TRAIN
+from .pool import FAMILIES as FAMILIES
+from .pool import FAMILY_DESCRIPTIONS as FAMILY_DESCRIPTIONS
+from .pool import FAMILY_WEIGHTS as FAMILY_WEIGHTS
+from .pool import LOOKUP_TABLE as LOOKUP_TABLE
+from .pool import NOISE_FAMILY as NOISE_FAMILY
+from .pool import make_instruction_pool as make_instruction_pool
+
 logger = logging.getLogger(__name__)
 
 #: Part of the warm-up cache key. The key also hashes the generated pool, the tokenizer and the SFT settings, so bump
 #: this only for changes those do not show (model construction, the training code).
 EMBEDDED_VERSION = 1
 
-#: Task families, in ``family_id`` order.
-FAMILIES: tuple[str, ...] = ("easy", "copy", "format", "reverse", "sort", "add", "lookup", "noise")
-#: The family whose answers are random (unlearnable).
-NOISE_FAMILY = "noise"
-#: The pool column to use as LEAD's cluster column (``lead_cluster_column``): the task family.
-CLUSTER_COLUMN = "family_id"
-#: Relative size of each family in the training pool (the largest is 2.7x the smallest).
-FAMILY_WEIGHTS: dict[str, float] = {
-    "easy": 1.0,
-    "copy": 1.0,
-    "format": 0.75,
-    "reverse": 1.0,
-    "sort": 1.0,
-    "add": 2.0,
-    "lookup": 2.0,
-    "noise": 1.5,
-}
-#: One-line description of each family.
-FAMILY_DESCRIPTIONS: dict[str, str] = {
-    "easy": "last letter of 3-5 letters ('last: kxtp' -> 'p'); trivially easy",
-    "copy": "copy 2-4 letters ('copy: abc' -> 'abc')",
-    "format": "uppercase 2-4 letters ('upper: abc' -> 'ABC')",
-    "reverse": "reverse 2-4 letters ('reverse: abc' -> 'cba')",
-    "sort": "sort 3-4 digits ('sort: 4132' -> '1234')",
-    "add": "a 2-digit number plus a 1-digit number ('add: 47+5' -> '52')",
-    "lookup": "40 made-up capitals, each asked in 4 phrasings ('capital of Buvar?' -> 'feso'); memorisation",
-    "noise": "random answers ('hash: abcd' -> 3-5 random letters); each instruction appears twice, with two answers",
-}
-
-DEFAULT_NUM_TRAIN = 2000
-DEFAULT_NUM_EVAL_PER_FAMILY = 50
-DEFAULT_CORRUPT_RATE = 0.05
-DEFAULT_NEAR_DUPLICATE_RATE = 0.1
 DEFAULT_WARMUP_STEPS = 500
 DEFAULT_LEARNING_RATE = 1e-3
 DEFAULT_BATCH_SIZE = 16
@@ -94,8 +73,6 @@ DEFAULT_MODEL_KWARGS: dict[str, int] = {
     "intermediate_size": 256,
     "max_position_embeddings": 128,
 }
-#: Environment variable naming the warm-up cache directory (default ``~/.cache/trl_lead``).
-CACHE_ENV_VAR = "TRL_LEAD_CACHE"
 #: ``SFTConfig`` settings that suit the embedded default on CPU (TRL's defaults are bf16 and activation
 #: checkpointing). The warm-up uses them; pass them on, e.g. ``SFTConfig(output_dir=..., **EMBEDDED_SFT_KWARGS)``.
 EMBEDDED_SFT_KWARGS: dict[str, Any] = {
@@ -153,23 +130,6 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}" + ASSISTANT_TOKEN + "{% endif %}"
 )
 
-_LOOKUP_TABLE_SEED = 2505
-_LOOKUP_NUM_FACTS = 40
-_LOOKUP_PHRASINGS: tuple[str, ...] = ("capital of {}?", "{} capital?", "{}'s capital?", "the capital of {}")
-_NEAR_DUPLICATE_EDITS: tuple[str, ...] = ("capitalize", "exclaim", "question", "double_space")
-_LETTERS = string.ascii_lowercase
-#: Length range of the letter or digit string of each family (inclusive).
-_PAYLOAD_LENGTHS: dict[str, tuple[int, int]] = {
-    "easy": (3, 5),
-    "copy": (2, 4),
-    "format": (2, 4),
-    "reverse": (2, 4),
-    "sort": (3, 4),
-    "noise": (3, 5),
-}
-#: Ranges of the two operands of the ``add`` family (inclusive).
-_ADD_RANGES: tuple[tuple[int, int], tuple[int, int]] = ((10, 99), (1, 9))
-
 
 @contextmanager
 def torch_threads(num_threads: int | None) -> Iterator[None]:
@@ -188,231 +148,6 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Instruction pool
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _make_lookup_table() -> list[tuple[str, str]]:
-    """The fixed table of made-up facts ``(country, code word)``, identical for every pool seed."""
-    rng = random.Random(_LOOKUP_TABLE_SEED)
-    consonants, vowels = "bdfgklmnprstvz", "aeiou"
-    names: list[str] = []
-    while len(names) < _LOOKUP_NUM_FACTS:
-        syllables = "".join(rng.choice(consonants) + rng.choice(vowels) for _ in range(rng.choice((2, 3))))
-        name = (syllables + rng.choice(("", "n", "r", "s"))).capitalize()[:7]
-        if name not in names:
-            names.append(name)
-    words: list[str] = []
-    while len(words) < _LOOKUP_NUM_FACTS:
-        word = "".join(rng.choice(consonants) + rng.choice(vowels) for _ in range(2))
-        if word not in words:
-            words.append(word)
-    return list(zip(names, words))
-
-
-LOOKUP_TABLE: tuple[tuple[str, str], ...] = tuple(_make_lookup_table())
-
-
-def _letters(rng: random.Random, lengths: tuple[int, int]) -> str:
-    return "".join(rng.choice(_LETTERS) for _ in range(rng.randint(*lengths)))
-
-
-def _sample_key(family: str, rng: random.Random) -> tuple[Any, ...]:
-    """Draw the canonical payload of one item; two items with the same key are the same item."""
-    if family in ("easy", "copy", "format", "reverse", "noise"):
-        return (_letters(rng, _PAYLOAD_LENGTHS[family]),)
-    if family == "sort":
-        return ("".join(rng.choice(string.digits) for _ in range(rng.randint(*_PAYLOAD_LENGTHS[family]))),)
-    if family == "add":
-        return (rng.randint(*_ADD_RANGES[0]), rng.randint(*_ADD_RANGES[1]))
-    if family == "lookup":
-        return (rng.randrange(len(LOOKUP_TABLE)), rng.randrange(len(_LOOKUP_PHRASINGS)))
-    raise ValueError(f"unknown family {family!r}; choose one of {FAMILIES}")
-
-
-def _render(family: str, key: tuple[Any, ...], rng: random.Random) -> tuple[str, str]:
-    """Instruction and answer of an item. ``rng`` is used only by the noise family (its random answer)."""
-    if family == "easy":
-        return f"last: {key[0]}", key[0][-1]
-    if family == "copy":
-        return f"copy: {key[0]}", key[0]
-    if family == "format":
-        return f"upper: {key[0]}", key[0].upper()
-    if family == "reverse":
-        return f"reverse: {key[0]}", key[0][::-1]
-    if family == "sort":
-        return f"sort: {key[0]}", "".join(sorted(key[0]))
-    if family == "add":
-        return f"add: {key[0]}+{key[1]}", str(key[0] + key[1])
-    if family == "lookup":
-        country, word = LOOKUP_TABLE[key[0]]
-        return _LOOKUP_PHRASINGS[key[1]].format(country), word
-    if family == "noise":
-        return f"hash: {key[0]}", _letters(rng, _PAYLOAD_LENGTHS[family])
-    raise ValueError(f"unknown family {family!r}; choose one of {FAMILIES}")
-
-
-def _near_duplicate(instruction: str, rng: random.Random) -> str:
-    """The same instruction with a small surface change that does not change its answer."""
-    edit = rng.choice(_NEAR_DUPLICATE_EDITS)
-    if edit == "capitalize" and instruction[0].islower():
-        return instruction[0].upper() + instruction[1:]
-    if edit == "double_space" and " " in instruction:
-        return instruction.replace(" ", "  ", 1)
-    if edit == "question" and not instruction.endswith("?"):
-        return instruction + "?"
-    return instruction + "!"
-
-
-def _corrupt(answer: str, rng: random.Random) -> str:
-    """A plausible wrong answer: one character replaced by another of the same kind."""
-    position = rng.randrange(len(answer))
-    char = answer[position]
-    if char.isdigit():
-        pool = string.digits
-    elif char.isupper():
-        pool = string.ascii_uppercase
-    else:
-        pool = _LETTERS
-    replacement = rng.choice([c for c in pool if c != char])
-    return answer[:position] + replacement + answer[position + 1 :]
-
-
-def _family_sizes(num_train: int) -> dict[str, int]:
-    """Split ``num_train`` over the families in proportion to :data:`FAMILY_WEIGHTS` (largest remainder)."""
-    total = sum(FAMILY_WEIGHTS.values())
-    exact = {f: num_train * FAMILY_WEIGHTS[f] / total for f in FAMILIES}
-    sizes = {f: math.floor(v) for f, v in exact.items()}
-    by_remainder = sorted(FAMILIES, key=lambda f: (sizes[f] - exact[f], FAMILIES.index(f)))
-    for f in by_remainder[: num_train - sum(sizes.values())]:
-        sizes[f] += 1
-    return sizes
-
-
-def _eval_keys(family: str, n: int, rng: random.Random) -> list[tuple[Any, ...]]:
-    """``n`` distinct held-out keys of a family."""
-    if family == "lookup":
-        # Each held-out (fact, phrasing) leaves at least one other phrasing of the same fact for training, so the
-        # family tests memorisation of the fact, not of the exact string.
-        per_fact = [rng.sample(range(len(_LOOKUP_PHRASINGS)), len(_LOOKUP_PHRASINGS)) for _ in LOOKUP_TABLE]
-        order = rng.sample(range(len(LOOKUP_TABLE)), len(LOOKUP_TABLE))
-        keys = [(fact, per_fact[fact][r]) for r in range(len(_LOOKUP_PHRASINGS) - 1) for fact in order]
-        if n > len(keys):
-            raise ValueError(f"num_eval_per_family={n} is more than the lookup family can hold out ({len(keys)})")
-        return keys[:n]
-    keys: list[tuple[Any, ...]] = []
-    seen: set[tuple[Any, ...]] = set()
-    for _ in range(1000 * (n + 1)):
-        if len(keys) == n:
-            return keys
-        key = _sample_key(family, rng)
-        if key not in seen:
-            seen.add(key)
-            keys.append(key)
-    raise ValueError(f"could not draw {n} distinct evaluation items for family {family!r}")
-
-
-def _row(family: str, instruction: str, answer: str, corrupted: bool, near_duplicate: bool) -> dict[str, Any]:
-    return {
-        "messages": [{"role": "user", "content": instruction}, {"role": "assistant", "content": answer}],
-        "family": family,
-        "family_id": FAMILIES.index(family),
-        "is_corrupted": corrupted,
-        "is_near_duplicate": near_duplicate,
-    }
-
-
-def make_instruction_pool(
-    num_train: int = DEFAULT_NUM_TRAIN,
-    num_eval_per_family: int = DEFAULT_NUM_EVAL_PER_FAMILY,
-    seed: int = 0,
-    corrupt_rate: float = DEFAULT_CORRUPT_RATE,
-    near_duplicate_rate: float = DEFAULT_NEAR_DUPLICATE_RATE,
-) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """Generate the embedded instruction pool and its held-out evaluation set.
-
-    Eight task families (:data:`FAMILIES`, described in :data:`FAMILY_DESCRIPTIONS`) of different difficulty and size
-    (:data:`FAMILY_WEIGHTS`). Instructions are at most 24 characters and answers at most 8. In every family but
-    ``noise``, a share ``near_duplicate_rate`` of the rows are near-duplicates (an earlier row of the same family
-    with a small surface change of the instruction and the same answer), and exactly ``round(corrupt_rate * size)``
-    rows have a wrong answer (one character changed). The ``noise`` family has random answers, and every instruction
-    in it appears twice with two independent answers, so its answers are not a function of the instruction.
-
-    The evaluation set holds ``num_eval_per_family`` distinct items per family with correct answers (random ones for
-    ``noise``, where exact match stays near 0). No evaluation item appears in the training pool, not even as a
-    near-duplicate; for ``lookup`` the held-out items are (fact, phrasing) pairs whose fact is asked in another
-    phrasing in training.
-
-    | Argument | Meaning |
-    |---|---|
-    | ``num_train`` | number of training rows (split over the families by :data:`FAMILY_WEIGHTS`) |
-    | ``num_eval_per_family`` | held-out rows per family (at most 120 for ``lookup``) |
-    | ``seed`` | seed of the generator; the same seed gives the same datasets |
-    | ``corrupt_rate`` | share of wrong answers in every family but ``noise`` |
-    | ``near_duplicate_rate`` | share of near-duplicate rows in every family but ``noise`` |
-
-    Returns:
-        ``(train, eval)`` datasets with columns ``messages`` (a user and an assistant turn), ``family`` (str),
-        ``family_id`` (int, the family's index in :data:`FAMILIES`; usable as LEAD's cluster column),
-        ``is_corrupted`` (bool: a wrong or random answer; True on every ``noise`` row) and ``is_near_duplicate``
-        (bool). The training rows are shuffled; the evaluation rows are grouped by family.
-    """
-    if num_train < len(FAMILIES):
-        raise ValueError(f"num_train={num_train} must be at least the number of families ({len(FAMILIES)})")
-    if num_eval_per_family < 1:
-        raise ValueError(f"num_eval_per_family={num_eval_per_family} must be at least 1")
-    for name, rate in (("corrupt_rate", corrupt_rate), ("near_duplicate_rate", near_duplicate_rate)):
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"{name}={rate} must be in [0, 1)")
-
-    train_rows: list[dict[str, Any]] = []
-    eval_rows: list[dict[str, Any]] = []
-    sizes = _family_sizes(num_train)
-    for family_id, family in enumerate(FAMILIES):
-        # One generator per family and purpose, so a family's items do not depend on the other families' sizes.
-        eval_rng = random.Random(f"{seed}-eval-{family_id}")
-        train_rng = random.Random(f"{seed}-train-{family_id}")
-        held_out = _eval_keys(family, num_eval_per_family, eval_rng)
-        for key in held_out:
-            instruction, answer = _render(family, key, eval_rng)
-            eval_rows.append(_row(family, instruction, answer, family == NOISE_FAMILY, False))
-        held_out_set = set(held_out)
-
-        def draw(family: str = family, held_out_set: set = held_out_set, rng: random.Random = train_rng):
-            while True:
-                key = _sample_key(family, rng)
-                if key not in held_out_set:
-                    return key
-
-        size = sizes[family]
-        rows: list[dict[str, Any]] = []
-        if family == NOISE_FAMILY:
-            while len(rows) < size:
-                key = draw()
-                for _ in range(min(2, size - len(rows))):
-                    instruction, answer = _render(family, key, train_rng)
-                    rows.append(_row(family, instruction, answer, True, False))
-        else:
-            num_near = round(near_duplicate_rate * size)
-            for _ in range(size - num_near):
-                instruction, answer = _render(family, draw(), train_rng)
-                rows.append(_row(family, instruction, answer, False, False))
-            originals = rows[: size - num_near]
-            for _ in range(num_near):
-                source = train_rng.choice(originals)
-                instruction = _near_duplicate(source["messages"][0]["content"], train_rng)
-                rows.append(_row(family, instruction, source["messages"][1]["content"], False, True))
-            for index in train_rng.sample(range(size), round(corrupt_rate * size)):
-                message = rows[index]["messages"][1]
-                message["content"] = _corrupt(message["content"], train_rng)
-                rows[index]["is_corrupted"] = True
-        train_rows.extend(rows)
-
-    random.Random(f"{seed}-shuffle").shuffle(train_rows)
-    return datasets.Dataset.from_list(train_rows), datasets.Dataset.from_list(eval_rows)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -520,12 +255,6 @@ def build_tiny_model(
 # --------------------------------------------------------------------------------------------------------------------
 
 _WARMUP_MARKER = "warmup.json"
-_TMP_PREFIX = ".tmp-"
-
-
-def default_cache_dir() -> Path:
-    """The warm-up cache directory: ``$TRL_LEAD_CACHE`` or ``~/.cache/trl_lead``."""
-    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "trl_lead").expanduser()
 
 
 def warmup_settings(
@@ -712,29 +441,17 @@ def warmed_up_base(
         max_length=max_length,
         model_kwargs=model_kwargs,
     )
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    final = root / f"warmup-{_fingerprint(settings)}"
+    final = cache_dir_path(cache_dir) / f"warmup-{_fingerprint(settings)}"
     if (final / _WARMUP_MARKER).is_file():
         return str(final)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=root))
-    try:
+    if final.exists():
+        shutil.rmtree(final)  # a directory without the marker is not a valid cache entry
+    # keep_existing: another process may finish the same build first; its entry is the same and may be in use
+    with atomic_directory(final, keep_existing=True) as tmp:
         with torch_threads(num_threads), _preserved_rng_state():
             stats = _train_warmup(settings, tmp, verbose)
         (tmp / _WARMUP_MARKER).write_text(json.dumps({"settings": settings, **stats}, indent=2))
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache entry is an ordinary directory
-        if final.exists():
-            if (final / _WARMUP_MARKER).is_file():  # another process finished the same build first
-                return str(final)
-            shutil.rmtree(final)  # a directory without the marker is not a valid cache entry
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not (final / _WARMUP_MARKER).is_file():
-                raise
-        logger.info("warmed-up base model built in %.1f s: %s", stats["wall_time_s"], final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("warmed-up base model built in %.1f s: %s", stats["wall_time_s"], final)
     return str(final)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
-import tempfile
 import time
 import zipfile
 from typing import Any
@@ -14,54 +14,27 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate.utils import gather_object
-from datasets import Dataset
+from datasets import Dataset, IterableDataset, IterableDatasetDict
 from torch.utils.data import Sampler
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
+from trl.trainer.utils import get_config_model_id
 
-from .config import LEADConfig, resolve_count
-from .selection import LEADState, PlannedRound, RoundSelector, SelectionSettings
+from .config import LEADConfig
+from .files import atomic_write
+from .policies import make_policy
+from .rounds import SAMPLE_ID, CollatorWithIds, LossRecorder, RoundInFlight, UpdateTracker
+from .selection import LEADState, PlannedRound, RoundSelector
+from .settings import SelectionSettings, check_policy, resolve_sizes
 
-SAMPLE_ID = "lead_id"  # dataset column carrying each sample's row in the user's dataset
+logger = logging.getLogger(__name__)
+
 STATE_FILE = "lead_state.npz"
 POLICY_FILE = "lead_policy.json"
 ROUNDS_FILE = "lead_rounds.jsonl"
-# Trainable parameters above which update vectors are sketched: exact copies cost (clusters + 1) x 4 bytes per
-# parameter in host memory, a sketch ~2 MB in all, and its cosines are within 0.005 (benchmarks/sketch_accuracy.py)
-EXACT_UPDATE_LIMIT = 1_000_000
-SKETCH_SIZE = 65_536
-
-
-def per_sample_loss(log_probs: torch.Tensor, label_mask: torch.Tensor, position_ids: torch.Tensor | None):
-    """Sum of token losses and token count per sample, from the fused LM head's per-token outputs.
-
-    `log_probs`/`label_mask` have shape (B, T-1): position t scores token t+1. Padded batches have one sample per
-    row. Padding-free batches (B = 1, `position_ids` restarting at 0 at each sample) have one sample per segment.
-    """
-    token_loss = -log_probs.detach().float() * label_mask
-    if position_ids is None or log_probs.size(0) != 1 or not (position_ids[0, 1:] == 0).any():
-        return token_loss.sum(1), label_mask.sum(1)
-    segment = torch.cumsum(position_ids[0] == 0, 0) - 1  # segment of each input token
-    segment = segment[1:]  # the segment of the token each position scores
-    num_segments = int(segment.max()) + 1
-    sums = torch.zeros(num_segments, device=log_probs.device).index_add_(0, segment, token_loss[0])
-    counts = torch.zeros(num_segments, device=log_probs.device).index_add_(0, segment, label_mask[0].float())
-    return sums, counts
-
-
-class _CollatorWithIds:
-    """Wraps the trainer's collator so each batch carries its samples' ids (TRL's collator drops unknown keys)."""
-
-    def __init__(self, collator):
-        self.collator = collator
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        ids = [example[SAMPLE_ID] for example in examples]
-        batch = self.collator([{k: v for k, v in example.items() if k != SAMPLE_ID} for example in examples])
-        batch[SAMPLE_ID] = torch.tensor(ids, dtype=torch.long)
-        return batch
 
 
 class _RoundSampler(Sampler):
@@ -96,55 +69,9 @@ class _FinishRoundAtLastStep(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         trainer = self.trainer
-        if trainer._lead_pending is not None and state.global_step >= trainer._lead_round_end_step:
-            trainer._finish_round(trainer._lead_pending, log_now=False)
+        if trainer._lead_round is not None and state.global_step >= trainer._lead_round.end_step:
+            trainer._finish_round(log_now=False)
             control.should_log = True  # the Trainer's own log of this step carries the round's metrics
-
-
-class _UpdateTracker:
-    """Parameter-change vectors of the trainable parameters over a round, exact or on a fixed random sketch.
-
-    Exact copies cost one float32 vector of the trainable parameters per stored update (one per cluster, plus the
-    round's start). Above `EXACT_UPDATE_LIMIT` parameters, a fixed random subset of `SKETCH_SIZE` coordinates (uniform
-    over all trainable coordinates, drawn once) stands in for the vector: cosines between such restrictions are
-    consistent estimates, with error of order 1/sqrt(SKETCH_SIZE) for dense updates.
-    """
-
-    def __init__(
-        self,
-        params: list[torch.nn.Parameter],
-        seed: int,
-        exact_limit: int = EXACT_UPDATE_LIMIT,
-        sketch_size: int = SKETCH_SIZE,
-    ):
-        self.params = params
-        sizes = [_local(p).numel() for p in params]  # local shards under FSDP/ZeRO-3
-        self.total = sum(sizes)
-        self.exact = self.total <= exact_limit
-        if not self.exact:
-            generator = torch.Generator().manual_seed(seed)
-            flat = torch.randperm(self.total, generator=generator)[:sketch_size].sort().values
-            offsets = torch.tensor([0, *np.cumsum(sizes)])
-            owner = torch.searchsorted(offsets, flat, right=True) - 1
-            self.coords = [(i, flat[owner == i] - offsets[i]) for i in range(len(params)) if (owner == i).any()]
-
-    @torch.no_grad()
-    def snapshot(self) -> torch.Tensor:
-        params = [_local(p) for p in self.params]
-        if self.exact:
-            return torch.cat([p.float().reshape(-1).cpu() for p in params])
-        return torch.cat([params[i].reshape(-1)[idx.to(params[i].device)].float().cpu() for i, idx in self.coords])
-
-
-def _local(param: torch.Tensor) -> torch.Tensor:
-    """This rank's values of a parameter: the local shard of an FSDP2 DTensor, else the tensor itself."""
-    param = param.detach()
-    return param.to_local() if hasattr(param, "to_local") else param
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    norm = float(a.norm() * b.norm())
-    return float(a @ b) / norm if norm > 0 else 1.0
 
 
 class LEADSFTTrainer(SFTTrainer):
@@ -159,33 +86,45 @@ class LEADSFTTrainer(SFTTrainer):
     Args:
         model, args, data_collator, train_dataset, eval_dataset, processing_class, ...:
             As for [`~trl.SFTTrainer`]. `args` is a [`LEADConfig`]; `train_dataset` a `datasets.Dataset` (the pool).
-        policy (`envs.policies.Policy`, *optional*):
+        policy (`trl_lead.policies.Policy`, *optional*):
             Bandit policy choosing the clusters; by default `make_policy(args.lead_policy)`.
         clusters (`np.ndarray`, *optional*):
             Cluster label of every row of `train_dataset`; overrides `args.lead_cluster_column` and computed clusters.
 
     Attributes:
-        lead_state (`LEADState`): per-sample IU, IDU, use counts, clusters, and the list of rounds.
+        lead_state (`LEADState`): per-sample IU, IDU, use counts, clusters, and the list of rounds, over the pool: the
+            rows of `train_dataset` that have a trained token after TRL's processing.
+        lead_pool_rows (`np.ndarray`): the `train_dataset` row of each pool sample.
+        lead_clustering (`dict`): what the clusters came from (`{"feature": "ifd" | "initial_loss" | "embedding" |
+            "given" | "column ...", ...}`; `None` until computed clusters are computed).
+        lead_settings (`SelectionSettings`): the selection settings, sizes as counts over the pool (read-only).
+        lead_selector (`RoundSelector`): plans and folds in the rounds over `lead_state` (read-only; `None` until
+            `lead_state` exists).
     """
 
     def __init__(self, model=None, args: LEADConfig | None = None, *pargs, policy=None, clusters=None, **kwargs):
-        if args is None:
-            args = LEADConfig(output_dir="trainer_output")
-        self._lead = isinstance(args, LEADConfig) and args.lead_enabled
-        if not self._lead:
-            super().__init__(model, args, *pargs, **kwargs)
-            return
+        if args is None:  # named as SFTTrainer names its default
+            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = LEADConfig(f"{model_name.split('/')[-1]}-SFT")
         train_dataset = kwargs.get("train_dataset", pargs[1] if len(pargs) > 1 else None)
-        if not isinstance(train_dataset, Dataset):
+        self._lead = isinstance(args, LEADConfig) and args.lead_enabled
+        self._lead_settings: SelectionSettings | None = None
+        self._lead_selector: RoundSelector | None = None  # exists with `lead_state`
+        self._lead_log: dict[str, Any] | None = None  # a round's metrics, for the Trainer's log of its last step
+        self.lead_state: LEADState | None = None
+        if self._lead and isinstance(train_dataset, (IterableDataset, IterableDatasetDict)):
             raise ValueError(
                 "LEAD selects from a pool of known size: `train_dataset` must be a `datasets.Dataset` (not an "
                 f"iterable or streaming dataset), got {type(train_dataset).__name__}. Pass a map-style Dataset or set "
                 "`lead_enabled=False`."
             )
+        if not self._lead or not isinstance(train_dataset, Dataset):
+            self._lead = False  # LEAD is off, or `train_dataset` is missing or of a type TRL refuses with its error
+            super().__init__(model, args, *pargs, **kwargs)
+            return
         n = len(train_dataset)
         self._lead_clusters = self._resolve_clusters(train_dataset, args, clusters)
-        self._lead_pool = train_dataset  # the user's rows, for computed clusters
-        self._lead_settings = self._resolve_settings(args, n)
+        self._resolve_settings(args, n)  # sizes checked against the whole dataset before the model is loaded
         self._lead_policy = self._resolve_policy(args, policy)
         if "train_dataset" in kwargs:
             kwargs["train_dataset"] = train_dataset.add_column(SAMPLE_ID, np.arange(n))
@@ -200,27 +139,49 @@ class LEADSFTTrainer(SFTTrainer):
                 "LEAD needs each sample's whole loss on one rank; context/sequence parallelism splits it. Disable it "
                 "or set `lead_enabled=False`."
             )
-        self._check_trained_tokens(n)
-        self.data_collator = _CollatorWithIds(self.data_collator)
+        self._lead_dataset_size = n
+        self.lead_pool_rows = self._keep_trainable_rows(n)
+        pool_size = len(self.lead_pool_rows)
+        self._lead_settings = self._resolve_settings(args, pool_size)
+        if self._lead_clusters is not None:
+            self._lead_clusters = self._lead_clusters[self.lead_pool_rows]
+            source = "given" if clusters is not None else f"column {args.lead_cluster_column}"
+            self.lead_clustering = {"feature": source}
+        else:
+            self.lead_clustering: dict[str, Any] | None = None  # what the computed clusters came from
+        if self._lead_clusters is None and args.lead_num_clusters > pool_size:
+            raise ValueError(
+                f"`lead_num_clusters={args.lead_num_clusters}` is more than the {pool_size} trainable samples; set it "
+                f"to at most {pool_size}."
+            )
+        self.data_collator = CollatorWithIds(self.data_collator)
         rows = np.asarray(self.train_dataset[SAMPLE_ID])
-        self._lead_row_of_id = np.empty(n, dtype=np.int64)
+        self._lead_row_of_id = np.empty(pool_size, dtype=np.int64)
         self._lead_row_of_id[rows] = np.arange(len(rows))
-        self.lead_state: LEADState | None = None
+        self._lead_fingerprint: str | None = None  # of the pool, once computed
         if self._lead_clusters is not None:
             self._make_state(self._lead_clusters)
-        self._lead_rounds: dict[int, PlannedRound] = {}  # planned rounds by epoch
-        self._lead_pending: PlannedRound | None = None  # planned round whose losses are not yet folded in
-        self._lead_records: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        self._lead_restored_pairs: list[tuple[int, float]] = []  # a resumed round's losses from before the checkpoint
-        self._lead_capture: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._lead_started = False
-        self._patch_forward_capture()
+        self._lead_started = False  # rounds start with the first one (`_start_rounds`) or a resume
+        self._lead_rounds: dict[int, PlannedRound] = {}  # planned rounds by Trainer epoch
+        self._lead_round: RoundInFlight | None = None  # the round whose losses are not yet folded in
+        self._lead_losses = LossRecorder()
+        self._lead_losses.watch(self.model)
+        self._lead_tracker: UpdateTracker | None = None  # made when rounds start: the model is prepared by then
+        self._lead_updates: dict[int, torch.Tensor] = {}  # per cluster: the update of the round that last trained it
         self.add_callback(_FinishRoundAtLastStep(self))
         if args.max_steps <= 0:
             # One epoch of the Trainer is one round: turn `num_train_epochs` passes over the budget into steps
             settings = self._lead_settings
             rounds = math.ceil(args.num_train_epochs * settings.budget / settings.round_size) + settings.warmup_rounds
             self.args.max_steps = rounds * _steps_per_round(args, settings.round_size)
+
+    @property
+    def lead_settings(self) -> SelectionSettings | None:
+        return self._lead_settings
+
+    @property
+    def lead_selector(self) -> RoundSelector | None:
+        return self._lead_selector
 
     # ----- set-up, all checks before any training work ---------------------------------------------------------------
     @staticmethod
@@ -247,13 +208,7 @@ class LEADSFTTrainer(SFTTrainer):
 
     @staticmethod
     def _resolve_settings(args: LEADConfig, n: int) -> SelectionSettings:
-        budget = resolve_count(args.lead_budget, n, "lead_budget")
-        if budget > n:
-            raise ValueError(
-                f"`lead_budget={args.lead_budget}` asks for {budget} distinct samples but the pool has {n}; set it to "
-                f"at most {n}, or to a fraction <= 1."
-            )
-        round_size = resolve_count(args.lead_round_size, n, "lead_round_size")
+        round_size, budget = resolve_sizes(args.lead_round_size, args.lead_budget, n)
         return SelectionSettings(
             round_size=round_size,
             budget=budget,
@@ -263,53 +218,71 @@ class LEADSFTTrainer(SFTTrainer):
             round_mode=args.lead_round_mode,
             fine_selection=args.lead_fine_selection,
             reward=args.lead_reward,
+            sample_filter=args.lead_sample_filter,
+            filter_z=args.lead_filter_z,
+            reward_scaling=args.lead_reward_scaling,
             warmup_rounds=math.ceil(args.lead_warmup_steps / _steps_per_round(args, round_size)),
         )
 
     @staticmethod
     def _resolve_policy(args: LEADConfig, policy):
         if policy is None:
-            from envs.policies import make_policy
-
             try:
                 policy = make_policy(args.lead_policy)
             except ValueError as error:
                 raise ValueError(f"`lead_policy={args.lead_policy!r}`: {error}") from error
-        missing = [m for m in ("select", "update", "reset") if not callable(getattr(policy, m, None))]
-        if missing:
-            raise ValueError(f"`policy` lacks {missing}; it must follow `envs.policies.Policy`.")
-        if args.lead_round_mode == "mixture" and not callable(getattr(policy, "probabilities", None)):
-            raise ValueError(
-                f"`lead_round_mode='mixture'` needs a policy with `probabilities(mask)`; "
-                f"{type(policy).__name__} has none. Use exp3, exp3s, epsilon-greedy or uniform, or "
-                "`lead_round_mode='single'`."
-            )
+        check_policy(policy, args.lead_round_mode)
         return policy
 
-    def _check_trained_tokens(self, pool_size: int) -> None:
-        """Every sample needs trained tokens for its IU; TRL silently drops rows truncation left fully masked."""
-        dataset = self.train_dataset.select_columns(["labels", SAMPLE_ID])
-        if dataset._indices is not None:
-            dataset = dataset.flatten_indices()
-        ids = np.asarray(dataset.data.column(SAMPLE_ID).to_numpy())
+    def _keep_trainable_rows(self, dataset_size: int) -> np.ndarray:
+        """Leave out of the pool the rows with no trained token, as TRL drops rows that truncation left fully masked.
+
+        TRL's filter keeps a row whose only trained label is its first one, which is never predicted; LEAD cannot
+        score it either. Renumbers the id column so the pool's samples are 0..m-1 and returns the dataset row of
+        each (`lead_pool_rows`)."""
+        dataset = self.train_dataset
+        label_column = "labels" if "labels" in dataset.column_names else "input_ids"  # TRL's collator: labels = ids
+        columns = dataset.select_columns([label_column, SAMPLE_ID])
+        if columns._indices is not None:
+            columns = columns.flatten_indices()
+        ids = np.asarray(columns.data.column(SAMPLE_ID).to_numpy())
         trained = []
-        for chunk in dataset.data.column("labels").chunks:  # vectorised over Arrow's flat label buffer
+        for chunk in columns.data.column(label_column).chunks:  # vectorised over Arrow's flat label buffer
             offsets = chunk.offsets.to_numpy()
             counted = chunk.flatten().to_numpy() != -100
             starts = offsets[:-1][offsets[:-1] < offsets[1:]]
             counted[starts - offsets[0]] = False  # a sequence's first label is never predicted
             cumulative = np.concatenate([[0], np.cumsum(counted)])
             trained.append(cumulative[offsets[1:] - offsets[0]] - cumulative[offsets[:-1] - offsets[0]])
-        trained = np.concatenate(trained) if trained else np.zeros(0, np.int64)
-        missing = np.setdiff1d(np.arange(pool_size), ids)  # rows TRL dropped
-        empty = np.union1d(ids[trained == 0], missing)
-        if len(empty):
+        keep = np.concatenate(trained) > 0 if trained else np.zeros(0, bool)
+        pool_rows = np.sort(ids[keep])
+        if len(pool_rows) == 0:
             raise ValueError(
-                f"{len(empty)} training samples have no trained tokens (every label is -100 after "
-                f"`assistant_only_loss`/`completion_only_loss`/`max_length` truncation), e.g. rows "
-                f"{empty[:5].tolist()}; LEAD cannot score them. Drop them from the dataset, raise `max_length`, or "
-                "check the chat template's generation markers."
+                f"None of the {dataset_size} training samples has a trained token (every label is -100 after "
+                "`assistant_only_loss`/`completion_only_loss`/`max_length` truncation); LEAD has nothing to select. "
+                "Raise `max_length`, or check the chat template's generation markers."
             )
+        if len(pool_rows) < dataset_size:
+            logger.warning(
+                "LEAD: %d of %d training rows have no trained token (every label is -100 after `assistant_only_loss`/"
+                "`completion_only_loss`/`max_length` truncation) and are left out of the pool, as TRL drops them. "
+                "`trainer.lead_pool_rows[i]` is the dataset row of pool sample i.",
+                dataset_size - len(pool_rows),
+                dataset_size,
+            )
+            dataset = dataset.select(np.flatnonzero(keep)).remove_columns(SAMPLE_ID)
+            self.train_dataset = dataset.add_column(SAMPLE_ID, np.searchsorted(pool_rows, ids[keep]))
+        return pool_rows
+
+    def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
+        if self._lead and packing and SAMPLE_ID in dataset.column_names:
+            # LEAD selects samples, so the pool keeps one sample per row, truncated to `max_length` like unpacked rows.
+            # The padding-free collator TRL uses with BFD packing then packs each batch's samples into one sequence
+            # whose positions restart at every sample, as BFD does: samples stay whole, one loss per segment.
+            if args.max_length is None:
+                raise ValueError("When packing is enabled, `max_length` can't be `None`.")  # TRL's check
+            packing = False
+        return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -322,34 +295,13 @@ class LEADSFTTrainer(SFTTrainer):
         return _RoundSampler(self, self._lead_settings.round_size)
 
     # ----- recording IU inside compute_loss ------------------------------------------------------------------------
-    def _patch_forward_capture(self) -> None:
-        """Keep the per-token outputs of the fused forward that `SFTTrainer.compute_loss` runs anyway.
-
-        The fused forward is an instance attribute set by TRL's `add_fused_lm_head`; it is wrapped, not hooked,
-        because PEFT calls the base model's `forward` directly, bypassing module hooks.
-        """
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        fused_forward = base.forward
-
-        def forward(*args, **kwargs):
-            outputs = fused_forward(*args, **kwargs)
-            if kwargs.get("fused_lm_head") and self._lead_capture is None:
-                self._lead_capture = (outputs.log_probs, outputs.label_mask)
-            return outputs
-
-        base.forward = forward
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         ids = inputs.pop(SAMPLE_ID, None)
         if not self._lead or ids is None or not self.model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        self._lead_capture = None
-        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        log_probs, label_mask = self._lead_capture
-        self._lead_capture = None
-        sums, counts = per_sample_loss(log_probs, label_mask, inputs.get("position_ids"))
-        # Kept on the device until the round ends: no host sync per step
-        self._lead_records.append((ids.to(sums.device), sums, counts))
+        with self._lead_losses.capture():
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        self._lead_losses.record_captured(ids, inputs.get("position_ids"))
         return result
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -359,20 +311,13 @@ class LEADSFTTrainer(SFTTrainer):
     # ----- rounds ----------------------------------------------------------------------------------------------------
     def _all_ranks_pairs(self) -> list[tuple[int, float]]:
         """(id, IU) of every sample recorded so far in this round, from every rank (a collective call)."""
-        if self._lead_records:
-            ids = torch.cat([r[0] for r in self._lead_records]).cpu().numpy()
-            sums = torch.cat([r[1] for r in self._lead_records]).cpu().numpy()
-            counts = torch.cat([r[2] for r in self._lead_records]).cpu().numpy()
-            pairs = list(zip(ids.tolist(), (sums / np.maximum(counts, 1)).tolist()))
-        else:
-            pairs = []
-        pairs = self._lead_restored_pairs + pairs
+        pairs = self._lead_losses.pairs()
         return gather_object(pairs) if self.accelerator.num_processes > 1 else pairs
 
     def _gathered_losses(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, IU) recorded since the last call, on every rank, each id once, sorted by id; clears the records."""
         pairs = self._all_ranks_pairs()
-        self._lead_records, self._lead_restored_pairs = [], []
+        self._lead_losses.clear()
         # The last batch of a round may be padded with repeated samples on some ranks: keep each id once
         unique = dict(sorted(pairs, key=lambda p: p[0]))
         return np.fromiter(unique.keys(), np.int64, len(unique)), np.fromiter(unique.values(), float, len(unique))
@@ -391,14 +336,13 @@ class LEADSFTTrainer(SFTTrainer):
         model = self.model_wrapped
         was_training = model.training
         model.eval()
-        self._lead_records = []
+        self._lead_losses.clear()
         with torch.no_grad():
             for inputs in tqdm(loader, desc="LEAD initial scores", disable=not self.is_world_process_zero()):
                 inputs = self._prepare_inputs(inputs)
                 ids = inputs.pop(SAMPLE_ID)
                 outputs = model(**inputs, fused_lm_head=True, use_cache=False)
-                sums, counts = per_sample_loss(outputs.log_probs, outputs.label_mask, inputs.get("position_ids"))
-                self._lead_records.append((ids.to(sums.device), sums, counts))
+                self._lead_losses.record(ids, outputs.log_probs, outputs.label_mask, inputs.get("position_ids"))
         model.train(was_training)
         ids, losses = self._gathered_losses()
         scores = np.full(len(self._lead_row_of_id), np.nan)
@@ -407,32 +351,42 @@ class LEADSFTTrainer(SFTTrainer):
 
     def _start_rounds(self) -> None:
         args = self.args
-        initial = self._score_pool() if args.lead_initial_score == "loss" else None
+        compute_ifd = self._lead_clusters is None and args.lead_clusters == "ifd"
+        # One scoring pass gives both the initial IU and IFD's conditional loss
+        initial = self._score_pool() if args.lead_initial_score == "loss" or compute_ifd else None
         if self._lead_clusters is None:
-            from .clustering import compute_clusters
+            from .clustering import pool_clusters
 
+            # From what the trainer trains on: the processed tokens, and labels marking the trained (answer) tokens
+            pool = self.train_dataset.select(self._lead_row_of_id)  # pool samples in id order
+            labels = pool["labels"] if "labels" in pool.column_names else None
             # Rank 0 computes and caches on disk; the other ranks then read the cache
             with self.accelerator.main_process_first():
-                self._lead_clusters = compute_clusters(
+                result = pool_clusters(
                     self.model,
-                    self.processing_class,
-                    self._lead_pool,
+                    self._tokenizer,
+                    pool["input_ids"],
+                    labels,
+                    conditional_losses=initial,
                     how=args.lead_clusters,
                     k=args.lead_num_clusters,
                     seed=args.lead_seed,
-                    conditional_losses=initial,
-                    max_length=args.max_length,
-                    append_eos=True,  # the trainer's losses include the end-of-turn token
+                    batch_size=args.per_device_train_batch_size,
+                    show_progress=self.is_world_process_zero(),
                 )
+            self._lead_clusters = result.labels
+            self.lead_clustering = result.describe()
         if self.lead_state is None:
             self._make_state(self._lead_clusters)
-        if initial is not None:
+        if args.lead_initial_score == "loss":
             self.lead_state.set_initial_scores(initial)
         self._lead_policy.reset(self.lead_state.num_clusters, seed=args.lead_seed)
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self._lead_tracker = _UpdateTracker(trainable, args.lead_seed)
-        self._lead_updates: dict[int, torch.Tensor] = {}  # per cluster: the update of the round that last trained it
+        self._lead_tracker = self._make_tracker()
         self._lead_started = True
+
+    def _make_tracker(self) -> UpdateTracker:
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        return UpdateTracker(trainable, self.args.lead_seed)
 
     def _make_state(self, clusters: np.ndarray) -> None:
         self.lead_state = LEADState(clusters)
@@ -442,19 +396,29 @@ class LEADSFTTrainer(SFTTrainer):
 
     def _round_rows(self, epoch: int) -> np.ndarray:
         """Dataset rows of the round trained in Trainer epoch `epoch` (planned once, then replayed)."""
-        if epoch not in self._lead_rounds:
-            if not self._lead_started:
-                self._start_rounds()
-            if self._lead_pending is not None:
-                self._finish_round(self._lead_pending)
-            planned = self._lead_selector.plan_round()
-            if planned is None or len(planned.sample_ids) == 0:
-                self.control.should_training_stop = True
-                return np.zeros(0, np.int64)
-            self._lead_rounds[epoch] = self._lead_pending = planned
-            self._lead_round_start = (self._lead_tracker.snapshot(), time.perf_counter())
-            self._lead_round_end_step = self.state.global_step + _steps_per_round(self.args, len(planned.sample_ids))
+        if epoch not in self._lead_rounds and not self._begin_round(epoch):
+            self.control.should_training_stop = True
+            return np.zeros(0, np.int64)
         return self._lead_row_of_id[self._lead_rounds[epoch].sample_ids]
+
+    def _begin_round(self, epoch: int) -> bool:
+        """Fold in the round before, then plan the round of Trainer epoch `epoch`; False when none is left to train."""
+        if not self._lead_started:
+            self._start_rounds()
+        if self._lead_round is not None:
+            self._finish_round()
+        planned = self._lead_selector.plan_round()
+        if planned is None or len(planned.sample_ids) == 0:
+            return False
+        self._lead_rounds[epoch] = planned
+        self._lead_round = RoundInFlight(
+            epoch,
+            planned,
+            end_step=self.state.global_step + _steps_per_round(self.args, len(planned.sample_ids)),
+            start_params=self._lead_tracker.snapshot(),
+            start_time=time.perf_counter(),
+        )
+        return True
 
     def _cosines(self, update: torch.Tensor, others: dict[int, torch.Tensor]) -> dict[int, float]:
         """Cosine of `update` with each of `others`, from dot products summed over ranks.
@@ -482,10 +446,11 @@ class LEADSFTTrainer(SFTTrainer):
             result[k] = float(sums[1 + i]) / norm if norm > 0 else 1.0
         return result
 
-    def _finish_round(self, planned: PlannedRound, log_now: bool = True) -> dict[str, Any]:
+    def _finish_round(self, log_now: bool = True) -> dict[str, Any]:
+        """Fold the round in flight's losses in: IU/IDU, the policy's reward, the round log and its metrics."""
+        planned = self._lead_round.planned
         ids, losses = self._gathered_losses()
-        start_vector, start_time = self._lead_round_start
-        update = self._lead_tracker.snapshot() - start_vector
+        update = self._lead_tracker.snapshot() - self._lead_round.start_params
         present = np.unique(self.lead_state.cluster[ids]).tolist()
         cosines = self._cosines(update, {k: self._lead_updates[k] for k in present if k in self._lead_updates})
         for k in present:
@@ -498,9 +463,14 @@ class LEADSFTTrainer(SFTTrainer):
             losses,
             eta=eta,
             cos_with_last_visit=cosines,
-            extra={"step": self.state.global_step, "wall_time": time.perf_counter() - start_time},
+            extra={
+                "step": self.state.global_step,
+                "wall_time": time.perf_counter() - self._lead_round.start_time,
+                # The first round also says what the pool and its clusters are made of
+                **({"pool": self._pool_description()} if planned.index == 0 else {}),
+            },
         )
-        self._lead_pending = None
+        self._lead_round = None
         if self.is_world_process_zero():
             os.makedirs(self.args.output_dir, exist_ok=True)
             with open(os.path.join(self.args.output_dir, ROUNDS_FILE), "a") as f:
@@ -519,10 +489,17 @@ class LEADSFTTrainer(SFTTrainer):
             self._lead_log = None
         return record
 
+    def _pool_description(self) -> dict[str, Any]:
+        return {
+            "samples": len(self.lead_pool_rows),
+            "dropped_rows": int(self._lead_dataset_size - len(self.lead_pool_rows)),
+            "clusters": self.lead_clustering,
+        }
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # A round that ended at this step adds its metrics to the step's log (calling `log` from inside the step
         # would reset the Trainer's `should_log` and drop the step's loss)
-        if getattr(self, "_lead_log", None) and "loss" in logs:
+        if self._lead_log and "loss" in logs:
             logs = {**logs, **self._lead_log}
             self._lead_log = None
         super().log(logs, start_time)
@@ -535,14 +512,14 @@ class LEADSFTTrainer(SFTTrainer):
                     raise ValueError(f"No checkpoint found in output_dir ({self.args.output_dir}) to resume from.")
             self.load_lead_state(resume_from_checkpoint)
         output = super().train(resume_from_checkpoint, *args, **kwargs)
-        if self._lead and self._lead_pending is not None:
-            self._finish_round(self._lead_pending)  # fold in the last round's losses
+        if self._lead and self._lead_round is not None:
+            self._finish_round()  # fold in the last round's losses
         return output
 
     # ----- checkpoints -----------------------------------------------------------------------------------------------
     def _pool_fingerprint(self) -> str:
         """Identifies the pool: its size, clusters and the tokens of up to 1,000 evenly spaced samples."""
-        if getattr(self, "_lead_fingerprint", None) is None:
+        if self._lead_fingerprint is None:
             digest = hashlib.sha256(np.ascontiguousarray(self.lead_state.cluster).tobytes())
             rows = np.unique(np.linspace(0, len(self.train_dataset) - 1, 1000).astype(int))
             sample = self.train_dataset.select(rows)
@@ -552,12 +529,14 @@ class LEADSFTTrainer(SFTTrainer):
         return self._lead_fingerprint
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+        # The LEAD state goes in first: transformers' save ends by deleting the checkpoints beyond
+        # `save_total_limit`, so a kill at any moment leaves either the old checkpoint or a complete new one
         if self._lead and self._lead_started:
             pending = self._all_ranks_pairs()  # collective: every rank's losses of the unfinished round
             if self.is_world_process_zero():
                 folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
                 self.save_lead_state(folder, pending)
+        super()._save_checkpoint(model, trial)
 
     def save_lead_state(self, folder: str, pending_pairs: list[tuple[int, float]] | None = None) -> None:
         """Write `lead_state.npz` and `lead_policy.json` into `folder`, each to a temp file renamed into place.
@@ -570,17 +549,16 @@ class LEADSFTTrainer(SFTTrainer):
         arrays = dict(self.lead_state.state_dict())
         for k, update in self._lead_updates.items():
             arrays[f"update_{k}"] = update.numpy()
-        plan = None
-        if self._lead_pending is not None:
-            epoch = next(e for e, planned in self._lead_rounds.items() if planned is self._lead_pending)
-            arrays["round_start"] = self._lead_round_start[0].numpy()
+        plan, in_flight = None, self._lead_round
+        if in_flight is not None:
+            arrays["round_start"] = in_flight.start_params.numpy()
             plan = {
-                "epoch": epoch,
-                "end_step": self._lead_round_end_step,
+                "epoch": in_flight.epoch,
+                "end_step": in_flight.end_step,
                 "planned": {
-                    **vars(self._lead_pending),
-                    "sample_ids": self._lead_pending.sample_ids.tolist(),
-                    "filled": self._lead_pending.filled.tolist(),
+                    **vars(in_flight.planned),
+                    "sample_ids": in_flight.planned.sample_ids.tolist(),
+                    "filled": in_flight.planned.filled.tolist(),
                 },
                 "losses": pending_pairs or [],
             }
@@ -591,13 +569,17 @@ class LEADSFTTrainer(SFTTrainer):
             "rounds": self.lead_state.rounds,
             "pending": plan,
         }
-        _atomic_write(folder, STATE_FILE, lambda f: np.savez(f, **arrays), binary=True)
-        _atomic_write(folder, POLICY_FILE, lambda f: json.dump(meta, f))
+        with atomic_write(os.path.join(folder, STATE_FILE), "wb") as f:
+            np.savez(f, **arrays)
+        with atomic_write(os.path.join(folder, POLICY_FILE)) as f:
+            json.dump(meta, f)
 
     def load_lead_state(self, folder: str) -> None:
         """Restore what `save_lead_state` wrote; a missing, damaged or foreign state is an error, never a restart."""
         paths = [os.path.join(folder, name) for name in (STATE_FILE, POLICY_FILE)]
         try:
+            if not os.path.isfile(os.path.join(folder, TRAINER_STATE_NAME)):  # written last: the save did not end
+                raise FileNotFoundError(f"no {TRAINER_STATE_NAME}")
             with np.load(paths[0]) as npz:
                 arrays = {key: npz[key] for key in npz.files}
             with open(paths[1]) as f:
@@ -619,46 +601,38 @@ class LEADSFTTrainer(SFTTrainer):
         if meta["policy"] is not None:
             self._lead_policy.reset(self.lead_state.num_clusters, seed=self.args.lead_seed)
             self._lead_policy.load_state_dict(meta["policy"])
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self._lead_tracker = _UpdateTracker(trainable, self.args.lead_seed)
+        self._lead_tracker = self._make_tracker()
         self._lead_updates = {
             int(key.removeprefix("update_")): torch.from_numpy(value)
             for key, value in arrays.items()
             if key.startswith("update_")
         }
-        self._lead_rounds, self._lead_pending, self._lead_restored_pairs = {}, None, []
+        self._lead_rounds, self._lead_round = {}, None
+        self._lead_losses.restored = []
         pending = meta["pending"]
         if pending is not None:
             planned = dict(pending["planned"])
             planned["sample_ids"] = np.asarray(planned["sample_ids"], dtype=np.int64)
             planned["filled"] = np.asarray(planned["filled"], dtype=bool)
-            self._lead_rounds[pending["epoch"]] = self._lead_pending = PlannedRound(**planned)
-            self._lead_round_start = (torch.from_numpy(arrays["round_start"]), time.perf_counter())
-            self._lead_round_end_step = pending["end_step"]
-            self._lead_restored_pairs = [tuple(pair) for pair in pending["losses"]]
+            planned = self._lead_rounds[pending["epoch"]] = PlannedRound(**planned)
+            self._lead_round = RoundInFlight(
+                pending["epoch"],
+                planned,
+                end_step=pending["end_step"],
+                start_params=torch.from_numpy(arrays["round_start"]),
+                start_time=time.perf_counter(),
+            )
+            self._lead_losses.restored = [tuple(pair) for pair in pending["losses"]]
         self._lead_started = True
         if self.is_world_process_zero():
             # The round log restarts from the checkpoint's rounds, so a resumed run's log equals an uninterrupted one
             os.makedirs(self.args.output_dir, exist_ok=True)
             lines = "".join(json.dumps(record) + "\n" for record in meta["rounds"])
-            _atomic_write(self.args.output_dir, ROUNDS_FILE, lambda f: f.write(lines))
+            with atomic_write(os.path.join(self.args.output_dir, ROUNDS_FILE)) as f:
+                f.write(lines)
 
 
 def _steps_per_round(args: LEADConfig, round_size: int) -> int:
     """Optimizer steps of one round: its batches over all ranks, grouped by gradient accumulation."""
     batches = math.ceil(round_size / (args.per_device_train_batch_size * max(args.world_size, 1)))
     return math.ceil(batches / max(args.gradient_accumulation_steps, 1))
-
-
-def _atomic_write(folder: str, name: str, write, binary: bool = False) -> None:
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(folder, name))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -1,0 +1,288 @@
+"""The embedded default's instruction pool: eight generated task families, offline and deterministic.
+
+:func:`make_instruction_pool` generates the training pool and a held-out evaluation set: string manipulation,
+arithmetic, sorting, a memorised lookup table, formatting, trivially easy items and one family of random, unlearnable
+answers (:data:`FAMILIES`, :data:`FAMILY_DESCRIPTIONS`), of different sizes (:data:`FAMILY_WEIGHTS`), with
+near-duplicates and a share of wrong answers. :mod:`trl_lead.embedded` builds the tokenizer and the tiny model that
+learn it. Only ``datasets`` and the standard library are used.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import string
+from typing import Any
+
+import datasets
+
+#: Task families, in ``family_id`` order.
+FAMILIES: tuple[str, ...] = ("easy", "copy", "format", "reverse", "sort", "add", "lookup", "noise")
+#: The family whose answers are random (unlearnable).
+NOISE_FAMILY = "noise"
+#: The pool column to use as LEAD's cluster column (``lead_cluster_column``): the task family.
+CLUSTER_COLUMN = "family_id"
+#: Relative size of each family in the training pool (the largest is 2.7x the smallest).
+FAMILY_WEIGHTS: dict[str, float] = {
+    "easy": 1.0,
+    "copy": 1.0,
+    "format": 0.75,
+    "reverse": 1.0,
+    "sort": 1.0,
+    "add": 2.0,
+    "lookup": 2.0,
+    "noise": 1.5,
+}
+#: One-line description of each family.
+FAMILY_DESCRIPTIONS: dict[str, str] = {
+    "easy": "last letter of 3-5 letters ('last: kxtp' -> 'p'); trivially easy",
+    "copy": "copy 2-4 letters ('copy: abc' -> 'abc')",
+    "format": "uppercase 2-4 letters ('upper: abc' -> 'ABC')",
+    "reverse": "reverse 2-4 letters ('reverse: abc' -> 'cba')",
+    "sort": "sort 3-4 digits ('sort: 4132' -> '1234')",
+    "add": "a 2-digit number plus a 1-digit number ('add: 47+5' -> '52')",
+    "lookup": "40 made-up capitals, each asked in 4 phrasings ('capital of Buvar?' -> 'feso'); memorisation",
+    "noise": "random answers ('hash: abcd' -> 3-5 random letters); each instruction appears twice, with two answers",
+}
+
+DEFAULT_NUM_TRAIN = 2000
+DEFAULT_NUM_EVAL_PER_FAMILY = 50
+DEFAULT_CORRUPT_RATE = 0.05
+DEFAULT_NEAR_DUPLICATE_RATE = 0.1
+
+_LOOKUP_TABLE_SEED = 2505
+_LOOKUP_NUM_FACTS = 40
+_LOOKUP_PHRASINGS: tuple[str, ...] = ("capital of {}?", "{} capital?", "{}'s capital?", "the capital of {}")
+_NEAR_DUPLICATE_EDITS: tuple[str, ...] = ("capitalize", "exclaim", "question", "double_space")
+_LETTERS = string.ascii_lowercase
+#: Length range of the letter or digit string of each family (inclusive).
+_PAYLOAD_LENGTHS: dict[str, tuple[int, int]] = {
+    "easy": (3, 5),
+    "copy": (2, 4),
+    "format": (2, 4),
+    "reverse": (2, 4),
+    "sort": (3, 4),
+    "noise": (3, 5),
+}
+#: Ranges of the two operands of the ``add`` family (inclusive).
+_ADD_RANGES: tuple[tuple[int, int], tuple[int, int]] = ((10, 99), (1, 9))
+
+
+def _make_lookup_table() -> list[tuple[str, str]]:
+    """The fixed table of made-up facts ``(country, code word)``, identical for every pool seed."""
+    rng = random.Random(_LOOKUP_TABLE_SEED)
+    consonants, vowels = "bdfgklmnprstvz", "aeiou"
+    names: list[str] = []
+    while len(names) < _LOOKUP_NUM_FACTS:
+        syllables = "".join(rng.choice(consonants) + rng.choice(vowels) for _ in range(rng.choice((2, 3))))
+        name = (syllables + rng.choice(("", "n", "r", "s"))).capitalize()[:7]
+        if name not in names:
+            names.append(name)
+    words: list[str] = []
+    while len(words) < _LOOKUP_NUM_FACTS:
+        word = "".join(rng.choice(consonants) + rng.choice(vowels) for _ in range(2))
+        if word not in words:
+            words.append(word)
+    return list(zip(names, words))
+
+
+LOOKUP_TABLE: tuple[tuple[str, str], ...] = tuple(_make_lookup_table())
+
+
+def _letters(rng: random.Random, lengths: tuple[int, int]) -> str:
+    return "".join(rng.choice(_LETTERS) for _ in range(rng.randint(*lengths)))
+
+
+def _sample_key(family: str, rng: random.Random) -> tuple[Any, ...]:
+    """Draw the canonical payload of one item; two items with the same key are the same item."""
+    if family in ("easy", "copy", "format", "reverse", "noise"):
+        return (_letters(rng, _PAYLOAD_LENGTHS[family]),)
+    if family == "sort":
+        return ("".join(rng.choice(string.digits) for _ in range(rng.randint(*_PAYLOAD_LENGTHS[family]))),)
+    if family == "add":
+        return (rng.randint(*_ADD_RANGES[0]), rng.randint(*_ADD_RANGES[1]))
+    if family == "lookup":
+        return (rng.randrange(len(LOOKUP_TABLE)), rng.randrange(len(_LOOKUP_PHRASINGS)))
+    raise ValueError(f"unknown family {family!r}; choose one of {FAMILIES}")
+
+
+def _render(family: str, key: tuple[Any, ...], rng: random.Random) -> tuple[str, str]:
+    """Instruction and answer of an item. ``rng`` is used only by the noise family (its random answer)."""
+    if family == "easy":
+        return f"last: {key[0]}", key[0][-1]
+    if family == "copy":
+        return f"copy: {key[0]}", key[0]
+    if family == "format":
+        return f"upper: {key[0]}", key[0].upper()
+    if family == "reverse":
+        return f"reverse: {key[0]}", key[0][::-1]
+    if family == "sort":
+        return f"sort: {key[0]}", "".join(sorted(key[0]))
+    if family == "add":
+        return f"add: {key[0]}+{key[1]}", str(key[0] + key[1])
+    if family == "lookup":
+        country, word = LOOKUP_TABLE[key[0]]
+        return _LOOKUP_PHRASINGS[key[1]].format(country), word
+    if family == "noise":
+        return f"hash: {key[0]}", _letters(rng, _PAYLOAD_LENGTHS[family])
+    raise ValueError(f"unknown family {family!r}; choose one of {FAMILIES}")
+
+
+def _near_duplicate(instruction: str, rng: random.Random) -> str:
+    """The same instruction with a small surface change that does not change its answer."""
+    edit = rng.choice(_NEAR_DUPLICATE_EDITS)
+    if edit == "capitalize" and instruction[0].islower():
+        return instruction[0].upper() + instruction[1:]
+    if edit == "double_space" and " " in instruction:
+        return instruction.replace(" ", "  ", 1)
+    if edit == "question" and not instruction.endswith("?"):
+        return instruction + "?"
+    return instruction + "!"
+
+
+def _corrupt(answer: str, rng: random.Random) -> str:
+    """A plausible wrong answer: one character replaced by another of the same kind."""
+    position = rng.randrange(len(answer))
+    char = answer[position]
+    if char.isdigit():
+        pool = string.digits
+    elif char.isupper():
+        pool = string.ascii_uppercase
+    else:
+        pool = _LETTERS
+    replacement = rng.choice([c for c in pool if c != char])
+    return answer[:position] + replacement + answer[position + 1 :]
+
+
+def _family_sizes(num_train: int) -> dict[str, int]:
+    """Split ``num_train`` over the families in proportion to :data:`FAMILY_WEIGHTS` (largest remainder)."""
+    total = sum(FAMILY_WEIGHTS.values())
+    exact = {f: num_train * FAMILY_WEIGHTS[f] / total for f in FAMILIES}
+    sizes = {f: math.floor(v) for f, v in exact.items()}
+    by_remainder = sorted(FAMILIES, key=lambda f: (sizes[f] - exact[f], FAMILIES.index(f)))
+    for f in by_remainder[: num_train - sum(sizes.values())]:
+        sizes[f] += 1
+    return sizes
+
+
+def _eval_keys(family: str, n: int, rng: random.Random) -> list[tuple[Any, ...]]:
+    """``n`` distinct held-out keys of a family."""
+    if family == "lookup":
+        # Each held-out (fact, phrasing) leaves at least one other phrasing of the same fact for training, so the
+        # family tests memorisation of the fact, not of the exact string.
+        per_fact = [rng.sample(range(len(_LOOKUP_PHRASINGS)), len(_LOOKUP_PHRASINGS)) for _ in LOOKUP_TABLE]
+        order = rng.sample(range(len(LOOKUP_TABLE)), len(LOOKUP_TABLE))
+        keys = [(fact, per_fact[fact][r]) for r in range(len(_LOOKUP_PHRASINGS) - 1) for fact in order]
+        if n > len(keys):
+            raise ValueError(f"num_eval_per_family={n} is more than the lookup family can hold out ({len(keys)})")
+        return keys[:n]
+    keys: list[tuple[Any, ...]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for _ in range(1000 * (n + 1)):
+        if len(keys) == n:
+            return keys
+        key = _sample_key(family, rng)
+        if key not in seen:
+            seen.add(key)
+            keys.append(key)
+    raise ValueError(f"could not draw {n} distinct evaluation items for family {family!r}")
+
+
+def _row(family: str, instruction: str, answer: str, corrupted: bool, near_duplicate: bool) -> dict[str, Any]:
+    return {
+        "messages": [{"role": "user", "content": instruction}, {"role": "assistant", "content": answer}],
+        "family": family,
+        "family_id": FAMILIES.index(family),
+        "is_corrupted": corrupted,
+        "is_near_duplicate": near_duplicate,
+    }
+
+
+def make_instruction_pool(
+    num_train: int = DEFAULT_NUM_TRAIN,
+    num_eval_per_family: int = DEFAULT_NUM_EVAL_PER_FAMILY,
+    seed: int = 0,
+    corrupt_rate: float = DEFAULT_CORRUPT_RATE,
+    near_duplicate_rate: float = DEFAULT_NEAR_DUPLICATE_RATE,
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Generate the embedded instruction pool and its held-out evaluation set.
+
+    Eight task families (:data:`FAMILIES`, described in :data:`FAMILY_DESCRIPTIONS`) of different difficulty and size
+    (:data:`FAMILY_WEIGHTS`). Instructions are at most 24 characters and answers at most 8. In every family but
+    ``noise``, a share ``near_duplicate_rate`` of the rows are near-duplicates (an earlier row of the same family
+    with a small surface change of the instruction and the same answer), and exactly ``round(corrupt_rate * size)``
+    rows have a wrong answer (one character changed). The ``noise`` family has random answers, and every instruction
+    in it appears twice with two independent answers, so its answers are not a function of the instruction.
+
+    The evaluation set holds ``num_eval_per_family`` distinct items per family with correct answers (random ones for
+    ``noise``, where exact match stays near 0). No evaluation item appears in the training pool, not even as a
+    near-duplicate; for ``lookup`` the held-out items are (fact, phrasing) pairs whose fact is asked in another
+    phrasing in training.
+
+    | Argument | Meaning |
+    |---|---|
+    | ``num_train`` | number of training rows (split over the families by :data:`FAMILY_WEIGHTS`) |
+    | ``num_eval_per_family`` | held-out rows per family (at most 120 for ``lookup``) |
+    | ``seed`` | seed of the generator; the same seed gives the same datasets |
+    | ``corrupt_rate`` | share of wrong answers in every family but ``noise`` |
+    | ``near_duplicate_rate`` | share of near-duplicate rows in every family but ``noise`` |
+
+    Returns:
+        ``(train, eval)`` datasets with columns ``messages`` (a user and an assistant turn), ``family`` (str),
+        ``family_id`` (int, the family's index in :data:`FAMILIES`; usable as LEAD's cluster column),
+        ``is_corrupted`` (bool: a wrong or random answer; True on every ``noise`` row) and ``is_near_duplicate``
+        (bool). The training rows are shuffled; the evaluation rows are grouped by family.
+    """
+    if num_train < len(FAMILIES):
+        raise ValueError(f"num_train={num_train} must be at least the number of families ({len(FAMILIES)})")
+    if num_eval_per_family < 1:
+        raise ValueError(f"num_eval_per_family={num_eval_per_family} must be at least 1")
+    for name, rate in (("corrupt_rate", corrupt_rate), ("near_duplicate_rate", near_duplicate_rate)):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"{name}={rate} must be in [0, 1)")
+
+    train_rows: list[dict[str, Any]] = []
+    eval_rows: list[dict[str, Any]] = []
+    sizes = _family_sizes(num_train)
+    for family_id, family in enumerate(FAMILIES):
+        # One generator per family and purpose, so a family's items do not depend on the other families' sizes.
+        eval_rng = random.Random(f"{seed}-eval-{family_id}")
+        train_rng = random.Random(f"{seed}-train-{family_id}")
+        held_out = _eval_keys(family, num_eval_per_family, eval_rng)
+        for key in held_out:
+            instruction, answer = _render(family, key, eval_rng)
+            eval_rows.append(_row(family, instruction, answer, family == NOISE_FAMILY, False))
+        held_out_set = set(held_out)
+
+        def draw(family: str = family, held_out_set: set = held_out_set, rng: random.Random = train_rng):
+            while True:
+                key = _sample_key(family, rng)
+                if key not in held_out_set:
+                    return key
+
+        size = sizes[family]
+        rows: list[dict[str, Any]] = []
+        if family == NOISE_FAMILY:
+            while len(rows) < size:
+                key = draw()
+                for _ in range(min(2, size - len(rows))):
+                    instruction, answer = _render(family, key, train_rng)
+                    rows.append(_row(family, instruction, answer, True, False))
+        else:
+            num_near = round(near_duplicate_rate * size)
+            for _ in range(size - num_near):
+                instruction, answer = _render(family, draw(), train_rng)
+                rows.append(_row(family, instruction, answer, False, False))
+            originals = rows[: size - num_near]
+            for _ in range(num_near):
+                source = train_rng.choice(originals)
+                instruction = _near_duplicate(source["messages"][0]["content"], train_rng)
+                rows.append(_row(family, instruction, source["messages"][1]["content"], False, True))
+            for index in train_rng.sample(range(size), round(corrupt_rate * size)):
+                message = rows[index]["messages"][1]
+                message["content"] = _corrupt(message["content"], train_rng)
+                rows[index]["is_corrupted"] = True
+        train_rows.extend(rows)
+
+    random.Random(f"{seed}-shuffle").shuffle(train_rows)
+    return datasets.Dataset.from_list(train_rows), datasets.Dataset.from_list(eval_rows)
