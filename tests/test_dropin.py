@@ -17,6 +17,8 @@ from trl import SFTConfig, SFTTrainer
 
 from trl_lead import LEADConfig, LEADSFTTrainer
 
+pytestmark = pytest.mark.numerics
+
 COMMON = dict(
     report_to="none",
     use_cpu=True,

@@ -20,6 +20,8 @@ from trl_lead.selection import (
 )
 from trl_lead.settings import SelectionSettings
 
+pytestmark = pytest.mark.numerics
+
 
 class RecordingPolicy:
     """Always the first allowed arm; takes raw rewards (normalizes_rewards) and records them."""
