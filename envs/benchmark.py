@@ -8,6 +8,12 @@ cumulative_regret), ``NAME.md`` (mean final cumulative regret with a 95% t-inter
 time per step) and ``NAME.png`` (mean cumulative regret with 95% bands). Works for any env whose ``step``
 info carries ``regret`` (and optionally ``action_mask``, passed on to ``select``), as every ``trl_lead/``
 env does.
+
+Envs whose ``reset`` info carries ``quality`` (``ProxyTraining-v0``, ``LiveTraining-v0``: the held-out quality of
+the model the episode trained) also get a ``quality`` column in the CSV (NaN on steps the env did not evaluate),
+a table in ``NAME.md`` that ranks the policies by final quality (mean over seeds with a 95% t-interval, and the
+paired difference against ``uniform`` on the same seeds with its 95% t-interval), and ``NAME_quality.png``
+(quality over rounds per policy).
 """
 
 from __future__ import annotations
@@ -112,6 +118,9 @@ def run_policy(
         normalize = RewardNormalizer() if normalize_rewards and not policy.normalizes_rewards else None
         rewards = np.empty(steps)
         regrets = np.empty(steps)
+        quality = np.full(steps + 1, math.nan) if "quality" in info else None
+        if quality is not None:
+            quality[0] = info["quality"]
         mask = info.get("action_mask")
         policy_s = 0.0
         clock = time.perf_counter
@@ -126,6 +135,8 @@ def run_policy(
             policy_s += clock() - t2 + t1 - t0
             rewards[t] = reward
             regrets[t] = info["regret"]
+            if quality is not None:
+                quality[t + 1] = info.get("quality", math.nan)
             mask = info.get("action_mask")
             if (terminated or truncated) and t + 1 < steps:
                 raise RuntimeError(
@@ -134,7 +145,7 @@ def run_policy(
         total_s = clock() - start
     finally:
         env.close()
-    return {
+    result = {
         "policy": policy_name,
         "seed": seed,
         "reward": rewards,
@@ -142,6 +153,9 @@ def run_policy(
         "policy_us": policy_s / steps * 1e6,
         "step_us": total_s / steps * 1e6,
     }
+    if quality is not None:
+        result["quality"] = quality
+    return result
 
 
 def _run_task(task: tuple) -> dict[str, Any]:
@@ -200,15 +214,55 @@ def write_csv(path: Path, by_policy: dict[str, list[dict[str, Any]]]) -> None:
         gz = path.suffix == ".gz"
         fh = gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) if gz else raw
         out = io.TextIOWrapper(fh, encoding="utf-8", newline="\n")
-        out.write("policy,seed,step,reward,regret,cumulative_regret\n")
+        with_quality = has_quality(by_policy)
+        out.write("policy,seed,step,reward,regret,cumulative_regret" + (",quality\n" if with_quality else "\n"))
         for name, runs in by_policy.items():
             for run in runs:
                 cumulative = np.cumsum(run["regret"])
                 for step, (reward, regret, cum) in enumerate(zip(run["reward"], run["regret"], cumulative)):
-                    out.write(f"{name},{run['seed']},{step},{reward:.6g},{regret:.6g},{cum:.6g}\n")
+                    quality = f",{run['quality'][step + 1]:.6g}" if with_quality else ""
+                    out.write(f"{name},{run['seed']},{step},{reward:.6g},{regret:.6g},{cum:.6g}{quality}\n")
         out.detach()  # flushes into `fh` and leaves it open: atomic_write syncs and closes the file itself
         if gz:
             fh.close()  # writes the gzip trailer; `raw` stays open
+
+
+def has_quality(by_policy: dict[str, list[dict[str, Any]]]) -> bool:
+    """Whether every run carries a ``quality`` curve (the env reports the quality of the model it trains)."""
+    runs = [run for runs in by_policy.values() for run in runs]
+    return bool(runs) and all("quality" in run for run in runs)
+
+
+def quality_rows(by_policy: dict[str, list[dict[str, Any]]], baseline: str = "uniform") -> list[dict[str, Any]]:
+    """Per policy, best first: final quality (mean over seeds, 95% t-interval), and the paired difference against
+    ``baseline`` over the seeds both ran (mean, 95% t-interval; NaN without a baseline), and the mean reward.
+
+    The final quality of a run is its last finite ``quality`` (the env evaluates when the episode ends)."""
+
+    def final(run: dict[str, Any]) -> float:
+        finite = run["quality"][np.isfinite(run["quality"])]
+        return float(finite[-1]) if finite.size else math.nan
+
+    finals = {name: {run["seed"]: final(run) for run in runs} for name, runs in by_policy.items()}
+    rows = []
+    for name, runs in by_policy.items():
+        values = np.array(list(finals[name].values()))
+        mean, half = mean_ci(values)
+        row = {
+            "policy": name,
+            "final_quality": float(mean),
+            "quality_half": float(half),
+            "mean_reward": float(np.mean([run["reward"].mean() for run in runs])),
+            "vs_baseline": math.nan,
+            "vs_baseline_half": math.nan,
+        }
+        if baseline in finals and name != baseline:
+            seeds = sorted(set(finals[name]) & set(finals[baseline]))
+            if seeds:
+                diff_mean, diff_half = mean_ci(np.array([finals[name][s] - finals[baseline][s] for s in seeds]))
+                row["vs_baseline"], row["vs_baseline_half"] = float(diff_mean), float(diff_half)
+        rows.append(row)
+    return sorted(rows, key=lambda r: -r["final_quality"] if math.isfinite(r["final_quality"]) else math.inf)
 
 
 def machine_description() -> str:
@@ -275,6 +329,25 @@ def write_markdown(
             f"{r['mean_reward']:.4f} | {r['policy_us']:.1f} | {r['step_us']:.1f} |"
             + (f" {r['window_regret']:.1f} ± {r['window_half']:.1f} |" if window else "")
         )
+    if has_quality(by_policy):
+        lines += [
+            "",
+            "## Ranked by final quality",
+            "",
+            "- final quality: `info['quality']` when the episode ends (held-out quality of the trained model), mean",
+            "  over seeds with a 95% t-interval; vs uniform: paired difference on the same seeds, mean and 95%",
+            "  t-interval (an interval that excludes 0 is a difference the seeds resolve).",
+            "",
+            "| rank | policy | mean final quality | 95% interval | vs uniform (paired) | 95% interval | mean reward |",
+            "|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        for rank, r in enumerate(quality_rows(by_policy), 1):
+            q, h, d, dh = r["final_quality"], r["quality_half"], r["vs_baseline"], r["vs_baseline_half"]
+            lines.append(
+                f"| {rank} | {r['policy']} | {q:.4f} | [{q - h:.4f}, {q + h:.4f}] | "
+                + (f"{d:+.4f} | [{d - dh:+.4f}, {d + dh:+.4f}]" if math.isfinite(d) else "– | –")
+                + f" | {r['mean_reward']:.4f} |"
+            )
     with atomic_write(path) as fh:
         fh.write("\n".join(lines) + "\n")
     return rows
@@ -296,6 +369,33 @@ def write_plot(path: Path, by_policy: dict[str, list[dict[str, Any]]], title: st
             ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.2, lw=0)
     ax.set_xlabel("step")
     ax.set_ylabel("cumulative regret (mean, 95% band over seeds)")
+    ax.set_title("\n".join(textwrap.fill(line, 110) for line in title.splitlines()), fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_quality_plot(path: Path, by_policy: dict[str, list[dict[str, Any]]], title: str) -> None:
+    """Mean quality over rounds per policy (95% bands), at the rounds where every seed was evaluated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, runs in by_policy.items():
+        curves = np.stack([run["quality"] for run in runs])
+        evaluated = np.isfinite(curves).all(axis=0)
+        mean, half = mean_ci(curves[:, evaluated])
+        x = np.flatnonzero(evaluated)
+        (line,) = ax.plot(x, mean, label=name, lw=1.5, marker="." if len(x) < 30 else None)
+        if len(runs) > 1:
+            ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.15, lw=0)
+    ax.set_xlabel("round (0: before training)")
+    ax.set_ylabel("held-out quality info['quality'] (mean, 95% band over seeds)")
     ax.set_title("\n".join(textwrap.fill(line, 110) for line in title.splitlines()), fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
@@ -362,6 +462,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     rows = write_markdown(out.with_name(out.name + ".md"), by_policy, header, command, window)
     title = f"{args.env} {json.dumps(env_kwargs)}\n{args.seeds} seeds x {args.steps} steps"
     write_plot(out.with_name(out.name + ".png"), by_policy, title)
+    if has_quality(by_policy):
+        write_quality_plot(out.with_name(out.name + "_quality.png"), by_policy, title)
     print(Path(out.with_name(out.name + ".md")).read_text())
     return rows
 
