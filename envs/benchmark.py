@@ -265,6 +265,38 @@ def quality_rows(by_policy: dict[str, list[dict[str, Any]]], baseline: str = "un
     return sorted(rows, key=lambda r: -r["final_quality"] if math.isfinite(r["final_quality"]) else math.inf)
 
 
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b of two paired samples (ties allowed; NaN when either side is all ties or n < 2)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    i, j = np.triu_indices(len(x), k=1)
+    dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    pairs_x, pairs_y = np.count_nonzero(dx), np.count_nonzero(dy)
+    if pairs_x == 0 or pairs_y == 0:
+        return math.nan
+    return float(np.sum(dx * dy) / math.sqrt(pairs_x * pairs_y))
+
+
+def final_quality_from_csv(path: str | os.PathLike[str]) -> dict[str, float]:
+    """Mean final quality per policy from a CSV this module wrote (its ``quality`` column): per (policy, seed) the
+    last finite quality, then the mean over seeds."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    last: dict[tuple[str, str], float] = {}
+    with opener(path, "rt", encoding="utf-8") as fh:
+        header = fh.readline().strip().split(",")
+        if "quality" not in header:
+            raise ValueError(f"{path} has no quality column: benchmark an env that reports info['quality'].")
+        column = header.index("quality")
+        for line in fh:
+            fields = line.strip().split(",")
+            value = float(fields[column])
+            if math.isfinite(value):
+                last[(fields[0], fields[1])] = value
+    finals: dict[str, list[float]] = {}
+    for (policy, _), value in last.items():
+        finals.setdefault(policy, []).append(value)
+    return {policy: float(np.mean(values)) for policy, values in finals.items()}
+
+
 def machine_description() -> str:
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -307,6 +339,7 @@ def write_markdown(
     header: dict[str, Any],
     command: str,
     window: tuple[int, int] | None = None,
+    rank_against: str | None = None,
 ) -> list[dict[str, Any]]:
     rows = summary_rows(by_policy, window)
     extra = f" regret in steps [{window[0]}, {window[1]}) |" if window else ""
@@ -348,6 +381,22 @@ def write_markdown(
                 + (f"{d:+.4f} | [{d - dh:+.4f}, {d + dh:+.4f}]" if math.isfinite(d) else "– | –")
                 + f" | {r['mean_reward']:.4f} |"
             )
+    if rank_against is not None and has_quality(by_policy):
+        ours = {r["policy"]: r["final_quality"] for r in quality_rows(by_policy)}
+        theirs = final_quality_from_csv(rank_against)
+        shared = [name for name in ours if name in theirs]
+        tau = kendall_tau([ours[n] for n in shared], [theirs[n] for n in shared])
+        lines += [
+            "",
+            f"## Rank agreement with `{rank_against}`",
+            "",
+            f"Kendall tau-b between the mean final quality here and there, over the {len(shared)} policies both ran: "
+            f"**{tau:.2f}** (1: the same ranking, 0: unrelated, -1: reversed).",
+            "",
+            "| policy | mean final quality here | there |",
+            "|---|---:|---:|",
+            *(f"| {n} | {ours[n]:.4f} | {theirs[n]:.4f} |" for n in shared),
+        ]
     with atomic_write(path) as fh:
         fh.write("\n".join(lines) + "\n")
     return rows
@@ -406,12 +455,43 @@ def write_quality_plot(path: Path, by_policy: dict[str, list[dict[str, Any]]], t
 
 
 # --------------------------------------------------------------------------- CLI
+#: The settings of ``trl-lead demo`` (``trl_lead.cli.DemoSettings``: the whole embedded pool, batches of 16, rounds of
+#: 32, 25% budget, reuse up to 8, lr 1e-3, 100 optimizer steps = 50 rounds) as ``LiveTraining`` arguments, with the
+#: held-out quality evaluated every 10 rounds for the quality curves.
+LIVE_DEMO_KWARGS: dict[str, Any] = {
+    "pool_size": 2000,
+    "batch_size": 16,
+    "round_size": 32,
+    "budget": 0.25,
+    "max_reuse": 8,
+    "learning_rate": 1e-3,
+    "eval_every": 10,
+}
+#: ``--env live``: which policy trains the best model, on real training at the demo's settings. Defaults of the
+#: preset; the command line's ``--policies``, ``--seeds``, ``--steps`` and ``--env-kwargs`` (merged) win.
+PRESETS: dict[str, dict[str, Any]] = {
+    "live": {
+        "env": "trl_lead/LiveTraining-v0",
+        "env_kwargs": LIVE_DEMO_KWARGS,
+        "policies": "exp3s,exp3,boltzmann,ucb1,thompson,epsilon-greedy,uniform",
+        "seeds": 5,
+        "steps": 50,
+    }
+}
+_DEFAULTS = {"policies": ",".join(POLICIES), "seeds": 20, "steps": 1000}
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(prog="python -m envs.benchmark", description=__doc__.split("\n")[0])
-    parser.add_argument("--env", required=True, help="registered Gymnasium id, e.g. trl_lead/ClusterBandit-v0")
-    parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated make_policy names")
-    parser.add_argument("--seeds", type=int, default=20, help="number of seeds (0 .. seeds-1)")
-    parser.add_argument("--steps", type=int, default=1000, help="steps per run")
+    parser.add_argument(
+        "--env",
+        required=True,
+        help="registered Gymnasium id, e.g. trl_lead/ClusterBandit-v0, or a preset: 'live' (LiveTraining-v0 at the "
+        "demo's settings, 7 policies x 5 seeds x 50 rounds)",
+    )
+    parser.add_argument("--policies", default=None, help="comma-separated make_policy names (default: all)")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0 .. seeds-1; default 20)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per run (default 1000)")
     parser.add_argument("--env-kwargs", default="{}", help="JSON object passed to gymnasium.make")
     parser.add_argument("--policy-kwargs", default="{}", help='JSON object {"policy name": {kwargs}}')
     parser.add_argument(
@@ -423,11 +503,22 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "--regret-window", default=None, help="A:B adds a column with the regret of steps [A, B), e.g. after a change"
     )
     parser.add_argument("--csv-gzip", action="store_true", help="write NAME.csv.gz instead of NAME.csv")
+    parser.add_argument(
+        "--rank-against",
+        default=None,
+        help="CSV of another benchmark with a quality column (e.g. the live one): add the Kendall tau between the "
+        "two rankings by mean final quality",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    preset = PRESETS.get(args.env, {})
+    for name, default in _DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, preset.get(name, default))
+    env_id = preset.get("env", args.env)
 
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    env_kwargs = json.loads(args.env_kwargs)
+    env_kwargs = {**preset.get("env_kwargs", {}), **json.loads(args.env_kwargs)}
     policy_kwargs = json.loads(args.policy_kwargs)
     if args.seeds < 1 or args.steps < 1:
         parser.error("--seeds and --steps must be >= 1")
@@ -437,9 +528,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         window = (int(bounds[1]), int(bounds[2])) if bounds else None
         if window is None or not window[0] < window[1] <= args.steps:
             parser.error(f"--regret-window must be A:B with 0 <= A < B <= --steps, got {args.regret_window!r}")
-    out = Path(args.out or Path("benchmarks/results") / re.sub(r"[^A-Za-z0-9_.-]+", "_", args.env))
+    if args.rank_against is not None:  # a bad file fails now, not after the runs
+        final_quality_from_csv(args.rank_against)
+    out = Path(args.out or Path("benchmarks/results") / re.sub(r"[^A-Za-z0-9_.-]+", "_", env_id))
+    started = time.perf_counter()
     by_policy = run_benchmark(
-        args.env,
+        env_id,
         policies,
         range(args.seeds),
         args.steps,
@@ -450,17 +544,18 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         progress=not args.no_progress,
     )
     header = {
-        "env": args.env,
+        "env": env_id,
         "env_kwargs": env_kwargs,
         "policy_kwargs": policy_kwargs,
         "seeds": args.seeds,
         "steps": args.steps,
         "normalize_rewards": args.normalize_rewards,
+        "wall_time": f"{time.perf_counter() - started:.0f} s with {max(1, min(2, args.workers))} worker(s)",
     }
     command = "python -m envs.benchmark " + shlex.join(argv if argv is not None else sys.argv[1:])
     write_csv(out.with_name(out.name + (".csv.gz" if args.csv_gzip else ".csv")), by_policy)
-    rows = write_markdown(out.with_name(out.name + ".md"), by_policy, header, command, window)
-    title = f"{args.env} {json.dumps(env_kwargs)}\n{args.seeds} seeds x {args.steps} steps"
+    rows = write_markdown(out.with_name(out.name + ".md"), by_policy, header, command, window, args.rank_against)
+    title = f"{env_id} {json.dumps(env_kwargs)}\n{args.seeds} seeds x {args.steps} steps"
     write_plot(out.with_name(out.name + ".png"), by_policy, title)
     if has_quality(by_policy):
         write_quality_plot(out.with_name(out.name + "_quality.png"), by_policy, title)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers the environments)
-from envs.benchmark import mean_ci, quality_rows
+from envs.benchmark import kendall_tau, mean_ci, quality_rows
+from envs.benchmark import main as benchmark_main
 from envs.proxy_training import ProxyTraining
 
 LIVE = "trl_lead/LiveTraining-v0"
@@ -145,3 +146,37 @@ def test_quality_rows_rank_by_final_quality_with_paired_intervals():
     assert diff_half < 0.05 < half  # paired: the seed effect cancels, the unpaired interval keeps it
     assert rows[2]["vs_baseline"] == pytest.approx(-0.2) and rows[2]["vs_baseline_half"] == pytest.approx(0, abs=1e-12)
     assert math.isnan(rows[1]["vs_baseline"])
+
+
+def test_kendall_tau_matches_scipy_with_and_without_ties():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(1)
+    for x, y in [(rng.normal(size=7), rng.normal(size=7)), ([1, 2, 2, 3, 5], [2, 1, 3, 3, 4]), ([1, 2, 3], [3, 2, 1])]:
+        assert kendall_tau(x, y) == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
+
+
+def test_benchmark_ranks_proxy_policies_by_quality_and_agrees_with_itself(tmp_path):
+    args = ["--env", "trl_lead/ProxyTraining-v0", "--policies", "exp3s,greedy,uniform", "--seeds", "3",
+            "--steps", "20", "--env-kwargs", '{"compute_expected": false}', "--workers", "1",
+            "--no-progress"]  # fmt: skip
+    benchmark_main([*args, "--out", str(tmp_path / "a")])
+    header, *lines = (tmp_path / "a.csv").read_text().splitlines()
+    assert header.endswith(",quality") and len(lines) == 3 * 3 * 20
+    table = (tmp_path / "a.md").read_text()
+    assert "## Ranked by final quality" in table and (tmp_path / "a_quality.png").read_bytes()[:4] == b"\x89PNG"
+    # The table's mean final quality is the mean over seeds of the CSV's last quality of each run
+    finals = {}
+    for line in lines:
+        policy, seed, step, *_, quality = line.split(",")
+        if int(step) == 19:
+            finals.setdefault(policy, []).append(float(quality))
+    for policy, values in finals.items():
+        assert f"| {policy} | {np.mean(values):.4f} |" in table
+    # Same seeds, same runs: the ranking agrees with itself (tau = 1)
+    benchmark_main([*args, "--out", str(tmp_path / "b"), "--rank-against", str(tmp_path / "a.csv")])
+    assert "**1.00**" in (tmp_path / "b.md").read_text()
+    with pytest.raises(ValueError, match="no quality column"):
+        bandit = ["--env", "trl_lead/ClusterBandit-v0", "--seeds", "1", "--steps", "5", "--no-progress"]
+        benchmark_main([*bandit, "--out", str(tmp_path / "c")])
+        benchmark_main([*bandit, "--out", str(tmp_path / "d"), "--rank-against", str(tmp_path / "c.csv")])
