@@ -492,7 +492,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--policies", default=None, help="comma-separated make_policy names (default: all)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0 .. seeds-1; default 20)")
     parser.add_argument("--steps", type=int, default=None, help="steps per run (default 1000)")
-    parser.add_argument("--env-kwargs", default="{}", help="JSON object passed to gymnasium.make")
+    parser.add_argument(
+        "--env-kwargs", default="{}", help="JSON object passed to gymnasium.make, or @FILE holding one"
+    )
     parser.add_argument("--policy-kwargs", default="{}", help='JSON object {"policy name": {kwargs}}')
     parser.add_argument(
         "--normalize-rewards", action="store_true", help="rescale rewards to [-1, 1] by running min/max (as LEAD)"
@@ -518,7 +520,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     env_id = preset.get("env", args.env)
 
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    env_kwargs = {**preset.get("env_kwargs", {}), **json.loads(args.env_kwargs)}
+    given = Path(args.env_kwargs[1:]).read_text() if args.env_kwargs.startswith("@") else args.env_kwargs
+    env_kwargs = {**preset.get("env_kwargs", {}), **json.loads(given)}
     policy_kwargs = json.loads(args.policy_kwargs)
     if args.seeds < 1 or args.steps < 1:
         parser.error("--seeds and --steps must be >= 1")
