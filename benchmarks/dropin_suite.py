@@ -302,7 +302,7 @@ def num_train_epochs(r):
     trainer = r.trainer(config=config)
     trainer.train()
     if r.lead:  # deliberate: an epoch counts passes over the budget, one round per epoch here
-        settings = trainer._lead_settings
+        settings = trainer.lead_settings
         expected = math.ceil(settings.budget / settings.round_size) * math.ceil(settings.round_size / 2)
     else:
         expected = math.ceil(len(POOL) / 2)

@@ -249,8 +249,8 @@ def _loss_iterative_trainer():
         """The "iterative model-aware" baseline LEAD avoids: before every round, one extra forward pass re-scores the
         whole pool, and the round takes the samples of highest current loss (one cluster, no bandit, no smoothing)."""
 
-        def _round_rows(self, epoch):
-            if epoch not in self._lead_rounds and self._lead_started:
+        def _begin_round(self, epoch):
+            if self._lead_started:  # the first round's scores come from the trainer's own scoring pass
                 start = time.perf_counter()
                 fresh = self._score_pool()
                 self.lead_state.idu[:] = fresh
@@ -258,7 +258,7 @@ def _loss_iterative_trainer():
                 self.loss_iterative_scoring_s = getattr(self, "loss_iterative_scoring_s", 0.0) + (
                     time.perf_counter() - start
                 )
-            return super()._round_rows(epoch)
+            return super()._begin_round(epoch)
 
     return LossIterative
 

@@ -2,7 +2,7 @@
 
 Trains a Llama-style model of ~20M parameters for a few AdamW steps on two different token distributions (two
 "clusters"), takes the real parameter-change vectors of three rounds, and compares the cosines and norms that
-`_UpdateTracker` estimates from a fixed random subset of coordinates with the exact ones, over 20 sketch seeds.
+`UpdateTracker` estimates from a fixed random subset of coordinates with the exact ones, over 20 sketch seeds.
 
     python benchmarks/sketch_accuracy.py  ->  benchmarks/results/sketch_accuracy.md
 """
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from trl_lead.trainer import _UpdateTracker, cosine
+from trl_lead.rounds import UpdateTracker, cosine
 
 
 def round_update(model, optimizer, tokens, steps=3):
@@ -61,7 +61,7 @@ def main():
         for name, (i, j) in pairs.items():
             estimates, norm_errors = [], []
             for seed in range(20):
-                tracker = _UpdateTracker(params, seed, exact_limit=0, sketch_size=size)
+                tracker = UpdateTracker(params, seed, exact_limit=0, sketch_size=size)
                 # Restrict the exact vectors to the tracker's coordinates, as its snapshots would
                 offsets = np.cumsum([0] + [p.numel() for p in params])
                 index = torch.cat([idx + int(offsets[k]) for k, idx in tracker.coords])

@@ -8,6 +8,12 @@ cumulative_regret), ``NAME.md`` (mean final cumulative regret with a 95% t-inter
 time per step) and ``NAME.png`` (mean cumulative regret with 95% bands). Works for any env whose ``step``
 info carries ``regret`` (and optionally ``action_mask``, passed on to ``select``), as every ``trl_lead/``
 env does.
+
+Envs whose ``reset`` info carries ``quality`` (``ProxyTraining-v0``, ``LiveTraining-v0``: the held-out quality of
+the model the episode trained) also get a ``quality`` column in the CSV (NaN on steps the env did not evaluate),
+a table in ``NAME.md`` that ranks the policies by final quality (mean over seeds with a 95% t-interval, and the
+paired difference against ``uniform`` on the same seeds with its 95% t-interval), and ``NAME_quality.png``
+(quality over rounds per policy).
 """
 
 from __future__ import annotations
@@ -112,6 +118,9 @@ def run_policy(
         normalize = RewardNormalizer() if normalize_rewards and not policy.normalizes_rewards else None
         rewards = np.empty(steps)
         regrets = np.empty(steps)
+        quality = np.full(steps + 1, math.nan) if "quality" in info else None
+        if quality is not None:
+            quality[0] = info["quality"]
         mask = info.get("action_mask")
         policy_s = 0.0
         clock = time.perf_counter
@@ -126,6 +135,8 @@ def run_policy(
             policy_s += clock() - t2 + t1 - t0
             rewards[t] = reward
             regrets[t] = info["regret"]
+            if quality is not None:
+                quality[t + 1] = info.get("quality", math.nan)
             mask = info.get("action_mask")
             if (terminated or truncated) and t + 1 < steps:
                 raise RuntimeError(
@@ -134,7 +145,7 @@ def run_policy(
         total_s = clock() - start
     finally:
         env.close()
-    return {
+    result = {
         "policy": policy_name,
         "seed": seed,
         "reward": rewards,
@@ -142,6 +153,9 @@ def run_policy(
         "policy_us": policy_s / steps * 1e6,
         "step_us": total_s / steps * 1e6,
     }
+    if quality is not None:
+        result["quality"] = quality
+    return result
 
 
 def _run_task(task: tuple) -> dict[str, Any]:
@@ -200,15 +214,87 @@ def write_csv(path: Path, by_policy: dict[str, list[dict[str, Any]]]) -> None:
         gz = path.suffix == ".gz"
         fh = gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) if gz else raw
         out = io.TextIOWrapper(fh, encoding="utf-8", newline="\n")
-        out.write("policy,seed,step,reward,regret,cumulative_regret\n")
+        with_quality = has_quality(by_policy)
+        out.write("policy,seed,step,reward,regret,cumulative_regret" + (",quality\n" if with_quality else "\n"))
         for name, runs in by_policy.items():
             for run in runs:
                 cumulative = np.cumsum(run["regret"])
                 for step, (reward, regret, cum) in enumerate(zip(run["reward"], run["regret"], cumulative)):
-                    out.write(f"{name},{run['seed']},{step},{reward:.6g},{regret:.6g},{cum:.6g}\n")
+                    quality = f",{run['quality'][step + 1]:.6g}" if with_quality else ""
+                    out.write(f"{name},{run['seed']},{step},{reward:.6g},{regret:.6g},{cum:.6g}{quality}\n")
         out.detach()  # flushes into `fh` and leaves it open: atomic_write syncs and closes the file itself
         if gz:
             fh.close()  # writes the gzip trailer; `raw` stays open
+
+
+def has_quality(by_policy: dict[str, list[dict[str, Any]]]) -> bool:
+    """Whether every run carries a ``quality`` curve (the env reports the quality of the model it trains)."""
+    runs = [run for runs in by_policy.values() for run in runs]
+    return bool(runs) and all("quality" in run for run in runs)
+
+
+def quality_rows(by_policy: dict[str, list[dict[str, Any]]], baseline: str = "uniform") -> list[dict[str, Any]]:
+    """Per policy, best first: final quality (mean over seeds, 95% t-interval), and the paired difference against
+    ``baseline`` over the seeds both ran (mean, 95% t-interval; NaN without a baseline), and the mean reward.
+
+    The final quality of a run is its last finite ``quality`` (the env evaluates when the episode ends)."""
+
+    def final(run: dict[str, Any]) -> float:
+        finite = run["quality"][np.isfinite(run["quality"])]
+        return float(finite[-1]) if finite.size else math.nan
+
+    finals = {name: {run["seed"]: final(run) for run in runs} for name, runs in by_policy.items()}
+    rows = []
+    for name, runs in by_policy.items():
+        values = np.array(list(finals[name].values()))
+        mean, half = mean_ci(values)
+        row = {
+            "policy": name,
+            "final_quality": float(mean),
+            "quality_half": float(half),
+            "mean_reward": float(np.mean([run["reward"].mean() for run in runs])),
+            "vs_baseline": math.nan,
+            "vs_baseline_half": math.nan,
+        }
+        if baseline in finals and name != baseline:
+            seeds = sorted(set(finals[name]) & set(finals[baseline]))
+            if seeds:
+                diff_mean, diff_half = mean_ci(np.array([finals[name][s] - finals[baseline][s] for s in seeds]))
+                row["vs_baseline"], row["vs_baseline_half"] = float(diff_mean), float(diff_half)
+        rows.append(row)
+    return sorted(rows, key=lambda r: -r["final_quality"] if math.isfinite(r["final_quality"]) else math.inf)
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b of two paired samples (ties allowed; NaN when either side is all ties or n < 2)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    i, j = np.triu_indices(len(x), k=1)
+    dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    pairs_x, pairs_y = np.count_nonzero(dx), np.count_nonzero(dy)
+    if pairs_x == 0 or pairs_y == 0:
+        return math.nan
+    return float(np.sum(dx * dy) / math.sqrt(pairs_x * pairs_y))
+
+
+def final_quality_from_csv(path: str | os.PathLike[str]) -> dict[str, float]:
+    """Mean final quality per policy from a CSV this module wrote (its ``quality`` column): per (policy, seed) the
+    last finite quality, then the mean over seeds."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    last: dict[tuple[str, str], float] = {}
+    with opener(path, "rt", encoding="utf-8") as fh:
+        header = fh.readline().strip().split(",")
+        if "quality" not in header:
+            raise ValueError(f"{path} has no quality column: benchmark an env that reports info['quality'].")
+        column = header.index("quality")
+        for line in fh:
+            fields = line.strip().split(",")
+            value = float(fields[column])
+            if math.isfinite(value):
+                last[(fields[0], fields[1])] = value
+    finals: dict[str, list[float]] = {}
+    for (policy, _), value in last.items():
+        finals.setdefault(policy, []).append(value)
+    return {policy: float(np.mean(values)) for policy, values in finals.items()}
 
 
 def machine_description() -> str:
@@ -253,6 +339,7 @@ def write_markdown(
     header: dict[str, Any],
     command: str,
     window: tuple[int, int] | None = None,
+    rank_against: str | None = None,
 ) -> list[dict[str, Any]]:
     rows = summary_rows(by_policy, window)
     extra = f" regret in steps [{window[0]}, {window[1]}) |" if window else ""
@@ -275,6 +362,41 @@ def write_markdown(
             f"{r['mean_reward']:.4f} | {r['policy_us']:.1f} | {r['step_us']:.1f} |"
             + (f" {r['window_regret']:.1f} ± {r['window_half']:.1f} |" if window else "")
         )
+    if has_quality(by_policy):
+        lines += [
+            "",
+            "## Ranked by final quality",
+            "",
+            "- final quality: `info['quality']` when the episode ends (held-out quality of the trained model), mean",
+            "  over seeds with a 95% t-interval; vs uniform: paired difference on the same seeds, mean and 95%",
+            "  t-interval (an interval that excludes 0 is a difference the seeds resolve).",
+            "",
+            "| rank | policy | mean final quality | 95% interval | vs uniform (paired) | 95% interval | mean reward |",
+            "|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        for rank, r in enumerate(quality_rows(by_policy), 1):
+            q, h, d, dh = r["final_quality"], r["quality_half"], r["vs_baseline"], r["vs_baseline_half"]
+            lines.append(
+                f"| {rank} | {r['policy']} | {q:.4f} | [{q - h:.4f}, {q + h:.4f}] | "
+                + (f"{d:+.4f} | [{d - dh:+.4f}, {d + dh:+.4f}]" if math.isfinite(d) else "– | –")
+                + f" | {r['mean_reward']:.4f} |"
+            )
+    if rank_against is not None and has_quality(by_policy):
+        ours = {r["policy"]: r["final_quality"] for r in quality_rows(by_policy)}
+        theirs = final_quality_from_csv(rank_against)
+        shared = [name for name in ours if name in theirs]
+        tau = kendall_tau([ours[n] for n in shared], [theirs[n] for n in shared])
+        lines += [
+            "",
+            f"## Rank agreement with `{rank_against}`",
+            "",
+            f"Kendall tau-b between the mean final quality here and there, over the {len(shared)} policies both ran: "
+            f"**{tau:.2f}** (1: the same ranking, 0: unrelated, -1: reversed).",
+            "",
+            "| policy | mean final quality here | there |",
+            "|---|---:|---:|",
+            *(f"| {n} | {ours[n]:.4f} | {theirs[n]:.4f} |" for n in shared),
+        ]
     with atomic_write(path) as fh:
         fh.write("\n".join(lines) + "\n")
     return rows
@@ -305,14 +427,74 @@ def write_plot(path: Path, by_policy: dict[str, list[dict[str, Any]]], title: st
     plt.close(fig)
 
 
+def write_quality_plot(path: Path, by_policy: dict[str, list[dict[str, Any]]], title: str) -> None:
+    """Mean quality over rounds per policy (95% bands), at the rounds where every seed was evaluated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, runs in by_policy.items():
+        curves = np.stack([run["quality"] for run in runs])
+        evaluated = np.isfinite(curves).all(axis=0)
+        mean, half = mean_ci(curves[:, evaluated])
+        x = np.flatnonzero(evaluated)
+        (line,) = ax.plot(x, mean, label=name, lw=1.5, marker="." if len(x) < 30 else None)
+        if len(runs) > 1:
+            ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.15, lw=0)
+    ax.set_xlabel("round (0: before training)")
+    ax.set_ylabel("held-out quality info['quality'] (mean, 95% band over seeds)")
+    ax.set_title("\n".join(textwrap.fill(line, 110) for line in title.splitlines()), fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
+    plt.close(fig)
+
+
 # --------------------------------------------------------------------------- CLI
+#: The settings of ``trl-lead demo`` (``trl_lead.cli.DemoSettings``: the whole embedded pool, batches of 16, rounds of
+#: 32, 25% budget, reuse up to 8, lr 1e-3, 100 optimizer steps = 50 rounds) as ``LiveTraining`` arguments, with the
+#: held-out quality evaluated every 10 rounds for the quality curves.
+LIVE_DEMO_KWARGS: dict[str, Any] = {
+    "pool_size": 2000,
+    "batch_size": 16,
+    "round_size": 32,
+    "budget": 0.25,
+    "max_reuse": 8,
+    "learning_rate": 1e-3,
+    "eval_every": 10,
+}
+#: ``--env live``: which policy trains the best model, on real training at the demo's settings. Defaults of the
+#: preset; the command line's ``--policies``, ``--seeds``, ``--steps`` and ``--env-kwargs`` (merged) win.
+PRESETS: dict[str, dict[str, Any]] = {
+    "live": {
+        "env": "trl_lead/LiveTraining-v0",
+        "env_kwargs": LIVE_DEMO_KWARGS,
+        "policies": "exp3s,exp3,boltzmann,ucb1,thompson,epsilon-greedy,uniform",
+        "seeds": 5,
+        "steps": 50,
+    }
+}
+_DEFAULTS = {"policies": ",".join(POLICIES), "seeds": 20, "steps": 1000}
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(prog="python -m envs.benchmark", description=__doc__.split("\n")[0])
-    parser.add_argument("--env", required=True, help="registered Gymnasium id, e.g. trl_lead/ClusterBandit-v0")
-    parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated make_policy names")
-    parser.add_argument("--seeds", type=int, default=20, help="number of seeds (0 .. seeds-1)")
-    parser.add_argument("--steps", type=int, default=1000, help="steps per run")
-    parser.add_argument("--env-kwargs", default="{}", help="JSON object passed to gymnasium.make")
+    parser.add_argument(
+        "--env",
+        required=True,
+        help="registered Gymnasium id, e.g. trl_lead/ClusterBandit-v0, or a preset: 'live' (LiveTraining-v0 at the "
+        "demo's settings, 7 policies x 5 seeds x 50 rounds)",
+    )
+    parser.add_argument("--policies", default=None, help="comma-separated make_policy names (default: all)")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0 .. seeds-1; default 20)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per run (default 1000)")
+    parser.add_argument(
+        "--env-kwargs", default="{}", help="JSON object passed to gymnasium.make, or @FILE holding one"
+    )
     parser.add_argument("--policy-kwargs", default="{}", help='JSON object {"policy name": {kwargs}}')
     parser.add_argument(
         "--normalize-rewards", action="store_true", help="rescale rewards to [-1, 1] by running min/max (as LEAD)"
@@ -323,11 +505,23 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "--regret-window", default=None, help="A:B adds a column with the regret of steps [A, B), e.g. after a change"
     )
     parser.add_argument("--csv-gzip", action="store_true", help="write NAME.csv.gz instead of NAME.csv")
+    parser.add_argument(
+        "--rank-against",
+        default=None,
+        help="CSV of another benchmark with a quality column (e.g. the live one): add the Kendall tau between the "
+        "two rankings by mean final quality",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    preset = PRESETS.get(args.env, {})
+    for name, default in _DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, preset.get(name, default))
+    env_id = preset.get("env", args.env)
 
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    env_kwargs = json.loads(args.env_kwargs)
+    given = Path(args.env_kwargs[1:]).read_text() if args.env_kwargs.startswith("@") else args.env_kwargs
+    env_kwargs = {**preset.get("env_kwargs", {}), **json.loads(given)}
     policy_kwargs = json.loads(args.policy_kwargs)
     if args.seeds < 1 or args.steps < 1:
         parser.error("--seeds and --steps must be >= 1")
@@ -337,9 +531,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         window = (int(bounds[1]), int(bounds[2])) if bounds else None
         if window is None or not window[0] < window[1] <= args.steps:
             parser.error(f"--regret-window must be A:B with 0 <= A < B <= --steps, got {args.regret_window!r}")
-    out = Path(args.out or Path("benchmarks/results") / re.sub(r"[^A-Za-z0-9_.-]+", "_", args.env))
+    if args.rank_against is not None:  # a bad file fails now, not after the runs
+        final_quality_from_csv(args.rank_against)
+    out = Path(args.out or Path("benchmarks/results") / re.sub(r"[^A-Za-z0-9_.-]+", "_", env_id))
+    started = time.perf_counter()
     by_policy = run_benchmark(
-        args.env,
+        env_id,
         policies,
         range(args.seeds),
         args.steps,
@@ -350,18 +547,21 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         progress=not args.no_progress,
     )
     header = {
-        "env": args.env,
+        "env": env_id,
         "env_kwargs": env_kwargs,
         "policy_kwargs": policy_kwargs,
         "seeds": args.seeds,
         "steps": args.steps,
         "normalize_rewards": args.normalize_rewards,
+        "wall_time": f"{time.perf_counter() - started:.0f} s with {max(1, min(2, args.workers))} worker(s)",
     }
     command = "python -m envs.benchmark " + shlex.join(argv if argv is not None else sys.argv[1:])
     write_csv(out.with_name(out.name + (".csv.gz" if args.csv_gzip else ".csv")), by_policy)
-    rows = write_markdown(out.with_name(out.name + ".md"), by_policy, header, command, window)
-    title = f"{args.env} {json.dumps(env_kwargs)}\n{args.seeds} seeds x {args.steps} steps"
+    rows = write_markdown(out.with_name(out.name + ".md"), by_policy, header, command, window, args.rank_against)
+    title = f"{env_id} {json.dumps(env_kwargs)}\n{args.seeds} seeds x {args.steps} steps"
     write_plot(out.with_name(out.name + ".png"), by_policy, title)
+    if has_quality(by_policy):
+        write_quality_plot(out.with_name(out.name + "_quality.png"), by_policy, title)
     print(Path(out.with_name(out.name + ".md")).read_text())
     return rows
 

@@ -59,6 +59,8 @@ class _BlockingPolicy(ActionPolicy):
 
 _STOP = object()
 _BASES: dict[str | None, Any] = {}  # load_embedded_default() per cache folder, shared by every LiveTraining
+_INITIAL_SCORES: dict[tuple, np.ndarray] = {}  # the base model's loss per pool sample: the same in every episode
+_BASE_QUALITY: dict[tuple, tuple[float, dict]] = {}  # the base model's quality, per (cache folder, eval_size)
 
 
 class LiveTraining(RoundEnv):
@@ -101,6 +103,17 @@ class LiveTraining(RoundEnv):
     ``cluster``, ``selected``, ``filled``, ``cluster_rewards``, ``mean_idu``, ``step`` (the trainer's global step)
     and ``wall_time`` (seconds of the round). ``env.unwrapped.trainer`` is the live trainer.
 
+    ``quality`` (the key ``ProxyTraining`` shares, higher is better, on a [0, 1] scale): the trained model's held-out
+    exact match over the learnable families (every family but ``noise``), as a fraction: greedy answers to the
+    embedded pool's held-out rows (``eval_size`` per family), compared with the references by
+    ``trl_lead.embedded.exact_match``. ``quality_detail``: ``{"exact_match": [...], "loss": [...], "families": [...],
+    "exact_match_learnable": float, "loss_learnable": float}``, per family in ``family_id`` order the exact match
+    (fraction) and the mean held-out answer loss (``trl_lead.scoring.answer_losses`` with EOS, the tokens SFT trains
+    on), and both over the learnable families (means over their rows). Both keys are in the info of ``reset`` (the
+    warmed-up base model, evaluated once per process and cached), of the step that ends the episode, and of every
+    ``eval_every``-th step; on other steps ``quality`` is NaN and ``quality_detail`` absent. The evaluation runs while
+    the trainer waits for the next action, so it never sees a half-trained round, and takes about a second or two.
+
     ## Arguments
 
     | argument | default | meaning |
@@ -120,6 +133,8 @@ class LiveTraining(RoundEnv):
     | ``output_dir`` | None | folder of ``episode-<n>/lead_rounds.jsonl``; None: a temp dir, removed on close |
     | ``num_threads`` | 1 | torch threads while training (1 is fastest for the tiny model on a busy CPU) |
     | ``step_timeout`` | 600 | seconds ``reset``/``step`` wait for the trainer before raising ``TimeoutError`` |
+    | ``eval_every`` | 0 | also evaluate ``quality`` after every n-th step (0: only when the episode ends) |
+    | ``eval_size`` | 50 | held-out rows per family evaluated (at most 50, the embedded pool's held-out set) |
 
     The trainer's ``seed`` and ``lead_seed`` are drawn from ``self.np_random``, so ``reset(seed=s)`` fixes them.
     Always ``close()`` the env (or use it in a ``with`` block): it stops the training thread.
@@ -149,10 +164,16 @@ class LiveTraining(RoundEnv):
         output_dir: str | None = None,
         num_threads: int | None = 1,
         step_timeout: float = 600.0,
+        eval_every: int = 0,
+        eval_size: int = 50,
         render_mode: str | None = None,
     ) -> None:
         if render_mode is not None:
             raise ValueError("LiveTraining has no rendering; use render_mode=None")
+        if int(eval_every) < 0:
+            raise ValueError(f"eval_every={eval_every} must be >= 0 (0: evaluate only when the episode ends).")
+        if not 1 <= int(eval_size) <= 50:
+            raise ValueError(f"eval_size={eval_size} must be in [1, 50] (held-out rows per family).")
         if not 8 <= int(pool_size) <= 2000:
             raise ValueError(f"pool_size={pool_size} must be in [8, 2000] (the embedded pool has 2000 rows).")
         self.max_rounds = int(max_steps if max_steps is not None else max_rounds)
@@ -179,6 +200,8 @@ class LiveTraining(RoundEnv):
         self.output_dir = output_dir
         self.num_threads = num_threads
         self.step_timeout = float(step_timeout)
+        self.eval_every = int(eval_every)
+        self.eval_size = int(eval_size)
         self.render_mode = render_mode
         self.mixture = self.lead_kwargs["lead_round_mode"] == "mixture"
         self._make_spaces()
@@ -257,6 +280,17 @@ class LiveTraining(RoundEnv):
             policy=adapter,
         )
         trainer.remove_callback(PrinterCallback)
+        # Every episode starts from the same base model and pool, so the trainer's scoring pass (a forward pass over
+        # the pool, the largest part of a reset) gives the same losses each time: computed once per process
+        key = (self.cache_dir, self.pool_size, self.batch_size, args.max_length, args.lead_initial_score)
+        score_pool = trainer._score_pool
+
+        def cached_scores() -> np.ndarray:
+            if key not in _INITIAL_SCORES:
+                _INITIAL_SCORES[key] = score_pool()
+            return _INITIAL_SCORES[key].copy()
+
+        trainer._score_pool = cached_scores
         return trainer
 
     def _train(self, trainer: Any, requests: queue.Queue) -> None:
@@ -284,7 +318,7 @@ class LiveTraining(RoundEnv):
             self._mask = payload
             return "action"
         self._finished = True
-        self._mask = self.trainer._lead_selector.arm_mask().copy()
+        self._mask = self.trainer.lead_selector.arm_mask().copy()
         return "done"
 
     def _stop_thread(self) -> None:
@@ -297,9 +331,58 @@ class LiveTraining(RoundEnv):
         self._requests, self._actions = queue.Queue(), queue.Queue()
         self._finished = True
 
+    # ------------------------------------------------------------------ held-out quality
+    def _eval_rows(self) -> Any:
+        """The first ``eval_size`` held-out rows of every family (the held-out set is stored family by family)."""
+        evaluation = self._load_base().eval_dataset
+        kept, seen = [], {}
+        for index, family in enumerate(evaluation["family"]):
+            seen[family] = seen.get(family, 0) + 1
+            if seen[family] <= self.eval_size:
+                kept.append(index)
+        return evaluation.select(kept)
+
+    def evaluate(self, model: Any = None) -> tuple[float, dict[str, Any]]:
+        """``(quality, quality_detail)`` of ``model`` (default: the trainer's model), as described in the class doc.
+
+        Call it only while the trainer waits for an action (between steps) or after the episode: the model must not
+        change during the evaluation.
+        """
+        import torch
+
+        from trl_lead.embedded import FAMILIES, NOISE_FAMILY, exact_match, torch_threads
+        from trl_lead.scoring import answer_losses
+
+        base = self._load_base()
+        model = self.trainer.model if model is None else model
+        rows = self._eval_rows()
+        with torch_threads(self.num_threads), torch.random.fork_rng(devices=[]):  # training's RNG stays untouched
+            matches = exact_match(model, base.tokenizer, rows, num_threads=None)
+            losses = answer_losses(model, base.tokenizer, rows, batch_size=64, show_progress=False, append_eos=True)
+        families = np.asarray(rows["family"])
+        learnable = families != NOISE_FAMILY
+        detail = {
+            "families": list(FAMILIES),
+            "exact_match": [matches.get(f, math.nan) / 100.0 for f in FAMILIES],
+            "loss": [float(losses[families == f].mean()) if (families == f).any() else math.nan for f in FAMILIES],
+            "exact_match_learnable": matches["overall_learnable"] / 100.0,
+            "loss_learnable": float(losses[learnable].mean()),
+        }
+        return detail["exact_match_learnable"], detail
+
+    def _base_quality(self) -> tuple[float, dict[str, Any]]:
+        """Quality of the warmed-up base model (what every episode starts from), evaluated once per process."""
+        key = (self.cache_dir, self.eval_size)
+        if key not in _BASE_QUALITY:
+            from transformers import AutoModelForCausalLM
+
+            _BASE_QUALITY[key] = self.evaluate(AutoModelForCausalLM.from_pretrained(self._load_base().model_path))
+        quality, detail = _BASE_QUALITY[key]
+        return quality, {**detail, "exact_match": list(detail["exact_match"]), "loss": list(detail["loss"])}
+
     # ------------------------------------------------------------------ observation
     def _observation(self) -> np.ndarray:
-        return self._observation_of(self.trainer._lead_selector)
+        return self._observation_of(self.trainer.lead_selector)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
@@ -321,7 +404,13 @@ class LiveTraining(RoundEnv):
         )
         self._thread.start()
         self._wait()  # initial scores, warm-up rounds, then the trainer asks for the first round's action
-        info = {"expected_rewards": np.full(self.num_clusters, math.nan), "action_mask": self._mask.copy()}
+        quality, detail = self._base_quality()
+        info = {
+            "expected_rewards": np.full(self.num_clusters, math.nan),
+            "action_mask": self._mask.copy(),
+            "quality": quality,
+            "quality_detail": detail,
+        }
         return self._observation(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
@@ -349,6 +438,9 @@ class LiveTraining(RoundEnv):
         }
         terminated = not self._mask.any()
         truncated = not terminated and (outcome == "done" or self._steps >= self.max_rounds)
+        info["quality"] = math.nan
+        if terminated or truncated or (self.eval_every and self._steps % self.eval_every == 0):
+            info["quality"], info["quality_detail"] = self.evaluate()
         return self._observation(), float(record["reward"]), terminated, truncated, info
 
     def close(self) -> None:

@@ -301,6 +301,7 @@ class ProxyTraining(RoundEnv):
     | ``regret`` | ``nanmax(expected_rewards) - expected reward of the action`` (step only) |
     | ``action_mask`` | bool (K,): ``selector.arm_mask()`` for the NEXT step (clusters with eligible samples) |
     | ``quality`` | held-out quality proxy: mean skill over learnable clusters (gap > 0), see below |
+    | ``quality_detail`` | ``{"skill", "loss", "loss_learnable"}``: per cluster the skill and the held-out loss |
     | ``round``, ``cluster``, ``selected``, ``filled``, ``cluster_rewards`` | the round's record (step only) |
 
     ``expected_rewards`` are computed by running each allowed arm's round on a copy of the surrogate and selector
@@ -314,7 +315,12 @@ class ProxyTraining(RoundEnv):
 
     ``quality``: mean over learnable clusters of ``skill_k``, the share of a cluster's learnable loss (initial loss
     minus floor) the model has removed on samples it never trained on: a held-out score of the surrogate model, 0 at
-    the start, up to 1, negative when drift left a cluster worse than at the start.
+    the start, up to 1, negative when drift left a cluster worse than at the start. ``LiveTraining`` reports under the
+    same key the real model's held-out exact match over the learnable families (a fraction): both rank the models
+    a policy trains, higher being better, but the proxy's is a share of loss removed, not an exact-match rate (it
+    starts at 0 where the live one starts at the base model's exact match). ``quality_detail["loss"]``: per cluster
+    the held-out loss ``initial_loss - skill * (initial_loss - floor)``; ``"loss_learnable"``: its mean over the
+    learnable clusters.
 
     ## Arguments
 
@@ -514,6 +520,17 @@ class ProxyTraining(RoundEnv):
         learnable = self.initial_loss > self.floor
         return float(np.mean(self.surrogate.skill[learnable])) if learnable.any() else math.nan
 
+    def quality_detail(self) -> dict[str, Any]:
+        """Per cluster the skill and the held-out loss (a never-trained sample's loss, see the class docstring)."""
+        skill = self.surrogate.skill
+        loss = self.initial_loss - skill * (self.initial_loss - self.floor)
+        learnable = self.initial_loss > self.floor
+        return {
+            "skill": skill.tolist(),
+            "loss": loss.tolist(),
+            "loss_learnable": float(np.mean(loss[learnable])) if learnable.any() else math.nan,
+        }
+
     def _observation(self) -> np.ndarray:
         return self._observation_of(self._world.selector)
 
@@ -568,6 +585,7 @@ class ProxyTraining(RoundEnv):
             ),
             "action_mask": selector.arm_mask().copy(),
             "quality": self.quality(),
+            "quality_detail": self.quality_detail(),
         }
         return self._observation(), info
 
@@ -593,6 +611,7 @@ class ProxyTraining(RoundEnv):
             "regret": regret,
             "action_mask": next_mask,
             "quality": self.quality(),
+            "quality_detail": self.quality_detail(),
             **self._record_info(record),
         }
         terminated = not next_mask.any()

@@ -41,29 +41,71 @@ def test_trl_lead_sft_runs_the_demo_config(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_trl_lead_cluster_writes_the_dataset_and_a_plot(tmp_path):
+    """The written dataset is the training pool in its order with IFD clusters that are intervals of IFD numbered
+    by increasing IFD, IFD recomputed here with `ifd_scores` on the same model. Catches labels written in another
+    row order or numbered otherwise, and rows dropped or reordered."""
     from datasets import load_from_disk
+    from transformers import AutoModelForCausalLM
 
-    from trl_lead.cli import main
+    from trl_lead.cli import _load_model_and_data, main
+    from trl_lead.clustering import ifd_scores
 
     out = tmp_path / "clusters"
-    main(["cluster", "--config", "examples/lead_demo.yaml", "--output_dir", str(out), "--lead_num_clusters", "4",
-          "--lead_cluster_column", "ifd_cluster"])
+    argv = ["--config", "examples/lead_demo.yaml", "--output_dir", str(out), "--lead_num_clusters", "4",
+            "--lead_cluster_column", "ifd_cluster"]  # fmt: skip
+    main(["cluster", *argv])
     clustered = load_from_disk(str(out / "clustered"))
     labels = np.array(clustered["ifd_cluster"])
     assert len(labels) == 2000 and set(labels.tolist()) == {0, 1, 2, 3}
+    script_args, args, _, model_path, tokenizer, dataset = _load_model_and_data(argv, "test")  # the same inputs
+    train = dataset[script_args.dataset_train_split]
+    assert clustered["messages"] == train["messages"]
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    ifd = ifd_scores(model, tokenizer, train, max_length=args.max_length, append_eos=True, show_progress=False)
+    for k in range(3):
+        assert ifd[labels == k].max() <= ifd[labels == k + 1].min() + 1e-6, k
     assert (out / "clusters.png").stat().st_size > 0
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end(tmp_path):
-    from trl_lead.cli import main
+@pytest.mark.numerics
+def test_demo_runs_end_to_end(tmp_path, monkeypatch):
+    """The summary's scores are the exact match of the three models it names, recomputed here from the models
+    themselves (the warmed-up base from its cache, the two trained ones caught as the demo returns them), and the
+    round log is the LEAD trainer's. Catches scores of the wrong model (e.g. LEAD's and random's swapped, or the
+    base model scored for all three) and a log that is not the run's."""
+    from transformers import AutoModelForCausalLM
 
+    import trl_lead.cli as cli
+    from trl_lead.embedded import exact_match, load_embedded_default
+
+    trained = {}
+
+    def catching(name, train):
+        def spy(*args, **kwargs):
+            trained[name] = train(*args, **kwargs)
+            return trained[name]
+
+        return spy
+
+    monkeypatch.setattr(cli, "_train_lead", catching("lead", cli._train_lead))
+    monkeypatch.setattr(cli, "_train_random_subset", catching("random", cli._train_random_subset))
     out = tmp_path / "demo"
-    main(["demo", "--output-dir", str(out), "--max-steps", "4"])
+    cli.main(["demo", "--output-dir", str(out), "--max-steps", "4"])
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["scores"]) == {"base", "random", "lead"}
-    assert all(0 <= s["overall_learnable"] <= 100 for s in summary["scores"].values())
+    base = load_embedded_default(seed=0)
+    models = {
+        "base": AutoModelForCausalLM.from_pretrained(base.model_path),
+        "random": trained["random"].model,
+        "lead": trained["lead"].model,
+    }
+    for name, model in models.items():
+        assert summary["scores"][name] == exact_match(model, base.tokenizer, base.eval_dataset), name
+    assert summary["scores"]["lead"] != summary["scores"]["base"]  # 4 steps at the demo's rate move the answers
     rounds = [json.loads(line) for line in (out / "lead" / "lead_rounds.jsonl").read_text().splitlines()]
     assert len(rounds) == 2 and all(len(r["sample_ids"]) == 32 for r in rounds)  # 4 steps of 16 = 2 rounds of 32
+    assert [r["sample_ids"] for r in rounds] == [r["sample_ids"] for r in trained["lead"].lead_state.rounds]
     assert (out / "lead_rounds.png").stat().st_size > 10_000

@@ -13,6 +13,9 @@ from envs.benchmark import main as benchmark_main
 from envs.benchmark import run_policy, t_quantile_975
 from envs.cluster_bandit import ClusterBandit
 
+# Asserts on trained models, statistics over seeds or float results: also run under the second kernels (README "Tests")
+pytestmark = pytest.mark.numerics
+
 ENV_ID = "trl_lead/ClusterBandit-v0"
 CONFIGS = [
     {},
@@ -56,20 +59,30 @@ def test_same_seed_same_trajectory(kwargs):
 
 
 def test_info_regret_is_best_expected_minus_chosen_and_info_is_fresh():
-    env = gymnasium.make(ENV_ID, num_arms=6, drift="sinusoidal", drift_period=40, max_steps=200)
+    """Regret against expected rewards worked out here from the drift's definition (not read back from the env's
+    info): catches expected rewards of the wrong step, a wrong phase or clipping, and regret against the realised
+    reward."""
+    means = np.array([0.2, 0.35, 0.5, 0.65, 0.8, 0.95])
+    amplitude, period = 0.2, 40
+    env = gymnasium.make(ENV_ID, means=means.tolist(), drift="sinusoidal", drift_amplitude=amplitude,
+                         drift_period=period, max_steps=200)
     env.reset(seed=1)
     previous = None
+    total = 0.0
     for t in range(200):
         action = (t * 5) % 6
         _, _, _, _, info = env.step(action)
+        by_hand = np.clip(means + amplitude * np.sin(2 * np.pi * (np.arange(6) / 6 + t / period)), 0.0, 1.0)
         mu = info["expected_rewards"]
         assert mu.shape == (6,) and mu.dtype == np.float64
-        assert info["regret"] == max(mu) - mu[action]
+        np.testing.assert_allclose(mu, by_hand, rtol=0, atol=1e-12)
+        assert info["regret"] == pytest.approx(by_hand.max() - by_hand[action], abs=1e-12)
+        total += info["regret"]
         if previous is not None:
             assert info is not previous and mu is not previous["expected_rewards"]
             previous["expected_rewards"][:] = -5.0  # mutating an old info must not leak into the env
         previous = info
-    assert info["regret"] >= 0
+    assert info["regret"] >= 0 and total > 35  # the rotating choices pay a real regret (70.5)
 
 
 def test_reward_laws_match_their_expected_rewards():
@@ -154,14 +167,18 @@ def _mean_cumulative_regret(policy: str, steps: int, seeds: range, env_kwargs: d
 
 
 def test_ucb1_beats_uniform_and_its_regret_grows_logarithmically():
-    ucb = _mean_cumulative_regret("ucb1", 16_000, range(4), STATIONARY)
-    uniform = _mean_cumulative_regret("uniform", 2000, range(4), STATIONARY)
+    # Mean over 16 seeds. Measured over blocks of 4 seeds (0-23): last/first doubling 0.76-1.30 (sd 0.19, so ~0.1
+    # over 16 seeds), regret / log T ratio 1.54-1.73 (sd 0.07), UCB1 / uniform at T = 2000 0.11-0.13. Seeds 0-15:
+    # 1.13 (bound 1.5), 1.63 (bound 2.0), 0.115 (bound 0.3); bitwise the same natively and under the second kernels
+    ucb = _mean_cumulative_regret("ucb1", 16_000, range(16), STATIONARY)
+    uniform = _mean_cumulative_regret("uniform", 2000, range(16), STATIONARY)
     assert ucb[1999] < 0.3 * uniform[1999]
     # regret added per doubling of T: constant under log T growth, x1.41 per doubling under sqrt(T), x2 if linear
     r = {t: ucb[t - 1] for t in (1000, 2000, 8000, 16_000)}
     first, last = r[2000] - r[1000], r[16_000] - r[8000]
-    assert last < 1.5 * first  # sqrt(T) growth would give 2.8x, linear 8x
-    assert r[16_000] / math.log(16_000) < 2.0 * r[1000] / math.log(1000)  # regret / log T roughly flat
+    assert last < 1.5 * first, (first, last)  # sqrt(T) growth would give 2.8x, linear 8x
+    ratio = (r[16_000] / math.log(16_000)) / (r[1000] / math.log(1000))
+    assert ratio < 2.0, ratio  # regret / log T roughly flat (sqrt(T) growth: 2.9)
 
 
 def test_exp3_stays_under_its_textbook_bound():
@@ -170,11 +187,15 @@ def test_exp3_stays_under_its_textbook_bound():
     k, steps = 5, 2000
     gamma = min(1.0, math.sqrt(k * math.log(k) / ((math.e - 1) * steps)))
     bound = 2 * math.sqrt(math.e - 1) * math.sqrt(steps * k * math.log(k))
+    # The bound is on the expected regret: the mean over 8 seeds plus 3 standard errors must stay under it. Measured
+    # (bitwise the same under the second kernels): means 214 / 133 / 173 on seeds 0-7, upper limits 263 / 148 / 204,
+    # at most 263 / 148 / 242 over seeds 8-15 and 16-23; bound 332.6
     for env_kwargs in (STATIONARY, {"means": [0.6, 0.5, 0.5, 0.5, 0.5]}, {}):
-        regret = _mean_cumulative_regret("exp3", steps, range(4), env_kwargs, gamma=gamma)[-1]
-        assert regret < bound, (env_kwargs, regret, bound)
+        runs = [run_policy(ENV_ID, "exp3", s, steps, env_kwargs, {"gamma": gamma})["regret"].sum() for s in range(8)]
+        upper = np.mean(runs) + 3 * np.std(runs, ddof=1) / math.sqrt(len(runs))
+        assert upper < bound, (env_kwargs, runs, bound)
     uniform = _mean_cumulative_regret("uniform", steps, range(4), STATIONARY)[-1]
-    assert regret < bound < uniform  # the bound is not vacuous here
+    assert bound < uniform  # the bound is not vacuous here
 
 
 def test_sliding_window_and_discounted_ucb_recover_faster_after_an_abrupt_change():
@@ -187,45 +208,48 @@ def test_sliding_window_and_discounted_ucb_recover_faster_after_an_abrupt_change
     change, after = 4000, 300
     means = [0.9, 0.7, 0.5, 0.3, 0.1]
     env_kwargs = {"means": means, "change_points": [change], "change_means": [means[::-1]], "max_steps": 8000}
+    # UCB1's cost is bimodal over seeds (8-22 when it leaves the old best arm at once, 48-181 otherwise; sd 41 around
+    # a mean of 52), so 8 seeds were not enough: the ratios of blocks of 8 seeds (0-63) ranged 0.42-0.83 (SW-UCB) and
+    # 0.43-0.93 (D-UCB). Over 32 seeds: 0.49 and 0.60 (seeds 0-31), 0.50 and 0.57 (seeds 32-63), bootstrap sd 0.074
+    # and 0.086; each bound is 3.5 sd above its ratio. Bitwise the same natively and under the second kernels.
     recovery = {
-        name: _mean_cumulative_regret(name, change + after, range(8), env_kwargs)
+        name: _mean_cumulative_regret(name, change + after, range(32), env_kwargs)
         for name in ("ucb1", "sw-ucb", "d-ucb")
     }
     cost = {name: curve[-1] - curve[change - 1] for name, curve in recovery.items()}
     assert cost["sw-ucb"] < 0.75 * cost["ucb1"], cost
-    assert cost["d-ucb"] < 0.75 * cost["ucb1"], cost
+    assert cost["d-ucb"] < 0.9 * cost["ucb1"], cost
 
 
 def test_an_outside_library_drives_the_env_through_the_plain_gymnasium_api():
     """MABWiser's UCB1 sees only reset/step/info: no envs.policies involved."""
     from mabwiser.mab import MAB, LearningPolicy
 
-    steps, regrets = 600, {}
-    for name in ("mabwiser-ucb1", "random"):
+    steps, regrets = 600, []
+    for seed in (0, 1):
         env = gymnasium.make(ENV_ID, **STATIONARY, max_steps=steps)
-        env.reset(seed=0)
-        rng = np.random.default_rng(0)
+        env.reset(seed=seed)
         total = 0.0
-        if name == "random":
-            for _ in range(steps):
-                total += env.step(int(rng.integers(5)))[4]["regret"]
-        else:
-            decisions, rewards = [], []
-            for arm in range(5):  # MABWiser needs one fit before predicting
-                _, reward, _, _, info = env.step(arm)
-                decisions.append(arm)
-                rewards.append(reward)
-                total += info["regret"]
-            mab = MAB(arms=list(range(5)), learning_policy=LearningPolicy.UCB1(alpha=1.0), seed=0)
-            mab.fit(decisions=decisions, rewards=rewards)
-            for _ in range(steps - 5):
-                arm = mab.predict()
-                _, reward, terminated, truncated, info = env.step(arm)
-                mab.partial_fit(decisions=[arm], rewards=[reward])
-                total += info["regret"]
-            assert truncated and not terminated
-        regrets[name] = total
-    assert regrets["mabwiser-ucb1"] < 0.3 * regrets["random"], regrets
+        decisions, rewards = [], []
+        for arm in range(5):  # MABWiser needs one fit before predicting
+            _, reward, _, _, info = env.step(arm)
+            decisions.append(arm)
+            rewards.append(reward)
+            total += info["regret"]
+        mab = MAB(arms=list(range(5)), learning_policy=LearningPolicy.UCB1(alpha=1.0), seed=seed)
+        mab.fit(decisions=decisions, rewards=rewards)
+        for _ in range(steps - 5):
+            arm = mab.predict()
+            _, reward, terminated, truncated, info = env.step(arm)
+            mab.partial_fit(decisions=[arm], rewards=[reward])
+            total += info["regret"]
+        assert truncated and not terminated
+        regrets.append(total)
+    # Against the exact expected regret of uniform play (not one sampled run of it): T x (best mean - mean of means).
+    # Measured per seed (0-15, bitwise the same under the second kernels): 48-67, mean 55.6, sd 5.5; the mean of two
+    # seeds has SE ~3.9, the bound (72) is 4 SE above the mean
+    uniform = steps * (max(STATIONARY["means"]) - np.mean(STATIONARY["means"]))
+    assert np.mean(regrets) < 0.3 * uniform, (regrets, uniform)
 
 
 # --------------------------------------------------------------------------- the benchmark runner

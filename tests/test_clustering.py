@@ -27,6 +27,9 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 
+# Asserts on trained models, statistics over seeds or float results: also run under the second kernels (README "Tests")
+pytestmark = pytest.mark.numerics
+
 
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
@@ -429,12 +432,25 @@ def test_compute_clusters_bad_inputs(model, char_tokenizer, tmp_path):
 
 @pytest.mark.parametrize("shape", [(300,), (300, 2), (8, 16)])
 def test_plot_clusters_2d_writes_png(tmp_path, shape):
+    """The PNG shows every cluster in its own colour: each cluster's colour (tab10, drawn opaque in the histogram,
+    at alpha 0.6 over white in the scatter plots) covers pixels of the decoded image. Catches one colour for all
+    points, clusters left out, and a blank or unrelated image."""
+    from matplotlib import colormaps
+    from matplotlib.image import imread
+
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape)
     labels = rng.integers(0, 3, shape[0])
     path = plot_clusters_2d(x, labels, tmp_path / "sub" / "clusters.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["clusters.png"]
+    pixels = imread(path)[..., :3]
+    for c in range(3):
+        color = np.array(colormaps["tab10"](c)[:3])
+        drawn = color if len(shape) == 1 else 0.6 * color + 0.4  # alpha 0.6 over the white background
+        near = np.abs(pixels - drawn).max(axis=-1) < 0.03
+        assert near.sum() >= 10, (c, near.sum())  # measured >= 71 (8 points), >= 156 (300), ~20000 (histogram)
+    assert not (np.abs(pixels - np.array(colormaps["tab10"](3)[:3])).max(axis=-1) < 0.03).any()  # no 4th cluster
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from trl import SFTConfig, SFTTrainer
 
 from trl_lead import LEADConfig, LEADSFTTrainer
 
+pytestmark = pytest.mark.numerics
+
 COMMON = dict(
     report_to="none",
     use_cpu=True,
@@ -288,7 +290,7 @@ def test_evaluation_during_and_after_training(tmp_path, pool, small_pool, tokeni
         assert keys and all(ours[k] == pytest.approx(theirs[k], rel=1e-6) for k in keys)
     for key, value in trainer.lead_state.state_dict().items():
         np.testing.assert_array_equal(value, state_before[key])
-    assert trainer._lead_records == []
+    assert trainer._lead_losses.batches == []
 
 
 def test_rows_without_trained_tokens_are_dropped_like_trl(tmp_path, tokenizer, make_model, caplog, monkeypatch):

@@ -284,6 +284,7 @@ def test_tokenizer_save_and_load(tmp_path):
 # --------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.numerics
 def test_tiny_model_is_deterministic_and_consistent():
     tokenizer = build_tokenizer()
     torch.manual_seed(123)
@@ -352,6 +353,7 @@ class StubModel(torch.nn.Module):
         return torch.tensor(rows)
 
 
+@pytest.mark.numerics
 def test_exact_match_scores_and_aggregates(default_pool):
     tokenizer = build_tokenizer()
     _, evaluation = default_pool
@@ -401,6 +403,7 @@ def _train_plain(model, tokenizer, rows, steps: int, lr: float) -> None:
             optimizer.zero_grad()
 
 
+@pytest.mark.numerics
 def test_exact_match_of_a_memorised_set_beats_an_untrained_model():
     tokenizer = build_tokenizer()
     rows = [
@@ -460,6 +463,7 @@ def warmed(tmp_path_factory):
     }
 
 
+@pytest.mark.numerics
 def test_warmup_saves_a_loadable_model_and_tokenizer(warmed):
     path = Path(warmed["path"])
     assert path.parent == warmed["cache"] and path.name.startswith("warmup-")
@@ -478,6 +482,7 @@ def test_warmup_saves_a_loadable_model_and_tokenizer(warmed):
     assert warmed["rng_kept"] and warmed["threads_kept"]
 
 
+@pytest.mark.numerics
 def test_warmup_is_deterministic(warmed, tmp_path):
     again = warmed_up_base(tmp_path, **WARMUP)
     assert Path(again).name == Path(warmed["path"]).name  # same settings, same key
@@ -557,18 +562,26 @@ def test_cache_key_follows_the_settings(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_default_warmup_is_partly_right_with_room_to_improve(tmp_path):
     """The real default warm-up (20-40 s on 2 cores, or a cache hit where $TRL_LEAD_CACHE is set): well-formed
-    answers, some families partly right, none solved."""
+    answers, some families partly right, none solved.
+
+    The warm-up's last bits differ between CPUs (a Xeon's AVX-512 kernels gave one malformed answer here), and a
+    greedy answer can flip with them, so the bounds are set from the spread over warm-up seeds 0-2, natively and
+    under the second kernels (README "Tests"): best learnable family 30-78% (bound 15; seed 0: 36 / 30), learnable
+    overall 7.4-20.6% (bounds 2-50; seed 0: 8.6 / 7.4), noise 0% (bound 4), malformed answers 0-7 of 400 (bound 20;
+    seed 0: 0 / 0). An untrained model's answers are nearly all malformed (12 tokens of noise)."""
     path = warmed_up_base(os.environ.get(embedded.CACHE_ENV_VAR) or tmp_path)
     model = AutoModelForCausalLM.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     _, evaluation = make_instruction_pool(seed=0)
     scores = exact_match(model, tokenizer, evaluation)
     learnable = [scores[f] for f in FAMILIES if f != NOISE_FAMILY]
-    assert max(learnable) >= 20.0, scores
+    assert max(learnable) >= 15.0, scores
     assert 2.0 <= scores["overall_learnable"] <= 50.0, scores
     assert scores[NOISE_FAMILY] <= 4.0, scores
-    # well-formed: answers are short and free of special tokens
+    # well-formed: answers are short and free of special tokens, all but at most 5%
     answers = embedded.generate_answers(model, tokenizer, [r["messages"][:1] for r in evaluation])
-    assert all(0 < len(a) <= 8 and "<" not in a for a in answers)
+    malformed = [a for a in answers if not (0 < len(a) <= 8 and "<" not in a)]
+    assert len(malformed) <= 0.05 * len(answers), malformed

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from conftest import record_iu
 from peft import LoraConfig
+from transformers import TrainerCallback
 
 from trl_lead import LEADConfig, LEADSFTTrainer
+
+# Asserts on trained models, statistics over seeds or float results: also run under the second kernels (README "Tests")
+pytestmark = pytest.mark.numerics
 
 
 def test_lora_iu_and_update_vectors_are_the_adapters(tmp_path, pool, tokenizer, make_model):
@@ -24,6 +29,14 @@ def test_lora_iu_and_update_vectors_are_the_adapters(tmp_path, pool, tokenizer, 
     assert named and all("lora_" in n for n, _ in named)
     before = torch.cat([p.detach().reshape(-1).clone() for _, p in named])
     recorded = record_iu(trainer)
+    after_first_step = []
+
+    class SnapshotAfterFirstStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                after_first_step.extend(p.detach().clone() for _, p in named)
+
+    trainer.add_callback(SnapshotAfterFirstStep())
     trainer.train()
 
     after = torch.cat([p.detach().reshape(-1) for _, p in named])
@@ -33,15 +46,30 @@ def test_lora_iu_and_update_vectors_are_the_adapters(tmp_path, pool, tokenizer, 
         assert update.numel() == sum(p.numel() for _, p in named)  # adapters only, not the frozen base
         torch.testing.assert_close(update, after - before)
         assert update.norm() > 0
-    # The first sample's IU was measured before any update: it equals the base model's loss (B = 0 at init)
-    first_batch = trainer.lead_state.rounds[0]["sample_ids"][:4]
-    base = make_model()
-    base.eval()
+    # IU is the adapted model's loss at the moment of the batch: read for the second batch, after the first update
+    # has made LoRA's B non-zero, it equals a forward of the model with that update's adapters and differs from the
+    # frozen base model's loss (catches IU read from the base model, e.g. with the adapters disabled; at the first
+    # batch B = 0 and both are the same)
+    second_batch = trainer.lead_state.rounds[0]["sample_ids"][4:8]
     row_of_id = {int(i): r for r, i in enumerate(trainer.train_dataset["lead_id"])}
+
+    def losses(model) -> np.ndarray:
+        out = []
+        model.eval()
+        with torch.no_grad():
+            for sample_id in second_batch:
+                row = trainer.train_dataset[row_of_id[sample_id]]
+                labels = torch.tensor(row["labels"][1:])
+                logits = model(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1].double()
+                nll = -torch.log_softmax(logits, -1).gather(1, labels.clamp(min=0)[:, None])[:, 0]
+                out.append(float(nll[labels != -100].mean()))
+        return np.array(out)
+
+    recorded_second = np.array([recorded[i] for i in second_batch])
+    base_losses = losses(make_model())
     with torch.no_grad():
-        for sample_id in first_batch:
-            row = trainer.train_dataset[row_of_id[sample_id]]
-            labels = torch.tensor(row["labels"][1:])
-            logits = base(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1].double()
-            nll = -torch.log_softmax(logits, -1).gather(1, labels.clamp(min=0)[:, None])[:, 0]
-            assert abs(float(nll[labels != -100].mean()) - recorded[sample_id]) < 1e-5
+        for (_, p), value in zip(named, after_first_step):
+            p.copy_(value)
+    assert any(float(value.abs().max()) > 0 for (n, _), value in zip(named, after_first_step) if "lora_B" in n)
+    np.testing.assert_allclose(recorded_second, losses(trainer.model), atol=1e-5, rtol=0)
+    assert np.abs(recorded_second - base_losses).max() > 1e-3, (recorded_second, base_losses)

@@ -22,6 +22,8 @@ from trl_lead.policies import make_policy
 from trl_lead.selection import LEADState, RoundSelector
 from trl_lead.settings import SelectionSettings
 
+pytestmark = pytest.mark.numerics
+
 GAMMA, ALPHA = 0.3, 0.05
 
 

@@ -16,9 +16,21 @@ import pytest
 from trl_lead import LEADConfig, LEADSFTTrainer
 
 SETTINGS = dict(
-    assistant_only_loss=True, report_to="none", use_cpu=True, bf16=False, logging_steps=1, max_length=64, seed=0,
-    per_device_train_batch_size=4, learning_rate=1e-3, max_steps=8, save_strategy="steps", save_steps=1,
-    lead_cluster_column="family_id", lead_round_size=8, lead_budget=0.3,
+    assistant_only_loss=True,
+    report_to="none",
+    use_cpu=True,
+    bf16=False,
+    logging_steps=1,
+    max_length=64,
+    seed=0,
+    per_device_train_batch_size=4,
+    learning_rate=1e-3,
+    max_steps=8,
+    save_strategy="steps",
+    save_steps=1,
+    lead_cluster_column="family_id",
+    lead_round_size=8,
+    lead_budget=0.3,
 )
 
 
@@ -38,12 +50,29 @@ def losses_after(trainer, step):
     return [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h and h["step"] > step]
 
 
+# Issue 12's stateful options together: the Boltzmann policy's averages, the quantile history, the filter's counts
+MECHANISMS = dict(
+    lead_policy="boltzmann",
+    lead_reward="blend",
+    lead_reward_scaling="quantile",
+    lead_sample_filter="loss_z",
+    lead_filter_z=1.0,
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("checkpoint", [4, 3], ids=["round-boundary", "mid-round"])
-def test_resume_replays_the_uninterrupted_run(tmp_path, pool, tokenizer, make_model, checkpoint):
-    full = run(tmp_path, "full", pool, tokenizer, make_model)
+@pytest.mark.numerics
+@pytest.mark.parametrize(
+    "checkpoint, options", [(4, {}), (3, {}), (3, MECHANISMS)], ids=["round-boundary", "mid-round", "mechanisms"]
+)
+def test_resume_replays_the_uninterrupted_run(tmp_path, pool, tokenizer, make_model, checkpoint, options):
+    full = run(tmp_path, "full", pool, tokenizer, make_model, **options)
     source = tmp_path / "full" / f"checkpoint-{checkpoint}"
-    resumed = run(tmp_path, "resumed", pool, tokenizer, make_model, resume=str(source))
+    resumed = run(tmp_path, "resumed", pool, tokenizer, make_model, resume=str(source), **options)
+    if options:  # the options are in force (the filter excluded samples) and their state resumed exactly
+        assert any(record["filtered"] > 0 for record in rounds_log(tmp_path / "full"))
+        assert resumed.lead_selector.normalizer.history == full.lead_selector.normalizer.history
+        np.testing.assert_array_equal(resumed.lead_selector.policy.averages, full.lead_selector.policy.averages)
     assert rounds_log(tmp_path / "resumed") == rounds_log(tmp_path / "full")
     assert len(rounds_log(tmp_path / "full")) == 4
     np.testing.assert_array_equal(resumed.lead_state.idu, full.lead_state.idu)

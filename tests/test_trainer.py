@@ -27,6 +27,9 @@ COMMON = dict(
     dataloader_num_workers=0,
 )
 
+# Asserts on trained models, statistics over seeds or float results: also run under the second kernels (README "Tests")
+pytestmark = pytest.mark.numerics
+
 
 def lead_args(tmp_path, **kwargs):
     settings = dict(COMMON, output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, learning_rate=1e-3)
@@ -136,17 +139,42 @@ def test_rounds_are_chosen_only_after_every_loss_of_the_previous_round(tmp_path,
 
 
 def test_state_is_saved_in_checkpoints(tmp_path, pool, tokenizer, make_model):
-    args = lead_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=4, lead_initial_score="loss")
+    """The checkpoint's files hold the state as it was at the save: every array, the policy, the selector and the
+    round log, compared with a snapshot taken at the save and told apart from the state at the end of training (one
+    more round). Catches a field left out or stale in the files (e.g. IDU or the policy's state)."""
+    import copy
+
+    args = lead_args(tmp_path, max_steps=6, save_strategy="steps", save_steps=4, lead_initial_score="loss")
     trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
+    at_save = {}
+
+    class SnapshotAtSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step != 4:
+                return
+            at_save.update(
+                arrays=copy.deepcopy(dict(trainer.lead_state.state_dict())),
+                policy=copy.deepcopy(trainer._lead_policy.state_dict()),
+                selector=copy.deepcopy(trainer._lead_selector.state_dict()),
+                rounds=copy.deepcopy(trainer.lead_state.rounds),
+            )
+
+    trainer.add_callback(SnapshotAtSave())
     trainer.train()
     folder = tmp_path / "out" / "checkpoint-4"
-    state = np.load(folder / "lead_state.npz")
-    np.testing.assert_array_equal(state["cluster"], trainer.lead_state.cluster)
-    assert state["use_count"].sum() == 16  # step 4 ends round 2: both rounds of 8 are in the checkpoint
-    policy = json.loads((folder / "lead_policy.json").read_text())
-    assert len(policy["rounds"]) == 2 and "policy" in policy
+    saved = np.load(folder / "lead_state.npz")
+    for name, value in at_save["arrays"].items():
+        np.testing.assert_array_equal(saved[name], value, err_msg=name)  # NaN-aware
+    assert saved["use_count"].sum() == 16  # step 4 ends round 2: both rounds of 8 are in the checkpoint
+    assert trainer.lead_state.use_count.sum() == 24  # the final state (3 rounds) is not what was saved
+    assert not np.array_equal(saved["idu"], trainer.lead_state.idu)
+    meta = json.loads((folder / "lead_policy.json").read_text())
+    assert meta["policy"] == json.loads(json.dumps(at_save["policy"]))
+    assert meta["selector"] == json.loads(json.dumps(at_save["selector"]))
+    assert meta["rounds"] == json.loads(json.dumps(at_save["rounds"])) and len(meta["rounds"]) == 2
+    assert meta["policy"] != json.loads(json.dumps(trainer._lead_policy.state_dict()))  # the policy moved on after
     assert not [f for f in os.listdir(folder) if f.endswith(".tmp")]
-    assert np.isfinite(trainer.lead_state.idu).all()  # initial scores for every sample
+    assert np.isfinite(saved["initial_iu"]).all()  # initial scores for every sample
 
 
 def expect_error(tmp_path, match, dataset=None, args=None, **kwargs):
@@ -208,32 +236,88 @@ def test_computed_ifd_clusters_reuse_the_initial_scoring_pass(tmp_path, pool, to
 
 
 def test_update_sketch_reads_the_sampled_coordinates(make_model):
-    from trl_lead.trainer import _UpdateTracker
+    from trl_lead.rounds import UpdateTracker
 
     params = list(make_model().parameters())
     flat = torch.cat([p.detach().reshape(-1) for p in params])
-    tracker = _UpdateTracker(params, seed=3, exact_limit=0, sketch_size=500)
+    tracker = UpdateTracker(params, seed=3, exact_limit=0, sketch_size=500)
     offsets = np.cumsum([0] + [p.numel() for p in params])
     coordinates = torch.cat([idx + int(offsets[i]) for i, idx in tracker.coords])
     assert len(coordinates) == 500 and len(set(coordinates.tolist())) == 500  # distinct, fixed by the seed
     torch.testing.assert_close(tracker.snapshot(), flat[coordinates])
-    same = _UpdateTracker(params, seed=3, exact_limit=0, sketch_size=500)
+    same = UpdateTracker(params, seed=3, exact_limit=0, sketch_size=500)
     assert all(torch.equal(a[1], b[1]) for a, b in zip(tracker.coords, same.coords))
-    assert _UpdateTracker(params, seed=3).snapshot().numel() == flat.numel()  # small models: exact copies
+    assert UpdateTracker(params, seed=3).snapshot().numel() == flat.numel()  # small models: exact copies
+
+
+def token_losses(model, dataset, ids) -> list[torch.Tensor]:
+    """Per sample, the log-probabilities of its whole vocabulary at each trained token, and the trained token ids,
+    from its own full-logits forward (float64)."""
+    rows = {int(i): r for i, r in zip(dataset["lead_id"], range(len(dataset)))}
+    out = []
+    model.eval()
+    with torch.no_grad():
+        for i in ids:
+            row = dataset[rows[int(i)]]
+            labels = torch.tensor(row["labels"][1:])
+            logits = model(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1].double()
+            trained = labels != -100
+            out.append((torch.log_softmax(logits, -1)[trained], labels[trained]))
+    return out
+
+
+def smoothed_loss(per_sample, epsilon: float) -> float:
+    """transformers' label smoothing over a batch: (1 - eps) x mean NLL + eps x mean over tokens and vocabulary of
+    -log p, both averaged over the batch's trained tokens."""
+    log_probs = torch.cat([lp for lp, _ in per_sample])
+    labels = torch.cat([lb for _, lb in per_sample])
+    nll = -log_probs.gather(1, labels[:, None])[:, 0]
+    return float((1 - epsilon) * nll.mean() + epsilon * (-log_probs).mean())
+
+
+def dft_loss(per_sample) -> float:
+    """TRL's DFT loss (arXiv 2508.05629): each trained token's NLL weighted by its probability, mean over tokens."""
+    log_probs = torch.cat([lp for lp, _ in per_sample])
+    labels = torch.cat([lb for _, lb in per_sample])
+    token_log_prob = log_probs.gather(1, labels[:, None])[:, 0]
+    return float((-token_log_prob * token_log_prob.exp()).mean())
 
 
 @pytest.mark.parametrize(
     "loss_settings", [{"label_smoothing_factor": 0.1}, {"loss_type": "dft"}], ids=["label-smoothing", "dft"]
 )
 def test_other_compute_loss_branches_still_record_plain_iu(tmp_path, pool, tokenizer, make_model, loss_settings):
+    """The loss each branch returns for training is that branch's own loss, computed independently here from
+    full-logits forwards (catches the plain NLL returned in its place), while IU stays the plain NLL."""
     args = lead_args(tmp_path, learning_rate=0.0, max_steps=2, **loss_settings)
     trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
     recorded = record_iu(trainer)
+    returned = []
+    compute_loss = trainer.compute_loss
+
+    def spy_loss(model, inputs, *a, **k):
+        ids = inputs["lead_id"].tolist() if model.training else None
+        loss = compute_loss(model, inputs, *a, **k)
+        if ids is not None:
+            returned.append((ids, float(loss.detach())))
+        return loss
+
+    trainer.compute_loss = spy_loss
     trainer.train()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    assert len(losses) == 2 and all(np.isfinite(losses))  # TRL's own loss for the branch still trains
     ids = sorted(recorded)
-    assert len(ids) == 8  # one round of 8 samples
+    assert len(ids) == 8 and len(returned) == 2  # one round of 8 samples, two batches of 4
+    # learning rate 0: the model every batch saw is the final one
+    for batch_ids, loss in returned:
+        per_sample = token_losses(trainer.model, trainer.train_dataset, batch_ids)
+        if "label_smoothing_factor" in loss_settings:
+            expected = smoothed_loss(per_sample, loss_settings["label_smoothing_factor"])
+        else:
+            expected = dft_loss(per_sample)
+        plain = smoothed_loss(per_sample, 0.0)
+        # Measured |loss - expected| <= 2.4e-7, |expected - plain| >= 1.8e-3 (label smoothing) / 4.6 (DFT), natively
+        # and under the second kernels
+        assert loss == pytest.approx(expected, abs=1e-5), (loss, expected)
+        assert abs(expected - plain) > 1e-4  # 10x the tolerance above: told apart from the plain NLL
     # IU is the plain mean NLL of the trained tokens, whatever the training objective
     np.testing.assert_allclose([recorded[i] for i in ids], reference_iu(trainer.model, trainer.train_dataset, ids),
                                atol=1e-5, rtol=0)

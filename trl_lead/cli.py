@@ -165,7 +165,7 @@ def _demo(options) -> dict:
         clusters = r["cluster"] if isinstance(r["cluster"], list) else [r["cluster"]]
         names = ",".join(FAMILIES[c] for c in clusters) or "warm-up"
         print(f"      round {r['round']:3d}  reward {r['reward']:+.4f}  selected {r['selected']:4d}  clusters {names}")
-    budget_count = lead._lead_settings.budget
+    budget_count = lead.lead_settings.budget
 
     print(f"[3/4] random subset of {budget_count} samples, same steps")
     random_run = _train_random_subset(base, settings, os.path.join(options.output_dir, "random"), budget_count)

@@ -6,7 +6,17 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-from .settings import CLUSTER_FEATURES, FINE_SELECTIONS, INITIAL_SCORES, REWARDS, ROUND_MODES, check_choice
+from .settings import (
+    CLUSTER_FEATURES,
+    FINE_SELECTIONS,
+    INITIAL_SCORES,
+    REWARD_SCALINGS,
+    REWARDS,
+    ROUND_MODES,
+    SAMPLE_FILTERS,
+    check_choice,
+    check_filter_z,
+)
 
 
 @dataclass
@@ -31,7 +41,8 @@ class LEADConfig(SFTConfig):
         lead_num_clusters (`int`, *optional*, defaults to `7`):
             Number of clusters when they are computed.
         lead_policy (`str`, *optional*, defaults to `"exp3s"`):
-            Bandit policy name for `trl_lead.policies.make_policy`; or pass `policy=` to the trainer.
+            Bandit policy name for `trl_lead.policies.make_policy` (e.g. `"exp3s"`, the paper; `"boltzmann"`, a
+            softmax over a moving average of rewards that moves within a few rounds); or pass `policy=` to the trainer.
         lead_round_size (`float`, *optional*, defaults to `0.01`):
             Samples per round: a fraction of the pool when `< 1`, else a count.
         lead_budget (`float`, *optional*, defaults to `0.025`):
@@ -53,7 +64,18 @@ class LEADConfig(SFTConfig):
             standardised IDU, without replacement).
         lead_reward (`str`, *optional*, defaults to `"first_visit"`):
             Bandit reward: `"first_visit"` (drop of the mean IU of never-trained samples since the cluster's last
-            round, a held-out estimate), `"idu_drop"` (the paper), `"mean_idu"` or `"loss_drop"`.
+            round, a held-out estimate), `"idu_drop"` (the paper), `"mean_idu"`, `"loss_drop"` (mean IU drop of the
+            round's samples since their first visit) or `"blend"` (`"first_visit"` while the cluster's round has
+            never-trained samples, else the loss drop of its revisited samples: still measured after the budget).
+        lead_reward_scaling (`str`, *optional*, defaults to `"minmax"`):
+            How rewards are mapped to [-1, 1] for the policy: `"minmax"` (running min/max, the paper's code) or
+            `"quantile"` (20th/80th percentiles of the last 1000 rewards, Graves et al. 2017).
+        lead_sample_filter (`str`, *optional*, defaults to `"none"`):
+            `"loss_z"`: exclude from selection the samples whose loss stands out from their cluster's peers by a
+            robust z-score above `lead_filter_z` (initial score if never trained, else first-visit IU), and revisited
+            samples whose loss did not fall where their peers' did. From losses already measured: no extra pass.
+        lead_filter_z (`float`, *optional*, defaults to `2.5`):
+            Threshold of `lead_sample_filter`, in robust standard deviations (1.4826 MAD).
         lead_warmup_steps (`int`, *optional*, defaults to `0`):
             Optimizer steps on uniformly random samples before the first round (rounded up to whole rounds).
         lead_seed (`int`, *optional*):
@@ -98,6 +120,20 @@ class LEADConfig(SFTConfig):
     lead_reward: str = field(
         default="first_visit", metadata={"help": "Bandit reward (the paper: idu_drop).", "choices": list(REWARDS)}
     )
+    lead_reward_scaling: str = field(
+        default="minmax",
+        metadata={"help": "Reward to [-1, 1]: running min/max or quantiles.", "choices": list(REWARD_SCALINGS)},
+    )
+    lead_sample_filter: str = field(
+        default="none",
+        metadata={
+            "help": "Exclude samples whose loss stands out from their cluster's (robust z-score).",
+            "choices": list(SAMPLE_FILTERS),
+        },
+    )
+    lead_filter_z: float = field(
+        default=2.5, metadata={"help": "Threshold of lead_sample_filter, in robust standard deviations."}
+    )
     lead_warmup_steps: int = field(
         default=0, metadata={"help": "Optimizer steps on random samples before the first round."}
     )
@@ -113,9 +149,12 @@ class LEADConfig(SFTConfig):
             "lead_round_mode": ROUND_MODES,
             "lead_fine_selection": FINE_SELECTIONS,
             "lead_reward": REWARDS,
+            "lead_reward_scaling": REWARD_SCALINGS,
+            "lead_sample_filter": SAMPLE_FILTERS,
         }
         for name, allowed in choices.items():
             check_choice(name, getattr(self, name), allowed)
+        check_filter_z(self.lead_filter_z)
         positive = {"lead_round_size": self.lead_round_size, "lead_budget": self.lead_budget}
         for name, value in positive.items():
             if not value > 0:

@@ -27,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "POLICIES",
+    "Boltzmann",
     "DiscountedUCB",
     "EpsilonGreedy",
     "Exp3",
@@ -312,6 +313,68 @@ class Exp3S(Exp3):
         self.t += 1
 
 
+# --------------------------------------------------------------------------- moving average, Boltzmann choice
+class Boltzmann(_BasePolicy):
+    """Boltzmann (softmax) choice over an exponential moving average of each arm's rewards, with a probability floor:
+    the "Online" teacher of TSCL (Matiisen, Oliver, Cohen & Schulman 2019, "Teacher-student curriculum learning",
+    IEEE TNNLS, Alg. 1 with Boltzmann exploration).
+
+    =========== ======= ================================================================
+    param       default meaning
+    =========== ======= ================================================================
+    temperature 0.2     tau > 0: p ~ exp(Q / tau); with LEAD's rewards in [-1, 1] an arm
+                        whose average is 0.2 higher is drawn e times as often
+    step        0.2     alpha in (0, 1]: Q_a <- Q_a + alpha (r - Q_a), memory ~1/alpha updates
+    floor       0.1     share in [0, 1) spread uniformly over the allowed arms, so each keeps
+                        at least floor / K of the mass and is never starved of measurements
+    =========== ======= ================================================================
+
+    p_a = (1 - floor) exp(Q_a / tau) / sum_b exp(Q_b / tau) + floor / K over the allowed arms (0 on masked ones).
+    An arm's first reward sets its average (Q_a = r); arms never rewarded have Q_a = 0, the middle of [-1, 1]. Unlike
+    EXP3 the probabilities follow the recent average, not the sum of all past rewards, so they move within a few
+    rounds and move back when an arm's reward changes. A mixture round updates each arm it trained once with its own
+    reward (how the arm was drawn does not enter a moving average). Any real reward; the softmax is shifted by its
+    maximum, so large rewards cannot overflow.
+    """
+
+    name = "boltzmann"
+    _state_fields = {"averages": np.float64, "rewarded": np.bool_}
+
+    def __init__(self, temperature: float = 0.2, step: float = 0.2, floor: float = 0.1) -> None:
+        if not temperature > 0.0:
+            raise ValueError(f"{self.name}: temperature must be > 0, got {temperature}")
+        if not 0.0 < step <= 1.0:
+            raise ValueError(f"{self.name}: step must be in (0, 1], got {step}")
+        if not 0.0 <= floor < 1.0:
+            raise ValueError(f"{self.name}: floor must be in [0, 1), got {floor}")
+        super().__init__(temperature=float(temperature), step=float(step), floor=float(floor))
+        self.temperature, self.step, self.floor = float(temperature), float(step), float(floor)
+
+    def _init_state(self) -> None:
+        self.averages = np.zeros(self.num_arms)  # Q_a
+        self.rewarded = np.zeros(self.num_arms, dtype=bool)  # whether arm a has had a reward (its first sets Q_a)
+
+    def probabilities(self, mask: np.ndarray | None = None) -> np.ndarray:
+        mask = self._mask(mask)
+        allowed = np.ones(self.num_arms, bool) if mask is None else mask
+        logits = np.where(allowed, self.averages / self.temperature, -np.inf)
+        weights = np.exp(logits - logits.max())
+        return (1.0 - self.floor) * weights / weights.sum() + allowed * (self.floor / np.count_nonzero(allowed))
+
+    def select(self, mask: np.ndarray | None = None) -> int:
+        return self._draw(self.probabilities(mask))
+
+    def update(self, arm: int, reward: float) -> None:
+        """Q_a <- Q_a + step (r - Q_a); the arm's first reward sets Q_a = r."""
+        arm = self._check_arm(arm)
+        reward = float(reward)
+        if self.rewarded[arm]:
+            self.averages[arm] += self.step * (reward - self.averages[arm])
+        else:
+            self.averages[arm], self.rewarded[arm] = reward, True
+        self.t += 1
+
+
 # --------------------------------------------------------------------------- stochastic: sample means
 class _SampleMeanPolicy(_BasePolicy):
     """Policies built on each arm's number of pulls ``counts`` and sum of rewards ``sums``."""
@@ -581,7 +644,18 @@ class Uniform(_BasePolicy):
 
 POLICIES: dict[str, type[_BasePolicy]] = {
     cls.name: cls
-    for cls in (Exp3, Exp3S, UCB1, SlidingWindowUCB, DiscountedUCB, ThompsonSampling, EpsilonGreedy, Greedy, Uniform)
+    for cls in (
+        Exp3,
+        Exp3S,
+        Boltzmann,
+        UCB1,
+        SlidingWindowUCB,
+        DiscountedUCB,
+        ThompsonSampling,
+        EpsilonGreedy,
+        Greedy,
+        Uniform,
+    )
 }
 
 

@@ -60,6 +60,98 @@ class RewardNormalizer:
             return 0.0
         return 2.0 * (reward - self.low) / (self.high - self.low) - 1.0
 
+    def state_dict(self) -> list[float]:
+        return [self.low, self.high]
+
+    def load_state_dict(self, state: list[float]) -> None:
+        self.low, self.high = state
+
+
+@dataclass
+class QuantileNormalizer:
+    """Maps rewards to [-1, 1] by quantiles of the recent reward history (Graves et al. 2017, "Automated curriculum
+    learning for neural networks", ICML, Sec. 3.1): -1 below the 20th percentile, 1 above the 80th, linear between.
+
+    One outlier cannot squash every later reward into a sliver of [-1, 1], as it does under the running min/max. The
+    history (the current reward included) keeps the last `window` rewards."""
+
+    window: int = 1000
+    low_quantile: float = 0.2
+    high_quantile: float = 0.8
+    history: list[float] = field(default_factory=list)
+
+    def __call__(self, reward: float) -> float:
+        self.history = [*self.history[-(self.window - 1) :], float(reward)]
+        low, high = np.quantile(self.history, [self.low_quantile, self.high_quantile])
+        if high - low < 1e-12:
+            return 0.0
+        return float(np.clip(2.0 * (reward - low) / (high - low) - 1.0, -1.0, 1.0))
+
+    def state_dict(self) -> list[float]:
+        return list(self.history)
+
+    def load_state_dict(self, state: list[float]) -> None:
+        self.history = [float(x) for x in state]
+
+
+MAD_TO_STD = 1.4826  # MAD * 1.4826 estimates the standard deviation of a normal sample
+MIN_PEERS = 5  # fewer finite peers than this: no robust z-score (the filter excludes nothing)
+
+
+def robust_z(values: np.ndarray, peers: np.ndarray) -> tuple[np.ndarray, float]:
+    """`(values - median(peers)) / (1.4826 * MAD(peers))` over the finite peers, and that median.
+
+    All zeros (nothing stands out) when there are fewer than `MIN_PEERS` finite peers or their MAD is 0; NaN values
+    give NaN (which compares False against any threshold)."""
+    values = np.asarray(values, dtype=np.float64)
+    peers = np.asarray(peers, dtype=np.float64)
+    peers = peers[np.isfinite(peers)]
+    if len(peers) < MIN_PEERS:
+        return np.zeros(len(values)), math.nan
+    center = float(np.median(peers))
+    scale = MAD_TO_STD * float(np.median(np.abs(peers - center)))
+    if scale <= 0.0:
+        return np.zeros(len(values)), center
+    return (values - center) / scale, center
+
+
+def loss_z_excluded(state: LEADState, members: np.ndarray, threshold: float) -> np.ndarray:
+    """The `"loss_z"` filter over one cluster's `members`: True for each member it excludes from selection.
+
+    From losses training already measured (no extra forward pass), each sample against its cluster's peers at the
+    same stage, by a robust z-score (median / MAD):
+
+    * never trained: its initial score against every member's initial score (one model, one step); excluded when
+      z > `threshold` (the high-loss tail of a cluster is mostly wrong answers: Co-teaching's small-loss idea).
+      Without initial scores (`lead_initial_score="none"`) unseen samples are never excluded.
+    * trained: its first-visit IU against the first-visit IUs of the cluster's trained members; excluded when
+      z > `threshold`. (Those were measured at different steps; the cluster's loss falls slowly next to the gap
+      between a wrong answer and a right one.)
+    * trained twice or more: its loss drop since its first visit (first-visit IU minus last IU) against the drops of
+      the cluster's other revisited members; excluded when the drop lies more than `threshold` robust standard
+      deviations below theirs while their median drop is positive: its loss did not fall where its peers' did
+      ("hard to learn": Swayamdipta et al. 2020's data maps, Pleiss et al. 2020's AUM).
+    """
+    members = np.asarray(members, dtype=np.int64)
+    use = state.use_count[members]
+    excluded = np.zeros(len(members), bool)
+    unseen = use == 0
+    initial = getattr(state, "initial_iu", None)
+    if initial is not None and unseen.any():
+        scores = initial[members].astype(np.float64)
+        excluded[unseen] = robust_z(scores[unseen], scores)[0] > threshold
+    seen = ~unseen
+    if seen.any():
+        first = state.first_iu[members[seen]].astype(np.float64)
+        excluded[seen] = robust_z(first, first)[0] > threshold
+    revisited = use >= 2
+    if revisited.any():
+        drop = (state.first_iu[members[revisited]] - state.iu[members[revisited]]).astype(np.float64)
+        z, center = robust_z(drop, drop)
+        if center > 0.0:
+            excluded[revisited] |= -z > threshold
+    return excluded
+
 
 @dataclass
 class PlannedRound:
@@ -71,6 +163,7 @@ class PlannedRound:
     filled: np.ndarray  # bool per sample: taken from another cluster to fill a shortfall
     probabilities: list[float] | None = None  # the policy's arm distribution, when it has one
     warmup: bool = False
+    filtered: dict[str, int] = field(default_factory=dict)  # per chosen cluster: eligible samples the filter excluded
 
 
 class LEADState:
@@ -151,9 +244,12 @@ class RoundSelector:
     policy: Any
     settings: SelectionSettings
     seed: int = 0
-    normalizer: RewardNormalizer = field(default_factory=RewardNormalizer)
+    normalizer: RewardNormalizer | QuantileNormalizer | None = None  # None: as `settings.reward_scaling` says
 
     def __post_init__(self):
+        if self.normalizer is None:
+            quantile = self.settings.reward_scaling == "quantile"
+            self.normalizer = QuantileNormalizer() if quantile else RewardNormalizer()
         self.rng = np.random.default_rng(self.seed)
         self._synced = -1  # the state version the per-cluster caches were built for
         check_budget(self.settings.budget, len(self.state))
@@ -202,12 +298,18 @@ class RoundSelector:
         self._sync()
         return (self._open_selected if self.budget_spent else self._open) > 0
 
-    def _candidates(self, cluster: int) -> np.ndarray:
+    def _candidates(self, cluster: int, filtered: dict[str, int] | None = None) -> np.ndarray:
+        """Eligible members of `cluster`, less those `lead_sample_filter` excludes (counted into `filtered`)."""
         members = self._members[cluster]
         use = self.state.use_count[members]
         ok = use < self.settings.max_reuse
         if self.budget_spent:
             ok &= use > 0
+        if self.settings.sample_filter != "none":
+            excluded = ok & loss_z_excluded(self.state, members, self.settings.filter_z)
+            if filtered is not None:
+                filtered[str(cluster)] = int(excluded.sum())
+            ok &= ~excluded
         return members[ok].astype(np.int64)
 
     # ----- fine selection -----------------------------------------------------------------------------------------
@@ -277,20 +379,27 @@ class RoundSelector:
             arms = [int(k) for k in np.flatnonzero(counts)]
             shares = {k: int(counts[k]) for k in arms}
         chosen: list[np.ndarray] = []
+        filtered: dict[str, int] = {}
         for arm in arms:
-            ids, new_quota = self._choose(self._candidates(arm), shares[arm], new_quota)
+            ids, new_quota = self._choose(self._candidates(arm, filtered), shares[arm], new_quota)
             chosen.append(ids)
         ids = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
         filled = np.zeros(len(ids), bool)
-        shortfall = s.round_size - len(ids)
-        if shortfall > 0:
-            # A chosen cluster ran short: fill from the other clusters with the same fine rule, over all of them
+        # A chosen cluster ran short: fill from the other clusters with the same fine rule, over all of them, first
+        # among the samples the filter keeps, then (rather than train a short round) among those it excludes
+        for use_filter in (True, False) if s.sample_filter != "none" else (False,):
+            shortfall = s.round_size - len(ids)
+            if shortfall <= 0:
+                break
             rest = self.eligible()
+            if use_filter:
+                for k in range(state.num_clusters):
+                    rest[self._members[k][loss_z_excluded(state, self._members[k], s.filter_z)]] = False
             rest[ids] = False
-            extra, _ = self._choose(np.flatnonzero(rest), shortfall, new_quota)
+            extra, new_quota = self._choose(np.flatnonzero(rest), shortfall, new_quota)
             ids = np.concatenate([ids, extra])
             filled = np.concatenate([filled, np.ones(len(extra), bool)])
-        return PlannedRound(index, arms, ids.astype(np.int64), filled, probabilities)
+        return PlannedRound(index, arms, ids.astype(np.int64), filled, probabilities, filtered=filtered)
 
     def finish_round(
         self,
@@ -364,6 +473,8 @@ class RoundSelector:
             "cluster": planned.arms[0] if len(planned.arms) == 1 else planned.arms,
             "sample_ids": [int(i) for i in planned.sample_ids],
             "filled": int(planned.filled.sum()),
+            "filtered": int(sum(planned.filtered.values())),  # eligible samples of the chosen clusters filtered out
+            "filtered_by_cluster": dict(planned.filtered),
             "reward": reward,
             "cluster_rewards": {str(k): v for k, v in rewards.items()},
             "rewarded": rewarded,  # arms whose reward was measured and given to the policy
@@ -426,8 +537,20 @@ class RoundSelector:
         if kind == "loss_drop":
             # First visits contribute 0: their first and last IU are the same measurement
             return float(np.mean(state.first_iu[ids] - losses))
-        # first_visit: IU of never-trained samples is measured before any update on them, a held-out estimate. Once
-        # the budget is spent there are none: no measurement, so no reward (not a reward of 0)
+        if kind == "blend":
+            # first_visit while the cluster still has never-trained samples; once it has none (the budget is spent),
+            # the mean loss drop of its revisited samples since their first visit, which stays measurable
+            reward = self._first_visit_reward(k, ids, losses, first_time) if first_time.any() else None
+            if reward is None and (~first_time).any():
+                reward = float(np.mean(state.first_iu[ids[~first_time]] - losses[~first_time]))
+            return reward
+        return self._first_visit_reward(k, ids, losses, first_time)
+
+    def _first_visit_reward(self, k: int, ids, losses, first_time) -> float | None:
+        """The drop, since the cluster's last round, of the mean IU of its never-trained samples."""
+        state = self.state
+        # IU of never-trained samples is measured before any update on them, a held-out estimate. Once the budget is
+        # spent there are none: no measurement, so no reward (not a reward of 0)
         if not first_time.any():
             return None
         now = float(np.mean(losses[first_time]))
@@ -441,9 +564,9 @@ class RoundSelector:
     def state_dict(self) -> dict[str, Any]:
         return {
             "rng": self.rng.bit_generator.state,
-            "normalizer": [self.normalizer.low, self.normalizer.high],
+            "normalizer": self.normalizer.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
-        self.normalizer.low, self.normalizer.high = state["normalizer"]
+        self.normalizer.load_state_dict(state["normalizer"])

@@ -13,7 +13,11 @@ from typing import Any
 
 ROUND_MODES = ("single", "mixture")
 FINE_SELECTIONS = ("top", "sample", "random")
-REWARDS = ("idu_drop", "first_visit", "mean_idu", "loss_drop")
+REWARDS = ("idu_drop", "first_visit", "mean_idu", "loss_drop", "blend")
+SAMPLE_FILTERS = ("none", "loss_z")
+"""Within-cluster filters (`lead_sample_filter`): none, or the robust z-score of losses against cluster peers."""
+REWARD_SCALINGS = ("minmax", "quantile")
+"""How raw rewards are mapped to [-1, 1] for the policy (`lead_reward_scaling`)."""
 INITIAL_SCORES = ("loss", "none")
 CLUSTER_FEATURES = ("ifd", "embedding")
 """What computed clusters group (`lead_clusters`): IFD scores or embeddings (`compute_clusters(how=...)`)."""
@@ -23,6 +27,15 @@ def check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:
     """A clear error when `value` of setting `name` is not one of `allowed`."""
     if value not in allowed:
         raise ValueError(f"`{name}={value!r}` is not one of {list(allowed)}; pick one of them.")
+
+
+def check_filter_z(value: float, name: str = "lead_filter_z") -> None:
+    """The filter's threshold is a positive number of robust standard deviations."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"`{name}={value!r}` must be a finite number > 0: the robust z-score above which the filter excludes a "
+            "sample (2 to 3 keeps the bulk of a cluster)."
+        )
 
 
 def resolve_count(value: float, pool_size: int, name: str) -> int:
@@ -65,7 +78,7 @@ def check_policy(policy: Any, round_mode: str) -> None:
         raise ValueError(
             f"`lead_round_mode='mixture'` splits a round by the policy's arm probabilities, and "
             f"{type(policy).__name__} has no `probabilities(mask)`; use a policy that has one (exp3, exp3s, "
-            "epsilon-greedy, uniform) or `lead_round_mode='single'`."
+            "boltzmann, epsilon-greedy, uniform) or `lead_round_mode='single'`."
         )
 
 
@@ -82,11 +95,17 @@ class SelectionSettings:
     fine_selection: str = "random"
     reward: str = "first_visit"
     warmup_rounds: int = 0
+    sample_filter: str = "none"
+    filter_z: float = 2.5
+    reward_scaling: str = "minmax"
 
     def __post_init__(self):
         check_choice("round_mode", self.round_mode, ROUND_MODES)
         check_choice("fine_selection", self.fine_selection, FINE_SELECTIONS)
         check_choice("reward", self.reward, REWARDS)
+        check_choice("sample_filter", self.sample_filter, SAMPLE_FILTERS)
+        check_choice("reward_scaling", self.reward_scaling, REWARD_SCALINGS)
+        check_filter_z(self.filter_z, "filter_z")
         if self.round_size < 1:
             raise ValueError(f"`round_size={self.round_size}` must be >= 1.")
         if self.budget < 1:

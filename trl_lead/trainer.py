@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -27,52 +26,15 @@ from trl.trainer.utils import get_config_model_id
 from .config import LEADConfig
 from .files import atomic_write
 from .policies import make_policy
+from .rounds import SAMPLE_ID, CollatorWithIds, LossRecorder, RoundInFlight, UpdateTracker
 from .selection import LEADState, PlannedRound, RoundSelector
 from .settings import SelectionSettings, check_policy, resolve_sizes
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_ID = "lead_id"  # dataset column carrying each training sample's id (its index in the pool)
 STATE_FILE = "lead_state.npz"
 POLICY_FILE = "lead_policy.json"
 ROUNDS_FILE = "lead_rounds.jsonl"
-# Trainable parameters above which update vectors are sketched: exact copies cost (clusters + 1) x 4 bytes per
-# parameter in host memory, a sketch ~2 MB in all, and its cosines are within 0.005 (benchmarks/sketch_accuracy.py)
-EXACT_UPDATE_LIMIT = 1_000_000
-SKETCH_SIZE = 65_536
-
-
-def per_sample_loss(log_probs: torch.Tensor, label_mask: torch.Tensor, position_ids: torch.Tensor | None):
-    """Sum of token losses and token count per sample, from the fused LM head's per-token outputs.
-
-    `log_probs`/`label_mask` have shape (B, T-1): position t scores token t+1. Padded batches have one sample per
-    row. Padding-free batches (B = 1, `position_ids` restarting at 0 at each sample) have one sample per segment.
-    """
-    token_loss = -log_probs.detach().float() * label_mask
-    if position_ids is None or log_probs.size(0) != 1 or not (position_ids[0, 1:] == 0).any():
-        return token_loss.sum(1), label_mask.sum(1)
-    segment = torch.cumsum(position_ids[0] == 0, 0) - 1  # segment of each input token
-    segment = segment[1:]  # the segment of the token each position scores
-    num_segments = int(segment.max()) + 1
-    sums = torch.zeros(num_segments, device=log_probs.device).index_add_(0, segment, token_loss[0])
-    counts = torch.zeros(num_segments, device=log_probs.device).index_add_(0, segment, label_mask[0].float())
-    return sums, counts
-
-
-class _CollatorWithIds:
-    """Wraps the trainer's collator so each training batch carries its samples' ids (TRL's collator drops unknown
-    keys). Batches of other datasets (evaluation) have no ids and pass through unchanged."""
-
-    def __init__(self, collator):
-        self.collator = collator
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        if not all(SAMPLE_ID in example for example in examples):
-            return self.collator(examples)
-        ids = [example[SAMPLE_ID] for example in examples]
-        batch = self.collator([{k: v for k, v in example.items() if k != SAMPLE_ID} for example in examples])
-        batch[SAMPLE_ID] = torch.tensor(ids, dtype=torch.long)
-        return batch
 
 
 class _RoundSampler(Sampler):
@@ -107,55 +69,9 @@ class _FinishRoundAtLastStep(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         trainer = self.trainer
-        if trainer._lead_pending is not None and state.global_step >= trainer._lead_round_end_step:
-            trainer._finish_round(trainer._lead_pending, log_now=False)
+        if trainer._lead_round is not None and state.global_step >= trainer._lead_round.end_step:
+            trainer._finish_round(log_now=False)
             control.should_log = True  # the Trainer's own log of this step carries the round's metrics
-
-
-class _UpdateTracker:
-    """Parameter-change vectors of the trainable parameters over a round, exact or on a fixed random sketch.
-
-    Exact copies cost one float32 vector of the trainable parameters per stored update (one per cluster, plus the
-    round's start). Above `EXACT_UPDATE_LIMIT` parameters, a fixed random subset of `SKETCH_SIZE` coordinates (uniform
-    over all trainable coordinates, drawn once) stands in for the vector: cosines between such restrictions are
-    consistent estimates, with error of order 1/sqrt(SKETCH_SIZE) for dense updates.
-    """
-
-    def __init__(
-        self,
-        params: list[torch.nn.Parameter],
-        seed: int,
-        exact_limit: int = EXACT_UPDATE_LIMIT,
-        sketch_size: int = SKETCH_SIZE,
-    ):
-        self.params = params
-        sizes = [_local(p).numel() for p in params]  # local shards under FSDP/ZeRO-3
-        self.total = sum(sizes)
-        self.exact = self.total <= exact_limit
-        if not self.exact:
-            generator = torch.Generator().manual_seed(seed)
-            flat = torch.randperm(self.total, generator=generator)[:sketch_size].sort().values
-            offsets = torch.tensor([0, *np.cumsum(sizes)])
-            owner = torch.searchsorted(offsets, flat, right=True) - 1
-            self.coords = [(i, flat[owner == i] - offsets[i]) for i in range(len(params)) if (owner == i).any()]
-
-    @torch.no_grad()
-    def snapshot(self) -> torch.Tensor:
-        params = [_local(p) for p in self.params]
-        if self.exact:
-            return torch.cat([p.float().reshape(-1).cpu() for p in params])
-        return torch.cat([params[i].reshape(-1)[idx.to(params[i].device)].float().cpu() for i, idx in self.coords])
-
-
-def _local(param: torch.Tensor) -> torch.Tensor:
-    """This rank's values of a parameter: the local shard of an FSDP2 DTensor, else the tensor itself."""
-    param = param.detach()
-    return param.to_local() if hasattr(param, "to_local") else param
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    norm = float(a.norm() * b.norm())
-    return float(a @ b) / norm if norm > 0 else 1.0
 
 
 class LEADSFTTrainer(SFTTrainer):
@@ -181,6 +97,9 @@ class LEADSFTTrainer(SFTTrainer):
         lead_pool_rows (`np.ndarray`): the `train_dataset` row of each pool sample.
         lead_clustering (`dict`): what the clusters came from (`{"feature": "ifd" | "initial_loss" | "embedding" |
             "given" | "column ...", ...}`; `None` until computed clusters are computed).
+        lead_settings (`SelectionSettings`): the selection settings, sizes as counts over the pool (read-only).
+        lead_selector (`RoundSelector`): plans and folds in the rounds over `lead_state` (read-only; `None` until
+            `lead_state` exists).
     """
 
     def __init__(self, model=None, args: LEADConfig | None = None, *pargs, policy=None, clusters=None, **kwargs):
@@ -189,6 +108,10 @@ class LEADSFTTrainer(SFTTrainer):
             args = LEADConfig(f"{model_name.split('/')[-1]}-SFT")
         train_dataset = kwargs.get("train_dataset", pargs[1] if len(pargs) > 1 else None)
         self._lead = isinstance(args, LEADConfig) and args.lead_enabled
+        self._lead_settings: SelectionSettings | None = None
+        self._lead_selector: RoundSelector | None = None  # exists with `lead_state`
+        self._lead_log: dict[str, Any] | None = None  # a round's metrics, for the Trainer's log of its last step
+        self.lead_state: LEADState | None = None
         if self._lead and isinstance(train_dataset, (IterableDataset, IterableDatasetDict)):
             raise ValueError(
                 "LEAD selects from a pool of known size: `train_dataset` must be a `datasets.Dataset` (not an "
@@ -231,27 +154,34 @@ class LEADSFTTrainer(SFTTrainer):
                 f"`lead_num_clusters={args.lead_num_clusters}` is more than the {pool_size} trainable samples; set it "
                 f"to at most {pool_size}."
             )
-        self.data_collator = _CollatorWithIds(self.data_collator)
+        self.data_collator = CollatorWithIds(self.data_collator)
         rows = np.asarray(self.train_dataset[SAMPLE_ID])
         self._lead_row_of_id = np.empty(pool_size, dtype=np.int64)
         self._lead_row_of_id[rows] = np.arange(len(rows))
-        self.lead_state: LEADState | None = None
+        self._lead_fingerprint: str | None = None  # of the pool, once computed
         if self._lead_clusters is not None:
             self._make_state(self._lead_clusters)
-        self._lead_rounds: dict[int, PlannedRound] = {}  # planned rounds by epoch
-        self._lead_pending: PlannedRound | None = None  # planned round whose losses are not yet folded in
-        self._lead_records: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        self._lead_restored_pairs: list[tuple[int, float]] = []  # a resumed round's losses from before the checkpoint
-        self._lead_capture: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._lead_capturing = False  # set by `compute_loss` around a training forward only
-        self._lead_started = False
-        self._patch_forward_capture()
+        self._lead_started = False  # rounds start with the first one (`_start_rounds`) or a resume
+        self._lead_rounds: dict[int, PlannedRound] = {}  # planned rounds by Trainer epoch
+        self._lead_round: RoundInFlight | None = None  # the round whose losses are not yet folded in
+        self._lead_losses = LossRecorder()
+        self._lead_losses.watch(self.model)
+        self._lead_tracker: UpdateTracker | None = None  # made when rounds start: the model is prepared by then
+        self._lead_updates: dict[int, torch.Tensor] = {}  # per cluster: the update of the round that last trained it
         self.add_callback(_FinishRoundAtLastStep(self))
         if args.max_steps <= 0:
             # One epoch of the Trainer is one round: turn `num_train_epochs` passes over the budget into steps
             settings = self._lead_settings
             rounds = math.ceil(args.num_train_epochs * settings.budget / settings.round_size) + settings.warmup_rounds
             self.args.max_steps = rounds * _steps_per_round(args, settings.round_size)
+
+    @property
+    def lead_settings(self) -> SelectionSettings | None:
+        return self._lead_settings
+
+    @property
+    def lead_selector(self) -> RoundSelector | None:
+        return self._lead_selector
 
     # ----- set-up, all checks before any training work ---------------------------------------------------------------
     @staticmethod
@@ -288,6 +218,9 @@ class LEADSFTTrainer(SFTTrainer):
             round_mode=args.lead_round_mode,
             fine_selection=args.lead_fine_selection,
             reward=args.lead_reward,
+            sample_filter=args.lead_sample_filter,
+            filter_z=args.lead_filter_z,
+            reward_scaling=args.lead_reward_scaling,
             warmup_rounds=math.ceil(args.lead_warmup_steps / _steps_per_round(args, round_size)),
         )
 
@@ -362,44 +295,14 @@ class LEADSFTTrainer(SFTTrainer):
         return _RoundSampler(self, self._lead_settings.round_size)
 
     # ----- recording IU inside compute_loss ------------------------------------------------------------------------
-    def _patch_forward_capture(self) -> None:
-        """Keep the per-token outputs of the fused forward that `SFTTrainer.compute_loss` runs anyway.
-
-        The fused forward is an instance attribute set by TRL's `add_fused_lm_head`; it is wrapped, not hooked,
-        because PEFT calls the base model's `forward` directly, bypassing module hooks.
-        """
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        fused_forward = base.forward
-
-        @functools.wraps(fused_forward)
-        def forward(*args, **kwargs):
-            outputs = fused_forward(*args, **kwargs)
-            if self._lead_capturing and kwargs.get("fused_lm_head"):
-                self._lead_capture = (outputs.log_probs, outputs.label_mask)
-                self._lead_capturing = False  # the first fused forward of the step is the one that trains
-            return outputs
-
-        base.forward = forward
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         ids = inputs.pop(SAMPLE_ID, None)
         if not self._lead or ids is None or not self.model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        self._lead_capture, self._lead_capturing = None, True
-        try:
+        with self._lead_losses.capture():
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        finally:
-            self._lead_capturing = False
-        log_probs, label_mask = self._lead_capture
-        self._lead_capture = None
-        self._record(ids, log_probs, label_mask, inputs.get("position_ids"))
+        self._lead_losses.record_captured(ids, inputs.get("position_ids"))
         return result
-
-    def _record(self, ids: torch.Tensor, log_probs: torch.Tensor, label_mask: torch.Tensor, position_ids) -> None:
-        """Keep each sample's summed loss and token count, on the device until the round ends (no host sync)."""
-        sums, counts = per_sample_loss(log_probs, label_mask, position_ids)
-        # `pad_to_multiple_of` pads a padding-free row with positions 0: one empty segment per padded token
-        self._lead_records.append((ids.to(sums.device), sums[: len(ids)], counts[: len(ids)]))
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs.pop(SAMPLE_ID, None)
@@ -408,20 +311,13 @@ class LEADSFTTrainer(SFTTrainer):
     # ----- rounds ----------------------------------------------------------------------------------------------------
     def _all_ranks_pairs(self) -> list[tuple[int, float]]:
         """(id, IU) of every sample recorded so far in this round, from every rank (a collective call)."""
-        if self._lead_records:
-            ids = torch.cat([r[0] for r in self._lead_records]).cpu().numpy()
-            sums = torch.cat([r[1] for r in self._lead_records]).cpu().numpy()
-            counts = torch.cat([r[2] for r in self._lead_records]).cpu().numpy()
-            pairs = list(zip(ids.tolist(), (sums / np.maximum(counts, 1)).tolist()))
-        else:
-            pairs = []
-        pairs = self._lead_restored_pairs + pairs
+        pairs = self._lead_losses.pairs()
         return gather_object(pairs) if self.accelerator.num_processes > 1 else pairs
 
     def _gathered_losses(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, IU) recorded since the last call, on every rank, each id once, sorted by id; clears the records."""
         pairs = self._all_ranks_pairs()
-        self._lead_records, self._lead_restored_pairs = [], []
+        self._lead_losses.clear()
         # The last batch of a round may be padded with repeated samples on some ranks: keep each id once
         unique = dict(sorted(pairs, key=lambda p: p[0]))
         return np.fromiter(unique.keys(), np.int64, len(unique)), np.fromiter(unique.values(), float, len(unique))
@@ -440,13 +336,13 @@ class LEADSFTTrainer(SFTTrainer):
         model = self.model_wrapped
         was_training = model.training
         model.eval()
-        self._lead_records = []
+        self._lead_losses.clear()
         with torch.no_grad():
             for inputs in tqdm(loader, desc="LEAD initial scores", disable=not self.is_world_process_zero()):
                 inputs = self._prepare_inputs(inputs)
                 ids = inputs.pop(SAMPLE_ID)
                 outputs = model(**inputs, fused_lm_head=True, use_cache=False)
-                self._record(ids, outputs.log_probs, outputs.label_mask, inputs.get("position_ids"))
+                self._lead_losses.record(ids, outputs.log_probs, outputs.label_mask, inputs.get("position_ids"))
         model.train(was_training)
         ids, losses = self._gathered_losses()
         scores = np.full(len(self._lead_row_of_id), np.nan)
@@ -485,10 +381,12 @@ class LEADSFTTrainer(SFTTrainer):
         if args.lead_initial_score == "loss":
             self.lead_state.set_initial_scores(initial)
         self._lead_policy.reset(self.lead_state.num_clusters, seed=args.lead_seed)
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self._lead_tracker = _UpdateTracker(trainable, args.lead_seed)
-        self._lead_updates: dict[int, torch.Tensor] = {}  # per cluster: the update of the round that last trained it
+        self._lead_tracker = self._make_tracker()
         self._lead_started = True
+
+    def _make_tracker(self) -> UpdateTracker:
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        return UpdateTracker(trainable, self.args.lead_seed)
 
     def _make_state(self, clusters: np.ndarray) -> None:
         self.lead_state = LEADState(clusters)
@@ -498,19 +396,29 @@ class LEADSFTTrainer(SFTTrainer):
 
     def _round_rows(self, epoch: int) -> np.ndarray:
         """Dataset rows of the round trained in Trainer epoch `epoch` (planned once, then replayed)."""
-        if epoch not in self._lead_rounds:
-            if not self._lead_started:
-                self._start_rounds()
-            if self._lead_pending is not None:
-                self._finish_round(self._lead_pending)
-            planned = self._lead_selector.plan_round()
-            if planned is None or len(planned.sample_ids) == 0:
-                self.control.should_training_stop = True
-                return np.zeros(0, np.int64)
-            self._lead_rounds[epoch] = self._lead_pending = planned
-            self._lead_round_start = (self._lead_tracker.snapshot(), time.perf_counter())
-            self._lead_round_end_step = self.state.global_step + _steps_per_round(self.args, len(planned.sample_ids))
+        if epoch not in self._lead_rounds and not self._begin_round(epoch):
+            self.control.should_training_stop = True
+            return np.zeros(0, np.int64)
         return self._lead_row_of_id[self._lead_rounds[epoch].sample_ids]
+
+    def _begin_round(self, epoch: int) -> bool:
+        """Fold in the round before, then plan the round of Trainer epoch `epoch`; False when none is left to train."""
+        if not self._lead_started:
+            self._start_rounds()
+        if self._lead_round is not None:
+            self._finish_round()
+        planned = self._lead_selector.plan_round()
+        if planned is None or len(planned.sample_ids) == 0:
+            return False
+        self._lead_rounds[epoch] = planned
+        self._lead_round = RoundInFlight(
+            epoch,
+            planned,
+            end_step=self.state.global_step + _steps_per_round(self.args, len(planned.sample_ids)),
+            start_params=self._lead_tracker.snapshot(),
+            start_time=time.perf_counter(),
+        )
+        return True
 
     def _cosines(self, update: torch.Tensor, others: dict[int, torch.Tensor]) -> dict[int, float]:
         """Cosine of `update` with each of `others`, from dot products summed over ranks.
@@ -538,10 +446,11 @@ class LEADSFTTrainer(SFTTrainer):
             result[k] = float(sums[1 + i]) / norm if norm > 0 else 1.0
         return result
 
-    def _finish_round(self, planned: PlannedRound, log_now: bool = True) -> dict[str, Any]:
+    def _finish_round(self, log_now: bool = True) -> dict[str, Any]:
+        """Fold the round in flight's losses in: IU/IDU, the policy's reward, the round log and its metrics."""
+        planned = self._lead_round.planned
         ids, losses = self._gathered_losses()
-        start_vector, start_time = self._lead_round_start
-        update = self._lead_tracker.snapshot() - start_vector
+        update = self._lead_tracker.snapshot() - self._lead_round.start_params
         present = np.unique(self.lead_state.cluster[ids]).tolist()
         cosines = self._cosines(update, {k: self._lead_updates[k] for k in present if k in self._lead_updates})
         for k in present:
@@ -556,12 +465,12 @@ class LEADSFTTrainer(SFTTrainer):
             cos_with_last_visit=cosines,
             extra={
                 "step": self.state.global_step,
-                "wall_time": time.perf_counter() - start_time,
+                "wall_time": time.perf_counter() - self._lead_round.start_time,
                 # The first round also says what the pool and its clusters are made of
                 **({"pool": self._pool_description()} if planned.index == 0 else {}),
             },
         )
-        self._lead_pending = None
+        self._lead_round = None
         if self.is_world_process_zero():
             os.makedirs(self.args.output_dir, exist_ok=True)
             with open(os.path.join(self.args.output_dir, ROUNDS_FILE), "a") as f:
@@ -590,7 +499,7 @@ class LEADSFTTrainer(SFTTrainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # A round that ended at this step adds its metrics to the step's log (calling `log` from inside the step
         # would reset the Trainer's `should_log` and drop the step's loss)
-        if getattr(self, "_lead_log", None) and "loss" in logs:
+        if self._lead_log and "loss" in logs:
             logs = {**logs, **self._lead_log}
             self._lead_log = None
         super().log(logs, start_time)
@@ -603,14 +512,14 @@ class LEADSFTTrainer(SFTTrainer):
                     raise ValueError(f"No checkpoint found in output_dir ({self.args.output_dir}) to resume from.")
             self.load_lead_state(resume_from_checkpoint)
         output = super().train(resume_from_checkpoint, *args, **kwargs)
-        if self._lead and self._lead_pending is not None:
-            self._finish_round(self._lead_pending)  # fold in the last round's losses
+        if self._lead and self._lead_round is not None:
+            self._finish_round()  # fold in the last round's losses
         return output
 
     # ----- checkpoints -----------------------------------------------------------------------------------------------
     def _pool_fingerprint(self) -> str:
         """Identifies the pool: its size, clusters and the tokens of up to 1,000 evenly spaced samples."""
-        if getattr(self, "_lead_fingerprint", None) is None:
+        if self._lead_fingerprint is None:
             digest = hashlib.sha256(np.ascontiguousarray(self.lead_state.cluster).tobytes())
             rows = np.unique(np.linspace(0, len(self.train_dataset) - 1, 1000).astype(int))
             sample = self.train_dataset.select(rows)
@@ -640,17 +549,16 @@ class LEADSFTTrainer(SFTTrainer):
         arrays = dict(self.lead_state.state_dict())
         for k, update in self._lead_updates.items():
             arrays[f"update_{k}"] = update.numpy()
-        plan = None
-        if self._lead_pending is not None:
-            epoch = next(e for e, planned in self._lead_rounds.items() if planned is self._lead_pending)
-            arrays["round_start"] = self._lead_round_start[0].numpy()
+        plan, in_flight = None, self._lead_round
+        if in_flight is not None:
+            arrays["round_start"] = in_flight.start_params.numpy()
             plan = {
-                "epoch": epoch,
-                "end_step": self._lead_round_end_step,
+                "epoch": in_flight.epoch,
+                "end_step": in_flight.end_step,
                 "planned": {
-                    **vars(self._lead_pending),
-                    "sample_ids": self._lead_pending.sample_ids.tolist(),
-                    "filled": self._lead_pending.filled.tolist(),
+                    **vars(in_flight.planned),
+                    "sample_ids": in_flight.planned.sample_ids.tolist(),
+                    "filled": in_flight.planned.filled.tolist(),
                 },
                 "losses": pending_pairs or [],
             }
@@ -693,23 +601,28 @@ class LEADSFTTrainer(SFTTrainer):
         if meta["policy"] is not None:
             self._lead_policy.reset(self.lead_state.num_clusters, seed=self.args.lead_seed)
             self._lead_policy.load_state_dict(meta["policy"])
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self._lead_tracker = _UpdateTracker(trainable, self.args.lead_seed)
+        self._lead_tracker = self._make_tracker()
         self._lead_updates = {
             int(key.removeprefix("update_")): torch.from_numpy(value)
             for key, value in arrays.items()
             if key.startswith("update_")
         }
-        self._lead_rounds, self._lead_pending, self._lead_restored_pairs = {}, None, []
+        self._lead_rounds, self._lead_round = {}, None
+        self._lead_losses.restored = []
         pending = meta["pending"]
         if pending is not None:
             planned = dict(pending["planned"])
             planned["sample_ids"] = np.asarray(planned["sample_ids"], dtype=np.int64)
             planned["filled"] = np.asarray(planned["filled"], dtype=bool)
-            self._lead_rounds[pending["epoch"]] = self._lead_pending = PlannedRound(**planned)
-            self._lead_round_start = (torch.from_numpy(arrays["round_start"]), time.perf_counter())
-            self._lead_round_end_step = pending["end_step"]
-            self._lead_restored_pairs = [tuple(pair) for pair in pending["losses"]]
+            planned = self._lead_rounds[pending["epoch"]] = PlannedRound(**planned)
+            self._lead_round = RoundInFlight(
+                pending["epoch"],
+                planned,
+                end_step=pending["end_step"],
+                start_params=torch.from_numpy(arrays["round_start"]),
+                start_time=time.perf_counter(),
+            )
+            self._lead_losses.restored = [tuple(pair) for pair in pending["losses"]]
         self._lead_started = True
         if self.is_world_process_zero():
             # The round log restarts from the checkpoint's rounds, so a resumed run's log equals an uninterrupted one

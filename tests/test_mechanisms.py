@@ -1,0 +1,265 @@
+"""Issue 12's selection mechanisms against hand-worked examples: the Boltzmann policy, the `loss_z` sample filter,
+the `blend` reward and quantile reward scaling (each an option; the defaults are unchanged)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from trl_lead.policies import make_policy
+from trl_lead.selection import (
+    LEADState,
+    QuantileNormalizer,
+    RewardNormalizer,
+    RoundSelector,
+    loss_z_excluded,
+    robust_z,
+)
+from trl_lead.settings import SelectionSettings
+
+pytestmark = pytest.mark.numerics
+
+
+class RecordingPolicy:
+    """Always the first allowed arm; takes raw rewards (normalizes_rewards) and records them."""
+
+    normalizes_rewards = True
+
+    def __init__(self):
+        self.updates = []
+
+    def reset(self, num_arms, seed=None):
+        pass
+
+    def select(self, mask=None):
+        return 0 if mask is None else int(np.flatnonzero(mask)[0])
+
+    def update(self, arm, reward):
+        self.updates.append((arm, reward))
+
+
+def make_selector(cluster, policy=None, **settings):
+    defaults = dict(round_size=2, budget=len(cluster), round_mode="single", fine_selection="random")
+    state = LEADState(np.asarray(cluster))
+    return RoundSelector(state, policy or RecordingPolicy(), SelectionSettings(**{**defaults, **settings}), seed=0)
+
+
+# ----------------------------------------------------------------------------------------------- Boltzmann policy
+def test_boltzmann_probabilities_and_updates_by_hand():
+    tau, step, floor = 0.5, 0.25, 0.2
+    policy = make_policy("boltzmann", temperature=tau, step=step, floor=floor)
+    policy.reset(3, seed=0)
+    assert policy.probabilities() == pytest.approx([1 / 3] * 3, rel=1e-12)
+    policy.update(0, 1.0)  # first reward of arm 0 sets its average: Q0 = 1
+    policy.update(0, -1.0)  # Q0 = 1 + 0.25 * (-1 - 1) = 0.5
+    policy.update(2, 0.2)  # Q2 = 0.2 (first); Q1 never rewarded: 0
+    q = [0.5, 0.0, 0.2]
+    assert policy.averages == pytest.approx(q, rel=1e-12)
+    soft = [math.exp(x / tau) for x in q]
+    expected = [(1 - floor) * s / sum(soft) + floor / 3 for s in soft]
+    assert policy.probabilities() == pytest.approx(expected, rel=1e-12)
+    # Masked: softmax and floor over the allowed arms only, 0 on the masked one
+    allowed = [soft[0], soft[2]]
+    expected = [
+        (1 - floor) * soft[0] / sum(allowed) + floor / 2,
+        0.0,
+        (1 - floor) * soft[2] / sum(allowed) + floor / 2,
+    ]
+    assert policy.probabilities(np.array([True, False, True])) == pytest.approx(expected, rel=1e-12)
+    # A mixture round updates each arm it trained with its own reward, whatever the probabilities
+    policy.update_mixture({1: 0.4, 2: -0.2}, policy.probabilities())
+    assert policy.averages == pytest.approx([0.5, 0.4, 0.2 + 0.25 * (-0.2 - 0.2)], rel=1e-12)
+    for bad in (dict(temperature=0.0), dict(step=0.0), dict(step=1.5), dict(floor=1.0), dict(floor=-0.1)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            make_policy("boltzmann", **bad)
+
+
+def _mixture_shares(name: str, seed: int, rounds: int = 50, k: int = 8, round_size: int = 64, swap_at=None):
+    """Arm 0's probability per mixture round when it always earns 0 and the others a positive reward (as in the
+    trainer: rewards rescaled by the running min/max, one `update_mixture` per round). From `swap_at` on, arm 0 earns
+    the most."""
+    rng = np.random.default_rng(seed)
+    policy = make_policy(name)
+    policy.reset(k, seed=seed)
+    normalizer = RewardNormalizer()
+    means = np.r_[0.0, rng.uniform(0.2, 1.0, k - 1)]
+    shares = []
+    for r in range(rounds):
+        if swap_at is not None and r == swap_at:
+            means[0] = 1.5
+        p = policy.probabilities()
+        shares.append(p[0])
+        counts = rng.multinomial(round_size, p)
+        rewards = {int(a): normalizer(means[a] * rng.uniform(0.5, 1.5)) for a in np.flatnonzero(counts)}
+        policy.update_mixture(rewards, p)
+    return np.array(shares)
+
+
+def test_boltzmann_drops_an_unrewarded_arm_below_half_of_uniform_within_a_third_of_the_rounds():
+    k, rounds = 8, 50
+    shares = np.array([_mixture_shares("boltzmann", seed, rounds, k) for seed in range(10)])
+    third = shares[:, rounds // 3]
+    # Over 10 seeds: mean + 4 standard deviations still below half of uniform
+    assert third.mean() + 4 * third.std() < 0.5 / k, third
+    # ...and it moves back: once arm 0 pays the most, within 15 rounds it is drawn more than uniformly
+    back = np.array([_mixture_shares("boltzmann", seed, 40, k, swap_at=25)[-1] for seed in range(10)])
+    assert back.mean() - 4 * back.std() > 1 / k, back
+
+
+# ----------------------------------------------------------------------------------------------- robust z / filter
+def test_robust_z_by_hand():
+    peers = np.array([1.0, 1.1, 0.9, 1.0, 1.2, 0.8, 5.0])
+    # median 1.0; absolute deviations 0, .1, .1, 0, .2, .2, 4 -> MAD 0.1; scale 0.14826
+    z, center = robust_z(np.array([5.0, 1.2, 1.0]), peers)
+    assert center == 1.0
+    assert z == pytest.approx([4.0 / 0.14826, 0.2 / 0.14826, 0.0], rel=1e-9)
+    assert (robust_z(np.array([9.0]), peers[:4])[0] == 0).all()  # fewer than 5 peers: nothing stands out
+    assert (robust_z(np.array([9.0]), np.ones(6))[0] == 0).all()  # MAD 0: nothing stands out
+
+
+def test_loss_z_filter_excludes_the_high_tail_of_initial_scores():
+    # Cluster 0: seven samples, one with a loss far above its peers (z ~ 27); cluster 1: three samples (too few peers)
+    cluster = [0] * 7 + [1] * 3
+    initial = np.array([1.0, 1.1, 0.9, 1.0, 1.2, 0.8, 5.0, 1.0, 1.0, 9.0])
+    state = LEADState(np.asarray(cluster))
+    state.set_initial_scores(initial)
+    np.testing.assert_array_equal(loss_z_excluded(state, np.arange(7), 2.5), [0, 0, 0, 0, 0, 0, 1])
+    np.testing.assert_array_equal(loss_z_excluded(state, np.arange(7), 30.0), np.zeros(7))  # z 27 < 30
+    np.testing.assert_array_equal(loss_z_excluded(state, np.arange(7, 10), 2.5), np.zeros(3))
+    # Without initial scores unseen samples are never excluded
+    assert not loss_z_excluded(LEADState(np.asarray(cluster)), np.arange(7), 2.5).any()
+
+    def plan(round_size):
+        sel = make_selector(cluster, round_size=round_size, sample_filter="loss_z", filter_z=2.5)
+        sel.state.set_initial_scores(initial)
+        return sel, sel.plan_round()
+
+    sel, planned = plan(6)  # the six kept samples of cluster 0, and the record says one was filtered
+    assert sorted(planned.sample_ids) == [0, 1, 2, 3, 4, 5] and planned.filtered == {"0": 1}
+    record = sel.finish_round(planned, planned.sample_ids, np.ones(6))
+    assert record["filtered"] == 1 and record["filtered_by_cluster"] == {"0": 1}
+    _, planned = plan(9)  # shortfall filled from cluster 1 (kept samples) before the filtered one
+    assert sorted(planned.sample_ids) == list(range(6)) + [7, 8, 9] and planned.filled.sum() == 3
+    _, planned = plan(10)  # then from the filtered ones rather than a short round
+    assert sorted(planned.sample_ids) == list(range(10))
+    sel = make_selector(cluster, round_size=7)  # filter off: no exclusion
+    sel.state.set_initial_scores(initial)
+    assert sorted(sel.plan_round().sample_ids) == list(range(7))
+
+
+def test_loss_z_filter_drops_revisited_samples_whose_loss_did_not_fall_with_their_peers():
+    state = LEADState(np.zeros(6, dtype=int))
+    state.use_count[:] = 2
+    state.first_iu[:] = 2.0  # equal first-visit IUs: MAD 0, nothing stands out there
+    state.iu[:] = [1.0, 1.1, 0.9, 1.0, 1.05, 2.0]
+    # drops 1, .9, 1.1, 1, .95, 0: median .975, MAD .05 -> z of the last = -.975 / (1.4826 * .05) = -13.2
+    drop = state.first_iu - state.iu
+    z, center = robust_z(drop, drop)
+    assert center == pytest.approx(0.975) and z[5] == pytest.approx(-0.975 / (1.4826 * 0.05))
+    np.testing.assert_array_equal(loss_z_excluded(state, np.arange(6), 2.5), [0, 0, 0, 0, 0, 1])
+    np.testing.assert_array_equal(loss_z_excluded(state, np.arange(6), 14.0), np.zeros(6))
+    # A sample visited once is not judged by the revisit rule
+    state.use_count[5] = 1
+    assert not loss_z_excluded(state, np.arange(6), 2.5).any()
+    # Peers whose loss did not fall either (median drop <= 0, e.g. an unlearnable cluster): nobody is singled out
+    state.use_count[:] = 2
+    state.iu[:] = [2.0, 2.1, 1.95, 2.0, 2.05, 3.0]
+    assert not loss_z_excluded(state, np.arange(6), 2.5).any()
+    # The high tail of first-visit IUs among trained samples is excluded too
+    state.first_iu[:] = [2.0, 2.1, 1.9, 2.0, 2.2, 9.0]
+    state.iu[:] = state.first_iu
+    state.use_count[:] = 1
+    np.testing.assert_array_equal(loss_z_excluded(state, np.arange(6), 2.5), [0, 0, 0, 0, 0, 1])
+
+
+# ----------------------------------------------------------------------------------------------- blend reward
+def test_blend_reward_is_first_visit_then_the_loss_drop_of_revisits():
+    for reward in ("blend", "first_visit"):
+        policy = RecordingPolicy()
+        sel = make_selector(
+            [0] * 4, policy, round_size=2, budget=3, max_reuse=4, reward=reward, gradient_correction=False
+        )
+        sel.state.set_initial_scores(np.array([3.0, 3.0, 3.0, 3.0]))
+        # Round 1, samples 0 and 1 new: initial 3 minus their mean IU now
+        planned = sel.plan_round()
+        r1 = sel.finish_round(planned, np.array([0, 1]), np.array([2.0, 2.5]))
+        assert r1["cluster_rewards"]["0"] == pytest.approx(3.0 - 2.25)
+        # Round 2, sample 2 new and sample 0 revisited: the first-visit rule still measures (last 2.25 minus 1.5)
+        planned = sel.plan_round()
+        r2 = sel.finish_round(planned, np.array([2, 0]), np.array([1.5, 1.0]))
+        assert r2["cluster_rewards"]["0"] == pytest.approx(2.25 - 1.5)
+        # Round 3, budget spent, only revisits: first_visit has nothing to measure; blend takes their loss drop since
+        # their first visits, (2 - 0.5 + 2.5 - 2.5) / 2
+        planned = sel.plan_round()
+        r3 = sel.finish_round(planned, np.array([0, 1]), np.array([0.5, 2.5]))
+        if reward == "blend":
+            assert r3["cluster_rewards"]["0"] == pytest.approx(0.75) and r3["rewarded"] == [0]
+            assert [r for _, r in policy.updates] == pytest.approx([0.75, 0.75, 0.75])
+        else:
+            assert r3["rewarded"] == [] and len(policy.updates) == 2
+
+
+# ----------------------------------------------------------------------------------------------- quantile scaling
+def test_quantile_normalizer_by_hand():
+    # numpy's linear quantiles: the q-quantile of n sorted values sits at position q (n - 1)
+    normalizer = QuantileNormalizer()
+    assert normalizer(0.0) == 0.0  # one reward: no spread
+    assert normalizer(1.0) == 1.0  # [0, 1]: percentiles 0.2 and 0.8, 1 lies above
+    assert normalizer(0.5) == pytest.approx(0.0)  # [0, .5, 1]: 0.2 and 0.8 -> 2 (0.5 - 0.2) / 0.6 - 1
+    assert normalizer(3.0) == 1.0
+    assert normalizer(2.0) == pytest.approx(2 * (2.0 - 0.4) / 1.8 - 1)  # [0, .5, 1, 2, 3]: 0.4 and 2.2
+    assert normalizer(-5.0) == -1.0  # below the 20th percentile
+    normalizer.history = [0.0, 1.0, 0.5, 3.0, 2.0]
+    # One outlier does not squash the others: [0, .5, 1, 2, 2, 3, 1000] has percentiles 0.6 and 2.8; under the
+    # running min/max 2 would map to 2 * 2 / 1000 - 1 ~ -1
+    assert normalizer(1000.0) == 1.0
+    assert normalizer(2.0) == pytest.approx(2 * (2.0 - 0.6) / 2.2 - 1)
+    small = QuantileNormalizer(window=3)
+    for x in (100.0, 0.0, 1.0, 2.0):
+        small(x)
+    assert small.history == [0.0, 1.0, 2.0]  # the last `window` rewards
+
+
+def test_selector_state_round_trips_the_quantile_history():
+    cluster = np.repeat([0, 1, 2], 10)
+    policies = [make_policy("boltzmann") for _ in range(2)]
+    selectors = []
+    for policy in policies:
+        policy.reset(3, seed=0)
+        sel = make_selector(cluster, policy, round_size=6, budget=30, round_mode="mixture", reward="mean_idu",
+                            reward_scaling="quantile")  # fmt: skip
+        sel.state.set_initial_scores(np.linspace(1, 2, 30))
+        selectors.append(sel)
+    a, b = selectors
+    assert isinstance(a.normalizer, QuantileNormalizer)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        planned = a.plan_round()
+        a.finish_round(planned, planned.sample_ids, rng.random(len(planned.sample_ids)))
+    b.state.load_state_dict(a.state.state_dict(), rounds=a.state.rounds)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    policies[1].load_state_dict(json.loads(json.dumps(policies[0].state_dict())))
+    assert b.normalizer.history == a.normalizer.history and len(a.normalizer.history) > 3
+    for _ in range(3):
+        pa, pb = a.plan_round(), b.plan_round()
+        np.testing.assert_array_equal(pa.sample_ids, pb.sample_ids)
+        losses = rng.random(len(pa.sample_ids))
+        assert a.finish_round(pa, pa.sample_ids, losses) == b.finish_round(pb, pb.sample_ids, losses)
+
+
+# ----------------------------------------------------------------------------------------------- config checks
+@pytest.mark.parametrize(
+    "field, value",
+    [("lead_sample_filter", "iqr"), ("lead_filter_z", 0.0), ("lead_filter_z", float("nan")),
+     ("lead_reward", "blended"), ("lead_reward_scaling", "zscore")],
+)  # fmt: skip
+def test_config_refuses_bad_values_naming_the_field(tmp_path, field, value):
+    from trl_lead import LEADConfig
+
+    with pytest.raises(ValueError, match=field):
+        LEADConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False, **{field: value})
+    args = LEADConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False)
+    assert (args.lead_sample_filter, args.lead_filter_z, args.lead_reward_scaling) == ("none", 2.5, "minmax")
