@@ -270,7 +270,7 @@ def main() -> None:
     parser.add_argument("--mixtures", default="a,b,c")
     parser.add_argument("--budgets", default="0.05,0.1,0.25")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--steps", default="300", help="comma-separated step counts")
+    parser.add_argument("--steps", default="200", help="comma-separated step counts")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=RESULTS)
     parser.add_argument("--summary-only", action="store_true", help="rewrite the .md and .png from the CSV; no runs")
