@@ -15,7 +15,7 @@ its subset at random from the clean rows only. Exact match is measured on 200 he
 set, same seed of the subset draw and the data order) with a 95% t-interval, and its share of the random-to-oracle
 gap is ``mean(method - random) / mean(oracle - random)``.
 
-    python benchmarks/selection_mixtures.py                    # the committed run (resumable: finished rows kept)
+    python benchmarks/selection_mixtures.py                    # issue 12's grid (resumable: finished rows kept)
     python benchmarks/selection_mixtures.py --methods oracle,random --mixtures a --budgets 0.25 --seeds 1 \\
         --steps 100,200,400                                     # how many steps saturate the model on clean data
 
