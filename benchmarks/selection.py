@@ -29,7 +29,15 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 FIELDS = ["method", "budget", "seed", "steps", "overall_learnable", "wall_time_s", "scoring_s", "rounds"]
 
 # LEAD settings shared by every LEAD variant; each method overrides some of them
-PAPER = dict(lead_policy="exp3s", lead_round_mode="single", lead_fine_selection="top", lead_reward="idu_drop")
+# (every option a row depends on is spelled out, so a row keeps its meaning when LEADConfig's defaults move)
+PAPER = dict(
+    lead_policy="exp3s",
+    lead_round_mode="single",
+    lead_fine_selection="top",
+    lead_reward="idu_drop",
+    lead_reward_scaling="minmax",
+    lead_sample_filter="none",
+)
 METHODS: dict[str, dict] = {
     # baselines
     "random": {"kind": "subset", "how": "random"},
