@@ -561,7 +561,6 @@ def test_cache_key_follows_the_settings(tmp_path, monkeypatch):
     assert warmed_up_base(tmp_path, steps=5) not in paths
 
 
-@pytest.mark.slow
 @pytest.mark.numerics
 def test_default_warmup_is_partly_right_with_room_to_improve(tmp_path):
     """The real default warm-up (20-40 s on 2 cores, or a cache hit where $TRL_LEAD_CACHE is set): well-formed
