@@ -416,15 +416,7 @@ def write_plot(path: Path, by_policy: dict[str, list[dict[str, Any]]], title: st
         (line,) = ax.plot(x, mean, label=name, lw=1.5)
         if len(runs) > 1:
             ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.2, lw=0)
-    ax.set_xlabel("step")
-    ax.set_ylabel("cumulative regret (mean, 95% band over seeds)")
-    ax.set_title("\n".join(textwrap.fill(line, 110) for line in title.splitlines()), fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
+    _finish_plot(fig, ax, path, title, xlabel="step", ylabel="cumulative regret (mean, 95% band over seeds)")
 
 
 def write_quality_plot(path: Path, by_policy: dict[str, list[dict[str, Any]]], title: str) -> None:
@@ -443,8 +435,22 @@ def write_quality_plot(path: Path, by_policy: dict[str, list[dict[str, Any]]], t
         (line,) = ax.plot(x, mean, label=name, lw=1.5, marker="." if len(x) < 30 else None)
         if len(runs) > 1:
             ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.15, lw=0)
-    ax.set_xlabel("round (0: before training)")
-    ax.set_ylabel("held-out quality info['quality'] (mean, 95% band over seeds)")
+    _finish_plot(
+        fig,
+        ax,
+        path,
+        title,
+        xlabel="round (0: before training)",
+        ylabel="held-out quality info['quality'] (mean, 95% band over seeds)",
+    )
+
+
+def _finish_plot(fig: Any, ax: Any, path: Path, title: str, xlabel: str, ylabel: str) -> None:
+    """Labels, a wrapped title, grid and legend; then the PNG written atomically and the figure closed."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title("\n".join(textwrap.fill(line, 110) for line in title.splitlines()), fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
