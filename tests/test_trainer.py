@@ -59,18 +59,8 @@ def test_disabled_is_exactly_sft_trainer(tmp_path, pool, tokenizer, make_model):
 
 def reference_iu(model, dataset, ids) -> np.ndarray:
     """Mean NLL of each sample's trained tokens from its own full-logits forward (no fused head, no batching)."""
-    rows = {int(i): r for i, r in zip(dataset["lead_id"], range(len(dataset)))}
-    out = []
-    model.eval()
-    with torch.no_grad():
-        for i in ids:
-            row = dataset[rows[int(i)]]
-            input_ids = torch.tensor([row["input_ids"]])
-            labels = torch.tensor(row["labels"][1:])
-            logits = model(input_ids=input_ids).logits[0, :-1].double()
-            nll = -torch.log_softmax(logits, -1).gather(1, labels.clamp(min=0)[:, None])[:, 0]
-            out.append(float(nll[labels != -100].mean()))
-    return np.array(out)
+    per_sample = token_losses(model, dataset, ids)
+    return np.array([float(-log_probs.gather(1, labels[:, None]).mean()) for log_probs, labels in per_sample])
 
 
 @pytest.mark.parametrize("padding_free", [False, True])
