@@ -49,6 +49,9 @@ METHODS: dict[str, dict] = {
     "oracle_clusters": {"kind": "subset", "how": "oracle_clusters"},
     "full": {"kind": "full"},
     "ifd_topk": {"kind": "subset", "how": "ifd"},
+    # the small-loss rule alone, without a bandit: a random subset of the rows in the lower half of their family by
+    # the base model's loss (one scoring pass)
+    "small_loss_subset": {"kind": "subset", "how": "small_loss"},
     "loss_iterative": {"kind": "loss_iterative"},
     # LEAD as in the paper (family clusters, K = 8) and its ablations
     "lead": {"kind": "lead", **PAPER},
@@ -72,10 +75,15 @@ ISSUE12 = {
     "lead_boltzmann": {"lead_policy": "boltzmann"},
     "lead_blend": {"lead_reward": "blend"},
     "lead_quantile": {"lead_reward_scaling": "quantile"},
+    "lead_small_loss": {"lead_sample_filter": "small_loss"},
+    "lead_gain": {"lead_sample_filter": "small_loss", "lead_reward": "heldout_gain", "lead_policy": "boltzmann"},
+    "lead_gain_exp3s": {"lead_sample_filter": "small_loss", "lead_reward": "heldout_gain"},
 }
 for _name, _options in ISSUE12.items():
     METHODS[_name] = {**METHODS["lead_default"], **_options}
-METHODS["lead_combined"] = {**METHODS["lead_default"], **{k: v for o in ISSUE12.values() for k, v in o.items()}}
+# (the first four mechanisms together; measured before "small_loss" and "heldout_gain" were added)
+FIRST_FOUR = ("lead_filter", "lead_boltzmann", "lead_blend", "lead_quantile")
+METHODS["lead_combined"] = {**METHODS["lead_default"], **{k: v for n in FIRST_FOUR for k, v in ISSUE12[n].items()}}
 # LEAD's option grid: round mode x fine selection x reward
 for _mode in ("single", "mixture"):
     for _fine in ("top", "sample", "random"):
@@ -156,6 +164,16 @@ def _subset(base, job: Job, how: str, count: int) -> tuple[np.ndarray, float]:
                 take[i] += 1
                 left -= 1
         return np.concatenate([m[:t] for m, t in zip(members, take)]), 0.0
+    if how == "small_loss":
+        from trl_lead.scoring import answer_losses
+
+        start = time.perf_counter()
+        losses = answer_losses(base.model, base.tokenizer, base.train_dataset, batch_size=128, show_progress=False)
+        family = np.asarray(base.train_dataset["family_id"])
+        rows = np.concatenate(
+            [m[losses[m] <= np.median(losses[m])] for m in (np.flatnonzero(family == k) for k in np.unique(family))]
+        )
+        return rng.choice(rows, min(count, len(rows)), replace=False), time.perf_counter() - start
     # "ifd": static top-k by IFD of the base model (score once, train on the highest)
     from trl_lead.scoring import ifd_scores
 

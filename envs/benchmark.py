@@ -22,6 +22,7 @@ import argparse
 import gzip
 import inspect
 import io
+import itertools
 import json
 import math
 import os
@@ -276,11 +277,11 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.sum(dx * dy) / math.sqrt(pairs_x * pairs_y))
 
 
-def final_quality_from_csv(path: str | os.PathLike[str]) -> dict[str, float]:
-    """Mean final quality per policy from a CSV this module wrote (its ``quality`` column): per (policy, seed) the
-    last finite quality, then the mean over seeds."""
+def final_quality_per_seed_from_csv(path: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
+    """Final quality per policy and seed from a CSV this module wrote (its ``quality`` column): per (policy, seed)
+    the last finite quality."""
     opener = gzip.open if str(path).endswith(".gz") else open
-    last: dict[tuple[str, str], float] = {}
+    finals: dict[str, dict[str, float]] = {}
     with opener(path, "rt", encoding="utf-8") as fh:
         header = fh.readline().strip().split(",")
         if "quality" not in header:
@@ -290,11 +291,28 @@ def final_quality_from_csv(path: str | os.PathLike[str]) -> dict[str, float]:
             fields = line.strip().split(",")
             value = float(fields[column])
             if math.isfinite(value):
-                last[(fields[0], fields[1])] = value
-    finals: dict[str, list[float]] = {}
-    for (policy, _), value in last.items():
-        finals.setdefault(policy, []).append(value)
-    return {policy: float(np.mean(values)) for policy, values in finals.items()}
+                finals.setdefault(fields[0], {})[fields[1]] = value
+    return finals
+
+
+def final_quality_from_csv(path: str | os.PathLike[str]) -> dict[str, float]:
+    """Mean final quality per policy from a CSV this module wrote: the mean over seeds of each seed's last finite
+    quality."""
+    return {policy: float(np.mean(list(v.values()))) for policy, v in final_quality_per_seed_from_csv(path).items()}
+
+
+def split_half_taus(finals: dict[str, dict[str, float]]) -> list[float]:
+    """How reproducible a ranking by mean final quality is with the seeds at hand: Kendall tau-b between the rankings
+    that two disjoint halves of the seeds give, over every split (seeds every policy ran; the odd one out goes to the
+    second half). A proxy cannot agree with a live ranking much better than the live ranking agrees with itself."""
+    policies = sorted(finals)
+    seeds = sorted(set.intersection(*(set(finals[p]) for p in policies)))
+    values = np.array([[finals[p][s] for s in seeds] for p in policies])
+    taus = []
+    for first in itertools.combinations(range(len(seeds)), len(seeds) // 2):
+        second = [i for i in range(len(seeds)) if i not in first]
+        taus.append(kendall_tau(values[:, list(first)].mean(axis=1), values[:, second].mean(axis=1)))
+    return taus
 
 
 def machine_description() -> str:
@@ -383,15 +401,21 @@ def write_markdown(
             )
     if rank_against is not None and has_quality(by_policy):
         ours = {r["policy"]: r["final_quality"] for r in quality_rows(by_policy)}
-        theirs = final_quality_from_csv(rank_against)
+        their_seeds = final_quality_per_seed_from_csv(rank_against)
+        theirs = {policy: float(np.mean(list(v.values()))) for policy, v in their_seeds.items()}
         shared = [name for name in ours if name in theirs]
         tau = kendall_tau([ours[n] for n in shared], [theirs[n] for n in shared])
+        halves = split_half_taus({n: their_seeds[n] for n in shared})
         lines += [
             "",
             f"## Rank agreement with `{rank_against}`",
             "",
             f"Kendall tau-b between the mean final quality here and there, over the {len(shared)} policies both ran: "
             f"**{tau:.2f}** (1: the same ranking, 0: unrelated, -1: reversed).",
+            "",
+            f"How well the ranking there reproduces itself: Kendall tau-b between the rankings of two disjoint halves "
+            f"of its seeds, over all {len(halves)} splits: median **{np.median(halves):.2f}**, range "
+            f"[{min(halves):.2f}, {max(halves):.2f}]. A ranking this noisy bounds the agreement any proxy can show.",
             "",
             "| policy | mean final quality here | there |",
             "|---|---:|---:|",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers the environments)
-from envs.benchmark import kendall_tau, mean_ci, quality_rows
+from envs.benchmark import kendall_tau, mean_ci, quality_rows, split_half_taus
 from envs.benchmark import main as benchmark_main
 from envs.proxy_training import ProxyTraining
 
@@ -146,6 +146,22 @@ def test_quality_rows_rank_by_final_quality_with_paired_intervals():
     assert diff_half < 0.05 < half  # paired: the seed effect cancels, the unpaired interval keeps it
     assert rows[2]["vs_baseline"] == pytest.approx(-0.2) and rows[2]["vs_baseline_half"] == pytest.approx(0, abs=1e-12)
     assert math.isnan(rows[1]["vs_baseline"])
+
+
+def test_split_half_taus_by_hand():
+    # Four seeds -> the 6 ways to pick seeds for the first half. Policy a always beats b and c; b beats c on seeds
+    # 0 and 1 only, by 1, and loses by 3 on seeds 2 and 3
+    finals = {
+        "a": {"0": 10.0, "1": 10.0, "2": 10.0, "3": 10.0},
+        "b": {"0": 2.0, "1": 2.0, "2": 0.0, "3": 0.0},
+        "c": {"0": 1.0, "1": 1.0, "2": 3.0, "3": 3.0, "4": 99.0},  # seed 4 not run by all: ignored
+    }
+    taus = split_half_taus(finals)
+    # splits (first half): {0,1} {2,3}: b 2 vs c 1 / b 0 vs c 3 -> rankings a>b>c and a>c>b: tau 1/3 (twice);
+    # {0,2} {0,3} {1,2} {1,3}: b 1 vs c 2 in both halves -> identical rankings: tau 1 (four times)
+    assert sorted(taus) == pytest.approx([1 / 3, 1 / 3, 1, 1, 1, 1])
+    # A ranking whose seeds all agree reproduces itself exactly
+    assert split_half_taus({"a": {"0": 3, "1": 3}, "b": {"0": 1, "1": 2}}) == [1.0, 1.0]  # {0}|{1} and {1}|{0}
 
 
 def test_kendall_tau_matches_scipy_with_and_without_ties():

@@ -150,6 +150,38 @@ def test_loss_z_filter_excludes_the_high_tail_of_initial_scores():
     assert sorted(sel.plan_round().sample_ids) == list(range(7))
 
 
+def test_small_loss_filter_keeps_the_lowest_initial_scores_of_each_cluster():
+    # Cluster 0: ten samples with initial scores 10, 1, 9, 2, 8, 3, NaN, 4, 7, 5 (nine finite); keep 0.5 -> the cut
+    # is the 5th lowest of the nine finite (ceil(4.5) = 5): 5; excluded: 10, 9, 8, 7 (the NaN is never excluded)
+    # Cluster 1: four samples, keep 0.5 -> the 2nd lowest of 6, 6, 1, 2: 2; excluded: both 6s
+    cluster = np.array([0] * 10 + [1] * 4)
+    initial = np.array([10, 1, 9, 2, 8, 3, np.nan, 4, 7, 5, 6, 6, 1, 2], dtype=np.float64)
+    state = LEADState(cluster)
+    state.set_initial_scores(initial)
+    np.testing.assert_array_equal(loss_z_excluded(state, np.arange(10), 2.5, keep=0.5), [1, 0, 1, 0, 1, 0, 0, 0, 1, 0])
+    np.testing.assert_array_equal(loss_z_excluded(state, np.arange(10, 14), 2.5, keep=0.5), [1, 1, 0, 0])
+    # keep 1 excludes no unseen sample; without keep it is the robust-z rule (nothing 2.5 sd out here)
+    assert not loss_z_excluded(state, np.arange(10), 2.5, keep=1.0).any()
+    assert not loss_z_excluded(state, np.arange(10), 2.5).any()
+    # The cut is over all members: once the kept ones are trained the others are still excluded
+    state.use_count[[1, 3, 5, 7, 9]] = 1
+    state.first_iu[[1, 3, 5, 7, 9]] = state.iu[[1, 3, 5, 7, 9]] = [1.0, 1.1, 0.9, 1.0, 1.05]
+    np.testing.assert_array_equal(loss_z_excluded(state, np.arange(10), 2.5, keep=0.5), [1, 0, 1, 0, 1, 0, 0, 0, 1, 0])
+    # Trained samples follow the loss_z rules: a first-visit IU far above its trained peers' is excluded
+    state.first_iu[9] = state.iu[9] = 9.0
+    assert loss_z_excluded(state, np.arange(10), 2.5, keep=0.5)[9]
+
+    # Through the selector: the first round takes only kept samples, the record counts the excluded eligible ones,
+    # and a round larger than the kept set is filled with kept samples of the other cluster first
+    sel = make_selector(cluster, round_size=6, sample_filter="small_loss", filter_keep=0.5)  # policy: cluster 0
+    sel.state.set_initial_scores(initial)
+    planned = sel.plan_round()
+    assert sorted(planned.sample_ids) == [1, 3, 5, 6, 7, 9] and planned.filtered == {"0": 4}
+    sel.settings.round_size = 8
+    planned = sel.plan_round()
+    assert sorted(planned.sample_ids) == [1, 3, 5, 6, 7, 9, 12, 13] and planned.filled.sum() == 2
+
+
 def test_loss_z_filter_drops_revisited_samples_whose_loss_did_not_fall_with_their_peers():
     state = LEADState(np.zeros(6, dtype=int))
     state.use_count[:] = 2
@@ -254,6 +286,7 @@ def test_selector_state_round_trips_the_quantile_history():
 @pytest.mark.parametrize(
     "field, value",
     [("lead_sample_filter", "iqr"), ("lead_filter_z", 0.0), ("lead_filter_z", float("nan")),
+     ("lead_filter_keep", 0.0), ("lead_filter_keep", 1.5), ("lead_filter_keep", float("nan")),
      ("lead_reward", "blended"), ("lead_reward_scaling", "zscore")],
 )  # fmt: skip
 def test_config_refuses_bad_values_naming_the_field(tmp_path, field, value):
@@ -263,3 +296,13 @@ def test_config_refuses_bad_values_naming_the_field(tmp_path, field, value):
         LEADConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False, **{field: value})
     args = LEADConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False)
     assert (args.lead_sample_filter, args.lead_filter_z, args.lead_reward_scaling) == ("none", 2.5, "minmax")
+
+
+def test_config_refuses_the_small_loss_filter_without_initial_scores(tmp_path):
+    from trl_lead import LEADConfig
+
+    with pytest.raises(ValueError, match="lead_initial_score"):
+        LEADConfig(
+            output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False,
+            lead_sample_filter="small_loss", lead_initial_score="none",
+        )  # fmt: skip

@@ -55,7 +55,7 @@ MECHANISMS = dict(
     lead_policy="boltzmann",
     lead_reward="blend",
     lead_reward_scaling="quantile",
-    lead_sample_filter="loss_z",
+    lead_sample_filter="small_loss",  # the loss_z rules for trained samples, the small-loss rule for unseen ones
     lead_filter_z=1.0,
 )
 
@@ -70,7 +70,11 @@ def test_resume_replays_the_uninterrupted_run(tmp_path, pool, tokenizer, make_mo
     source = tmp_path / "full" / f"checkpoint-{checkpoint}"
     resumed = run(tmp_path, "resumed", pool, tokenizer, make_model, resume=str(source), **options)
     if options:  # the options are in force (the filter excluded samples) and their state resumed exactly
-        assert any(record["filtered"] > 0 for record in rounds_log(tmp_path / "full"))
+        records = rounds_log(tmp_path / "full")
+        assert any(record["filtered"] > 0 for record in records)
+        # every round's filter count reaches the Trainer's log (logging_steps=1: one log per round)
+        logged = {h["lead/round"]: h["lead/filtered"] for h in full.state.log_history if "lead/filtered" in h}
+        assert logged == {record["round"]: record["filtered"] for record in records}
         assert resumed.lead_selector.normalizer.history == full.lead_selector.normalizer.history
         np.testing.assert_array_equal(resumed.lead_selector.policy.averages, full.lead_selector.policy.averages)
     assert rounds_log(tmp_path / "resumed") == rounds_log(tmp_path / "full")

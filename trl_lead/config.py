@@ -15,6 +15,7 @@ from .settings import (
     ROUND_MODES,
     SAMPLE_FILTERS,
     check_choice,
+    check_filter_keep,
     check_filter_z,
 )
 
@@ -66,7 +67,10 @@ class LEADConfig(SFTConfig):
             Bandit reward: `"first_visit"` (drop of the mean IU of never-trained samples since the cluster's last
             round, a held-out estimate), `"idu_drop"` (the paper), `"mean_idu"`, `"loss_drop"` (mean IU drop of the
             round's samples since their first visit) or `"blend"` (`"first_visit"` while the cluster's round has
-            never-trained samples, else the loss drop of its revisited samples: still measured after the budget).
+            never-trained samples, else the loss drop of its revisited samples: still measured after the budget) or
+            `"heldout_gain"` (mean over the round's never-trained samples of their initial score minus their loss
+            now: paired per sample, so it needs few samples; ~0 for a cluster training does not help, < 0 for one
+            it hurts; no reward once the budget is spent). `"heldout_gain"` needs `lead_initial_score="loss"`.
         lead_reward_scaling (`str`, *optional*, defaults to `"minmax"`):
             How rewards are mapped to [-1, 1] for the policy: `"minmax"` (running min/max, the paper's code) or
             `"quantile"` (20th/80th percentiles of the last 1000 rewards, Graves et al. 2017).
@@ -74,8 +78,15 @@ class LEADConfig(SFTConfig):
             `"loss_z"`: exclude from selection the samples whose loss stands out from their cluster's peers by a
             robust z-score above `lead_filter_z` (initial score if never trained, else first-visit IU), and revisited
             samples whose loss did not fall where their peers' did. From losses already measured: no extra pass.
+            `"small_loss"`: as `"loss_z"` for trained samples, and of the never-trained ones only the
+            `lead_filter_keep` share of each cluster with the lowest initial score may be selected (Co-teaching's
+            small-loss rule: the high-loss part of a cluster holds most of its wrong answers). Needs
+            `lead_initial_score="loss"`.
         lead_filter_z (`float`, *optional*, defaults to `2.5`):
             Threshold of `lead_sample_filter`, in robust standard deviations (1.4826 MAD).
+        lead_filter_keep (`float`, *optional*, defaults to `0.5`):
+            Share of each cluster's samples, lowest initial score first, that `lead_sample_filter="small_loss"` lets
+            be selected for a first time.
         lead_warmup_steps (`int`, *optional*, defaults to `0`):
             Optimizer steps on uniformly random samples before the first round (rounded up to whole rounds).
         lead_seed (`int`, *optional*):
@@ -127,12 +138,17 @@ class LEADConfig(SFTConfig):
     lead_sample_filter: str = field(
         default="none",
         metadata={
-            "help": "Exclude samples whose loss stands out from their cluster's (robust z-score).",
+            "help": "Exclude samples whose loss stands out from their cluster's (robust z-score; small_loss: and "
+            "select only the lowest initial scores of a cluster).",
             "choices": list(SAMPLE_FILTERS),
         },
     )
     lead_filter_z: float = field(
         default=2.5, metadata={"help": "Threshold of lead_sample_filter, in robust standard deviations."}
+    )
+    lead_filter_keep: float = field(
+        default=0.5,
+        metadata={"help": "small_loss filter: share of each cluster, lowest initial score first, to select."},
     )
     lead_warmup_steps: int = field(
         default=0, metadata={"help": "Optimizer steps on random samples before the first round."}
@@ -155,6 +171,15 @@ class LEADConfig(SFTConfig):
         for name, allowed in choices.items():
             check_choice(name, getattr(self, name), allowed)
         check_filter_z(self.lead_filter_z)
+        check_filter_keep(self.lead_filter_keep)
+        needs_initial = {"lead_sample_filter": "small_loss", "lead_reward": "heldout_gain"}
+        for name, value in needs_initial.items():
+            if getattr(self, name) == value and self.lead_initial_score != "loss":
+                raise ValueError(
+                    f"`{name}={value!r}` needs each sample's initial score, which `lead_initial_score="
+                    f"{self.lead_initial_score!r}` does not compute; set `lead_initial_score='loss'` or pick another "
+                    f"`{name}`."
+                )
         positive = {"lead_round_size": self.lead_round_size, "lead_budget": self.lead_budget}
         for name, value in positive.items():
             if not value > 0:

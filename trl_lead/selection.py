@@ -115,8 +115,10 @@ def robust_z(values: np.ndarray, peers: np.ndarray) -> tuple[np.ndarray, float]:
     return (values - center) / scale, center
 
 
-def loss_z_excluded(state: LEADState, members: np.ndarray, threshold: float) -> np.ndarray:
-    """The `"loss_z"` filter over one cluster's `members`: True for each member it excludes from selection.
+def loss_z_excluded(
+    state: LEADState, members: np.ndarray, threshold: float, keep: float | None = None
+) -> np.ndarray:
+    """The `"loss_z"` filter over one cluster's `members` (`"small_loss"` with `keep`): True for each it excludes.
 
     From losses training already measured (no extra forward pass), each sample against its cluster's peers at the
     same stage, by a robust z-score (median / MAD):
@@ -124,6 +126,10 @@ def loss_z_excluded(state: LEADState, members: np.ndarray, threshold: float) -> 
     * never trained: its initial score against every member's initial score (one model, one step); excluded when
       z > `threshold` (the high-loss tail of a cluster is mostly wrong answers: Co-teaching's small-loss idea).
       Without initial scores (`lead_initial_score="none"`) unseen samples are never excluded.
+      With `keep` (the `"small_loss"` filter) the rule is stricter: an unseen sample is excluded unless its initial
+      score is among the lowest `keep` share of every member's (all members, so the cut does not move as the
+      cluster is used up; a NaN score is never excluded). On generated pools with 20-35% wrong answers to a task's
+      own prompts, the lower half of a task by the warmed-up model's loss holds 0-9% of them (README "Results").
     * trained: its first-visit IU against the first-visit IUs of the cluster's trained members; excluded when
       z > `threshold`. (Those were measured at different steps; the cluster's loss falls slowly next to the gap
       between a wrong answer and a right one.)
@@ -139,7 +145,13 @@ def loss_z_excluded(state: LEADState, members: np.ndarray, threshold: float) -> 
     initial = getattr(state, "initial_iu", None)
     if initial is not None and unseen.any():
         scores = initial[members].astype(np.float64)
-        excluded[unseen] = robust_z(scores[unseen], scores)[0] > threshold
+        if keep is None:
+            excluded[unseen] = robust_z(scores[unseen], scores)[0] > threshold
+        else:
+            finite = np.sort(scores[np.isfinite(scores)])
+            if len(finite):
+                cut = finite[max(math.ceil(keep * len(finite)) - 1, 0)]
+                excluded[unseen] = scores[unseen] > cut
     seen = ~unseen
     if seen.any():
         first = state.first_iu[members[seen]].astype(np.float64)
@@ -306,11 +318,17 @@ class RoundSelector:
         if self.budget_spent:
             ok &= use > 0
         if self.settings.sample_filter != "none":
-            excluded = ok & loss_z_excluded(self.state, members, self.settings.filter_z)
+            excluded = ok & self._filter_excludes(members)
             if filtered is not None:
                 filtered[str(cluster)] = int(excluded.sum())
             ok &= ~excluded
         return members[ok].astype(np.int64)
+
+    def _filter_excludes(self, members: np.ndarray) -> np.ndarray:
+        """`lead_sample_filter` over one cluster's `members`: True for each member it excludes."""
+        s = self.settings
+        keep = s.filter_keep if s.sample_filter == "small_loss" else None
+        return loss_z_excluded(self.state, members, s.filter_z, keep)
 
     # ----- fine selection -----------------------------------------------------------------------------------------
     def _keys(self, candidates: np.ndarray, rule: str) -> np.ndarray:
@@ -394,7 +412,7 @@ class RoundSelector:
             rest = self.eligible()
             if use_filter:
                 for k in range(state.num_clusters):
-                    rest[self._members[k][loss_z_excluded(state, self._members[k], s.filter_z)]] = False
+                    rest[self._members[k][self._filter_excludes(self._members[k])]] = False
             rest[ids] = False
             extra, new_quota = self._choose(np.flatnonzero(rest), shortfall, new_quota)
             ids = np.concatenate([ids, extra])
@@ -544,6 +562,17 @@ class RoundSelector:
             if reward is None and (~first_time).any():
                 reward = float(np.mean(state.first_iu[ids[~first_time]] - losses[~first_time]))
             return reward
+        if kind == "heldout_gain":
+            # Paired on each never-trained sample: the base model's loss on it (its initial score) minus its loss
+            # now, before any update on it. Each sample's own difficulty cancels, so a few samples suffice; a cluster
+            # whose unseen samples training does not help (random answers) earns about 0, one it hurts (wrong answers
+            # to prompts other clusters teach) earns less. None once the budget is spent (no unseen sample left)
+            initial = getattr(state, "initial_iu", None)
+            if initial is None or not first_time.any():
+                return None
+            gain = initial[ids[first_time]].astype(np.float64) - losses[first_time]
+            gain = gain[np.isfinite(gain)]
+            return float(np.mean(gain)) if len(gain) else None
         return self._first_visit_reward(k, ids, losses, first_time)
 
     def _first_visit_reward(self, k: int, ids, losses, first_time) -> float | None:

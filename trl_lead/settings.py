@@ -13,9 +13,10 @@ from typing import Any
 
 ROUND_MODES = ("single", "mixture")
 FINE_SELECTIONS = ("top", "sample", "random")
-REWARDS = ("idu_drop", "first_visit", "mean_idu", "loss_drop", "blend")
-SAMPLE_FILTERS = ("none", "loss_z")
-"""Within-cluster filters (`lead_sample_filter`): none, or the robust z-score of losses against cluster peers."""
+REWARDS = ("idu_drop", "first_visit", "mean_idu", "loss_drop", "blend", "heldout_gain")
+SAMPLE_FILTERS = ("none", "loss_z", "small_loss")
+"""Within-cluster filters (`lead_sample_filter`): none, the robust z-score of losses against cluster peers, or that
+plus the small-loss rule for never-trained samples (only the `lead_filter_keep` lowest initial scores of a cluster)."""
 REWARD_SCALINGS = ("minmax", "quantile")
 """How raw rewards are mapped to [-1, 1] for the policy (`lead_reward_scaling`)."""
 INITIAL_SCORES = ("loss", "none")
@@ -35,6 +36,15 @@ def check_filter_z(value: float, name: str = "lead_filter_z") -> None:
         raise ValueError(
             f"`{name}={value!r}` must be a finite number > 0: the robust z-score above which the filter excludes a "
             "sample (2 to 3 keeps the bulk of a cluster)."
+        )
+
+
+def check_filter_keep(value: float, name: str = "lead_filter_keep") -> None:
+    """The small-loss filter keeps a share in (0, 1] of each cluster's never-trained samples."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 < value <= 1.0):
+        raise ValueError(
+            f"`{name}={value!r}` must be a fraction in (0, 1]: the share of each cluster's samples, by lowest initial "
+            "score, that `lead_sample_filter='small_loss'` lets be selected (0.5 keeps the lower half)."
         )
 
 
@@ -97,6 +107,7 @@ class SelectionSettings:
     warmup_rounds: int = 0
     sample_filter: str = "none"
     filter_z: float = 2.5
+    filter_keep: float = 0.5
     reward_scaling: str = "minmax"
 
     def __post_init__(self):
@@ -106,6 +117,7 @@ class SelectionSettings:
         check_choice("sample_filter", self.sample_filter, SAMPLE_FILTERS)
         check_choice("reward_scaling", self.reward_scaling, REWARD_SCALINGS)
         check_filter_z(self.filter_z, "filter_z")
+        check_filter_keep(self.filter_keep, "filter_keep")
         if self.round_size < 1:
             raise ValueError(f"`round_size={self.round_size}` must be >= 1.")
         if self.budget < 1:

@@ -220,6 +220,7 @@ class LEADSFTTrainer(SFTTrainer):
             reward=args.lead_reward,
             sample_filter=args.lead_sample_filter,
             filter_z=args.lead_filter_z,
+            filter_keep=args.lead_filter_keep,
             reward_scaling=args.lead_reward_scaling,
             warmup_rounds=math.ceil(args.lead_warmup_steps / _steps_per_round(args, round_size)),
         )
@@ -482,6 +483,8 @@ class LEADSFTTrainer(SFTTrainer):
             "lead/reward": record["reward"],
             "lead/selected": record["selected"],
             "lead/mean_idu": record["mean_idu"],
+            # eligible samples of the round's clusters that lead_sample_filter excluded (0 with the filter off)
+            "lead/filtered": record["filtered"],
         }
         if log_now:
             # Outside a training step (after the last one): log on our own, without TRL's per-step metrics
