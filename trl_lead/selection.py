@@ -115,9 +115,7 @@ def robust_z(values: np.ndarray, peers: np.ndarray) -> tuple[np.ndarray, float]:
     return (values - center) / scale, center
 
 
-def loss_z_excluded(
-    state: LEADState, members: np.ndarray, threshold: float, keep: float | None = None
-) -> np.ndarray:
+def loss_z_excluded(state: LEADState, members: np.ndarray, threshold: float, keep: float | None = None) -> np.ndarray:
     """The `"loss_z"` filter over one cluster's `members` (`"small_loss"` with `keep`): True for each it excludes.
 
     From losses training already measured (no extra forward pass), each sample against its cluster's peers at the
