@@ -234,6 +234,31 @@ def test_blend_reward_is_first_visit_then_the_loss_drop_of_revisits():
             assert r3["rewarded"] == [] and len(policy.updates) == 2
 
 
+def test_heldout_gain_reward_pairs_each_new_sample_with_its_initial_score():
+    policy = RecordingPolicy()
+    sel = make_selector([0] * 4, policy, round_size=2, budget=3, max_reuse=4, reward="heldout_gain",
+                        gradient_correction=False)  # fmt: skip
+    sel.state.set_initial_scores(np.array([3.0, 1.0, 2.0, 5.0]))
+    # Round 1, samples 0 and 1 new: mean of (3 - 2, 1 - 1.5) = 0.25 (first_visit would give 2 - 1.75 = 0.25 too:
+    # round 2 tells them apart)
+    planned = sel.plan_round()
+    r1 = sel.finish_round(planned, np.array([0, 1]), np.array([2.0, 1.5]))
+    assert r1["cluster_rewards"]["0"] == pytest.approx(0.25)
+    # Round 2, sample 2 new (initial 2, now 2.5) and sample 0 revisited: only the new one counts, paired with its own
+    # initial score: 2 - 2.5 = -0.5 (first_visit: last mean 1.75 minus 2.5 = -0.75)
+    planned = sel.plan_round()
+    r2 = sel.finish_round(planned, np.array([2, 0]), np.array([2.5, 0.1]))
+    assert r2["cluster_rewards"]["0"] == pytest.approx(-0.5)
+    # Round 3, budget spent: nothing new to measure, no reward (the policy is not updated)
+    planned = sel.plan_round()
+    r3 = sel.finish_round(planned, np.array([0, 1]), np.array([0.5, 0.5]))
+    assert r3["rewarded"] == [] and [r for _, r in policy.updates] == pytest.approx([0.25, -0.5])
+    # Without initial scores there is nothing to pair with: no reward
+    sel = make_selector([0] * 4, RecordingPolicy(), round_size=2, reward="heldout_gain")
+    planned = sel.plan_round()
+    assert sel.finish_round(planned, planned.sample_ids, np.ones(2))["rewarded"] == []
+
+
 # ----------------------------------------------------------------------------------------------- quantile scaling
 def test_quantile_normalizer_by_hand():
     # numpy's linear quantiles: the q-quantile of n sorted values sits at position q (n - 1)
@@ -298,11 +323,12 @@ def test_config_refuses_bad_values_naming_the_field(tmp_path, field, value):
     assert (args.lead_sample_filter, args.lead_filter_z, args.lead_reward_scaling) == ("none", 2.5, "minmax")
 
 
-def test_config_refuses_the_small_loss_filter_without_initial_scores(tmp_path):
+@pytest.mark.parametrize("field, value", [("lead_sample_filter", "small_loss"), ("lead_reward", "heldout_gain")])
+def test_config_refuses_options_that_need_initial_scores_without_them(tmp_path, field, value):
     from trl_lead import LEADConfig
 
-    with pytest.raises(ValueError, match="lead_initial_score"):
+    with pytest.raises(ValueError, match=f"{field}='{value}'.*lead_initial_score"):
         LEADConfig(
             output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False,
-            lead_sample_filter="small_loss", lead_initial_score="none",
+            lead_initial_score="none", **{field: value},
         )  # fmt: skip
