@@ -51,6 +51,11 @@ def test_clean_shares_on_a_hand_worked_pool():
     only_clean = clean_shares([_round(0, [0, 1, 2, 9], 4)], CLUSTER, CLEAN, np.array([0]))
     assert only_clean.lead == 1.0 and only_clean.chance == pytest.approx(2 * math.sqrt(0.25 / 4 * 6 / 9))
     assert only_clean.lead_beats_pool and only_clean.verdict().startswith("selection beat the pool's clean share")
+    assert only_clean.lead_beats_equal_clusters and "equal share" not in only_clean.verdict()
+    # Above the pool by more than chance, but not above an equal share per cluster: the title says so
+    uniform = CleanShares(pool=0.45, lead=0.5, random=0.46, equal_clusters=0.505, chance=0.039)
+    assert uniform.lead_beats_pool and not uniform.lead_beats_equal_clusters
+    assert uniform.verdict().endswith("but not an equal share per cluster (50.5%)")
     # On the margin exactly: not above it, so not beaten
     assert not CleanShares(pool=0.5, lead=0.75, random=0.5, equal_clusters=0.5, chance=0.25).lead_beats_pool
 

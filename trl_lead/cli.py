@@ -194,12 +194,21 @@ class CleanShares:
         """LEAD's clean share is above the pool's by more than a random draw of its size would give by chance."""
         return bool(self.lead - self.pool > self.chance)
 
+    @property
+    def lead_beats_equal_clusters(self) -> bool:
+        """LEAD's clean share is above an equal share per cluster's by more than the same chance margin."""
+        return bool(self.lead - self.equal_clusters > self.chance)
+
     def verdict(self) -> str:
+        """One line: did the selection beat the pool's clean share, and, if so, more than uniform clusters do."""
         did = "beat" if self.lead_beats_pool else "did not beat"
-        return (
+        line = (
             f"selection {did} the pool's clean share (LEAD {self.lead:.1%} vs pool {self.pool:.1%}, "
             f"±{self.chance:.1%} by chance)"
         )
+        if self.lead_beats_pool and not self.lead_beats_equal_clusters:
+            line += f", but not an equal share per cluster ({self.equal_clusters:.1%})"
+        return line
 
 
 def clean_shares(rounds: list[dict], cluster: np.ndarray, clean: np.ndarray, random_rows: np.ndarray) -> CleanShares:
@@ -305,7 +314,7 @@ def round_figure(view: dict, shares: CleanShares, pool_name: str):
     bottom.set_ylabel("reward (raw)")
     for ax in (top, middle, bottom):
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle(f"LEAD rounds on pool {pool_name!r}: {shares.verdict()}", fontsize=10)
+    fig.suptitle(f"LEAD rounds on pool {pool_name!r}\n{shares.verdict()}", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -426,7 +435,11 @@ def _demo(options) -> dict:
     summary = {
         "mixture": options.mixture,
         "scores": scores,
-        "clean_share": {**shares.__dict__, "lead_beats_pool": shares.lead_beats_pool},
+        "clean_share": {
+            **shares.__dict__,
+            "lead_beats_pool": shares.lead_beats_pool,
+            "lead_beats_equal_clusters": shares.lead_beats_equal_clusters,
+        },
         "settings": {**settings.__dict__, **choices},
         "seconds": time.perf_counter() - started,
     }
