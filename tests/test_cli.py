@@ -32,8 +32,19 @@ def test_trl_lead_sft_runs_the_demo_config(tmp_path):
     from trl_lead.cli import main
 
     out = tmp_path / "run"
-    main(["sft", "--config", "examples/lead_demo.yaml", "--output_dir", str(out), "--max_steps", "4",
-          "--save_steps", "2"])
+    main(
+        [
+            "sft",
+            "--config",
+            "examples/lead_demo.yaml",
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "4",
+            "--save_steps",
+            "2",
+        ]
+    )
     rounds = [json.loads(line) for line in (out / "lead_rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [0, 1]  # 4 steps of 16 = 2 rounds of 32
     assert all(len(r["sample_ids"]) == 32 for r in rounds)

@@ -125,6 +125,9 @@ def test_demo_refuses_an_unknown_mixture_before_any_work(monkeypatch, capsys):
         cli.main(["demo", "--mixture", "conflict-z"])
     assert exit_info.value.code == 2
     assert "--mixture: invalid choice: 'conflict-z'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--max-steps", "0"])
+    assert "--max-steps=0: train at least one step" in capsys.readouterr().err
 
 
 def _spy_runs(monkeypatch):

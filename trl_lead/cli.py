@@ -70,8 +70,8 @@ def _training_args(settings: DemoSettings, output_dir: str) -> dict:
         report_to="none",
         use_cpu=True,
         bf16=False,
-        # TRL's default `gradient_checkpointing=True` reaches transformers 5 through that deprecated alias (a
-        # FutureWarning); checkpointing only slows a model this small, so set the new name
+        # TRL defaults `gradient_checkpointing=True`, which transformers 5 takes as the deprecated alias of this field
+        # (with a FutureWarning); setting this one leaves the alias unused, and checkpointing only slows a tiny model
         activation_checkpointing=False,
         disable_tqdm=True,  # no Trainer bar: the demo draws one bar per run (`_step_bar`)
         seed=settings.seed,
@@ -364,6 +364,8 @@ def demo(argv: list[str] | None = None) -> dict:
         "--paper", action="store_true", help="the paper's choices: EXP3-S, single cluster, top IDU, IDU drop"
     )
     options = parser.parse_args(argv)
+    if options.max_steps < 1:
+        parser.error(f"--max-steps={options.max_steps}: train at least one step")
 
     import transformers
 
