@@ -347,6 +347,7 @@ def print_round_table(rounds: list[dict], cluster: np.ndarray) -> None:
 
 
 def demo(argv: list[str] | None = None) -> dict:
+    """`trl-lead demo`: LEAD and a random subset of the same size on the embedded default; returns the summary."""
     from trl_lead.pool import MIXTURES
 
     parser = argparse.ArgumentParser(prog="trl-lead demo", description="LEAD vs a random subset, offline.")
@@ -361,7 +362,9 @@ def demo(argv: list[str] | None = None) -> dict:
         help="the pool: a mixture with conflicting noise (trl_lead.pool.MIXTURES) or 'none', the embedded default",
     )
     parser.add_argument(
-        "--paper", action="store_true", help="the paper's choices: EXP3-S, single cluster, top IDU, IDU drop"
+        "--paper",
+        action="store_true",
+        help="the paper's choices: EXP3-S, single cluster, top IDU, IDU drop, no filter, min-max scaling",
     )
     options = parser.parse_args(argv)
     if options.max_steps < 1:
