@@ -63,7 +63,7 @@ def real_run(base: Any, policy: str, seed: int, steps: int, out_dir: Path, reuse
     # Pinned to the settings the committed results were measured with (the demo's later defaults differ)
     settings = DemoSettings(max_steps=steps, seed=seed, learning_rate=2e-3, max_reuse=4)
     with torch_threads(1):  # the tiny model is fastest on one thread, also on a busy machine
-        _train_lead(base, settings, str(out_dir), lead_policy=policy, disable_tqdm=True, **PAPER_CHOICES)
+        _train_lead(base, settings, str(out_dir), **{**PAPER_CHOICES, "lead_policy": policy})
     return rounds, time.perf_counter() - start
 
 
