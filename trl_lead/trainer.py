@@ -339,7 +339,8 @@ class LEADSFTTrainer(SFTTrainer):
         model.eval()
         self._lead_losses.clear()
         with torch.no_grad():
-            for inputs in tqdm(loader, desc="LEAD initial scores", disable=not self.is_world_process_zero()):
+            quiet = not self.is_world_process_zero() or self.args.disable_tqdm  # the Trainer's own bar setting
+            for inputs in tqdm(loader, desc="LEAD initial scores", disable=quiet):
                 inputs = self._prepare_inputs(inputs)
                 ids = inputs.pop(SAMPLE_ID)
                 outputs = model(**inputs, fused_lm_head=True, use_cache=False)
