@@ -78,6 +78,8 @@ ISSUE12 = {
     "lead_small_loss": {"lead_sample_filter": "small_loss"},
     "lead_gain": {"lead_sample_filter": "small_loss", "lead_reward": "heldout_gain", "lead_policy": "boltzmann"},
     "lead_gain_exp3s": {"lead_sample_filter": "small_loss", "lead_reward": "heldout_gain"},
+    "lead_small_loss_keep30": {"lead_sample_filter": "small_loss", "lead_filter_keep": 0.3},
+    "lead_small_loss_uniform": {"lead_sample_filter": "small_loss", "lead_policy": "uniform"},
 }
 for _name, _options in ISSUE12.items():
     METHODS[_name] = {**METHODS["lead_default"], **_options}
