@@ -64,8 +64,9 @@ def test_info_regret_is_best_expected_minus_chosen_and_info_is_fresh():
     reward."""
     means = np.array([0.2, 0.35, 0.5, 0.65, 0.8, 0.95])
     amplitude, period = 0.2, 40
-    env = gymnasium.make(ENV_ID, means=means.tolist(), drift="sinusoidal", drift_amplitude=amplitude,
-                         drift_period=period, max_steps=200)
+    env = gymnasium.make(
+        ENV_ID, means=means.tolist(), drift="sinusoidal", drift_amplitude=amplitude, drift_period=period, max_steps=200
+    )
     env.reset(seed=1)
     previous = None
     total = 0.0

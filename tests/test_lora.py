@@ -17,9 +17,22 @@ pytestmark = pytest.mark.numerics
 
 def test_lora_iu_and_update_vectors_are_the_adapters(tmp_path, pool, tokenizer, make_model):
     args = LEADConfig(
-        output_dir=str(tmp_path / "out"), assistant_only_loss=True, report_to="none", use_cpu=True, bf16=False,
-        save_strategy="no", max_length=64, seed=0, per_device_train_batch_size=4, learning_rate=5e-3, max_steps=2,
-        lead_cluster_column="family_id", lead_round_size=8, lead_budget=0.5, lead_initial_score="none",
+        output_dir=str(tmp_path / "out"),
+        assistant_only_loss=True,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        save_strategy="no",
+        max_length=64,
+        seed=0,
+        per_device_train_batch_size=4,
+        learning_rate=5e-3,
+        max_steps=2,
+        lead_cluster_column="family_id",
+        lead_round_size=8,
+        lead_budget=0.5,
+        lead_initial_score="none",
+        lead_sample_filter="none",
     )
     peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
     trainer = LEADSFTTrainer(

@@ -320,15 +320,16 @@ def test_config_refuses_bad_values_naming_the_field(tmp_path, field, value):
     with pytest.raises(ValueError, match=field):
         LEADConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False, **{field: value})
     args = LEADConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False)
-    assert (args.lead_sample_filter, args.lead_filter_z, args.lead_reward_scaling) == ("none", 2.5, "minmax")
+    assert (args.lead_sample_filter, args.lead_filter_z, args.lead_reward_scaling) == ("small_loss", 2.5, "minmax")
 
 
 @pytest.mark.parametrize("field, value", [("lead_sample_filter", "small_loss"), ("lead_reward", "heldout_gain")])
 def test_config_refuses_options_that_need_initial_scores_without_them(tmp_path, field, value):
     from trl_lead import LEADConfig
 
+    options = {"lead_sample_filter": "none", field: value}  # the one option under test needs initial scores
     with pytest.raises(ValueError, match=f"{field}='{value}'.*lead_initial_score"):
-        LEADConfig(
-            output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False,
-            lead_initial_score="none", **{field: value},
-        )  # fmt: skip
+        LEADConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False, lead_initial_score="none",
+                   **options)  # fmt: skip
+    LEADConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False, lead_initial_score="none",
+               lead_sample_filter="none")  # fmt: skip

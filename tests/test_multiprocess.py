@@ -19,8 +19,19 @@ SCRIPT = Path(__file__).parent / "scripts" / "run_lead.py"
 
 
 def launch(out: Path, processes: int, batch: int, resume: Path | None = None) -> None:
-    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
-                  "--dynamo_backend", "no", "--num_processes", str(processes)]
+    accelerate = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--num_processes",
+        str(processes),
+    ]
     # `--cpu --num_processes 2` silently starts one process; `--multi_gpu` with use_cpu=True gives gloo ranks
     accelerate += ["--multi_gpu"] if processes > 1 else ["--cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}

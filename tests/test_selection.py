@@ -298,8 +298,16 @@ def test_incremental_caches_match_a_recomputation(mode):
     cluster = rng.integers(0, 5, 300)
     policy = make_policy("exp3s")
     policy.reset(5, seed=0)
-    sel = selector(cluster, policy, round_size=17, budget=150, max_reuse=3, round_mode=mode, fine_selection="sample",
-                   reward="first_visit")
+    sel = selector(
+        cluster,
+        policy,
+        round_size=17,
+        budget=150,
+        max_reuse=3,
+        round_mode=mode,
+        fine_selection="sample",
+        reward="first_visit",
+    )
     sel.state.set_initial_scores(rng.gamma(2.0, 1.0, 300))
     while (planned := sel.plan_round()) is not None:
         sel.finish_round(planned, planned.sample_ids, rng.gamma(2.0, 1.0, len(planned.sample_ids)))

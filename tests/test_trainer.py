@@ -33,7 +33,8 @@ pytestmark = pytest.mark.numerics
 
 def lead_args(tmp_path, **kwargs):
     settings = dict(COMMON, output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, learning_rate=1e-3)
-    settings.update(lead_cluster_column="family_id", lead_round_size=8, lead_budget=0.5, lead_initial_score="none")
+    settings.update(lead_cluster_column="family_id", lead_round_size=8, lead_budget=0.5)
+    settings.update(lead_initial_score="none", lead_sample_filter="none")  # no scoring pass: faster
     settings.update(kwargs)
     return LEADConfig(**settings)
 
@@ -41,13 +42,17 @@ def lead_args(tmp_path, **kwargs):
 def test_disabled_is_exactly_sft_trainer(tmp_path, pool, tokenizer, make_model):
     settings = dict(COMMON, per_device_train_batch_size=4, learning_rate=1e-3, max_steps=6)
     sft = SFTTrainer(
-        model=make_model(), args=SFTConfig(output_dir=str(tmp_path / "a"), **settings), train_dataset=pool,
+        model=make_model(),
+        args=SFTConfig(output_dir=str(tmp_path / "a"), **settings),
+        train_dataset=pool,
         processing_class=tokenizer,
     )
     sft.train()
     lead = LEADSFTTrainer(
-        model=make_model(), args=LEADConfig(output_dir=str(tmp_path / "b"), lead_enabled=False, **settings),
-        train_dataset=pool, processing_class=tokenizer,
+        model=make_model(),
+        args=LEADConfig(output_dir=str(tmp_path / "b"), lead_enabled=False, **settings),
+        train_dataset=pool,
+        processing_class=tokenizer,
     )
     lead.train()
     losses = [[h["loss"] for h in t.state.log_history if "loss" in h] for t in (sft, lead)]
@@ -67,8 +72,13 @@ def reference_iu(model, dataset, ids) -> np.ndarray:
 def test_recorded_iu_equals_single_sample_forward(tmp_path, pool, tokenizer, make_model, padding_free):
     extra = {"padding_free": True, "max_length": None} if padding_free else {}
     args = lead_args(
-        tmp_path, learning_rate=0.0, gradient_accumulation_steps=2, per_device_train_batch_size=3, lead_round_size=10,
-        max_steps=4, **extra,
+        tmp_path,
+        learning_rate=0.0,
+        gradient_accumulation_steps=2,
+        per_device_train_batch_size=3,
+        lead_round_size=10,
+        max_steps=4,
+        **extra,
     )
     trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
     recorded = record_iu(trainer)
@@ -87,8 +97,9 @@ def test_rounds_are_chosen_only_after_every_loss_of_the_previous_round(tmp_path,
         def on_step_end(self, args, state, control, **kwargs):
             events.append(("step", state.global_step))
 
-    args = lead_args(tmp_path, gradient_accumulation_steps=2, per_device_train_batch_size=4, lead_round_size=12,
-                     max_steps=6)  # 12 samples = 3 micro-batches = 2 optimizer steps (the last one partial)
+    args = lead_args(
+        tmp_path, gradient_accumulation_steps=2, per_device_train_batch_size=4, lead_round_size=12, max_steps=6
+    )  # 12 samples = 3 micro-batches = 2 optimizer steps (the last one partial)
     trainer = LEADSFTTrainer(
         model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer, callbacks=[StepLog()]
     )
@@ -123,7 +134,7 @@ def test_rounds_are_chosen_only_after_every_loss_of_the_previous_round(tmp_path,
         assert len(steps) == 2  # both optimizer steps of the round happened before it was finished
         if r + 1 < len(plans):
             assert f < plans[r + 1]  # the next round was planned after this one was finished
-            assert not [e for e in events[f:plans[r + 1]] if e[0] == "loss"]
+            assert not [e for e in events[f : plans[r + 1]] if e[0] == "loss"]
     lines = (tmp_path / "out" / "lead_rounds.jsonl").read_text().splitlines()
     assert [json.loads(line)["round"] for line in lines] == [0, 1, 2]
 
@@ -176,7 +187,10 @@ def expect_error(tmp_path, match, dataset=None, args=None, **kwargs):
         args = args or lead_args(tmp_path, max_steps=2)
         LEADSFTTrainer(
             model=build_tiny_model(tokenizer, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32),
-            args=args, train_dataset=dataset, processing_class=tokenizer, **kwargs,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            **kwargs,
         )
     out = tmp_path / "out"
     assert not out.exists() or not any(out.iterdir())  # nothing written
@@ -204,8 +218,14 @@ def test_computed_ifd_clusters_reuse_the_initial_scoring_pass(tmp_path, pool, to
 
     monkeypatch.setattr(scoring, "_conditional_losses", no_second_pass)
     monkeypatch.setenv("TRL_LEAD_CACHE", str(tmp_path / "cache"))
-    args = lead_args(tmp_path, lead_cluster_column=None, lead_clusters="ifd", lead_num_clusters=3,
-                     lead_initial_score="loss", max_steps=2)
+    args = lead_args(
+        tmp_path,
+        lead_cluster_column=None,
+        lead_clusters="ifd",
+        lead_num_clusters=3,
+        lead_initial_score="loss",
+        max_steps=2,
+    )
     trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
     passes = []
     score_pool = trainer._score_pool
@@ -218,8 +238,15 @@ def test_computed_ifd_clusters_reuse_the_initial_scoring_pass(tmp_path, pool, to
     # The clusters are k-means on 1-D IFD = initial loss / loss of the answer alone, numbered by increasing IFD. The
     # reference reads the answers from the rows' text (the answer tokens and EOS that `assistant_only_loss` trains),
     # the trainer from the processed labels
-    ifd = scoring.ifd_scores(make_model(), tokenizer, pool, conditional_losses=state.initial_iu, append_eos=True,
-                             max_length=64, show_progress=False)
+    ifd = scoring.ifd_scores(
+        make_model(),
+        tokenizer,
+        pool,
+        conditional_losses=state.initial_iu,
+        append_eos=True,
+        max_length=64,
+        show_progress=False,
+    )
     means = [ifd[state.cluster == k].mean() for k in range(3)]
     assert means == sorted(means)
     assert all(ifd[state.cluster == 0].max() <= ifd[state.cluster == k].min() for k in (1, 2))
@@ -309,5 +336,6 @@ def test_other_compute_loss_branches_still_record_plain_iu(tmp_path, pool, token
         assert loss == pytest.approx(expected, abs=1e-5), (loss, expected)
         assert abs(expected - plain) > 1e-4  # 10x the tolerance above: told apart from the plain NLL
     # IU is the plain mean NLL of the trained tokens, whatever the training objective
-    np.testing.assert_allclose([recorded[i] for i in ids], reference_iu(trainer.model, trainer.train_dataset, ids),
-                               atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        [recorded[i] for i in ids], reference_iu(trainer.model, trainer.train_dataset, ids), atol=1e-5, rtol=0
+    )

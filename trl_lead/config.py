@@ -74,7 +74,7 @@ class LEADConfig(SFTConfig):
         lead_reward_scaling (`str`, *optional*, defaults to `"minmax"`):
             How rewards are mapped to [-1, 1] for the policy: `"minmax"` (running min/max, the paper's code) or
             `"quantile"` (20th/80th percentiles of the last 1000 rewards, Graves et al. 2017).
-        lead_sample_filter (`str`, *optional*, defaults to `"none"`):
+        lead_sample_filter (`str`, *optional*, defaults to `"small_loss"`):
             `"loss_z"`: exclude from selection the samples whose loss stands out from their cluster's peers by a
             robust z-score above `lead_filter_z` (initial score if never trained, else first-visit IU), and revisited
             samples whose loss did not fall where their peers' did. From losses already measured: no extra pass.
@@ -136,7 +136,7 @@ class LEADConfig(SFTConfig):
         metadata={"help": "Reward to [-1, 1]: running min/max or quantiles.", "choices": list(REWARD_SCALINGS)},
     )
     lead_sample_filter: str = field(
-        default="none",
+        default="small_loss",
         metadata={
             "help": "Exclude samples whose loss stands out from their cluster's (robust z-score; small_loss: and "
             "select only the lowest initial scores of a cluster).",

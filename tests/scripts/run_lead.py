@@ -23,10 +23,21 @@ def main():
     pool, _ = make_instruction_pool(num_train=160, num_eval_per_family=2, seed=0)
     model = build_tiny_model(tokenizer, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, seed=0)
     args = LEADConfig(
-        output_dir=output_dir, assistant_only_loss=True, per_device_train_batch_size=batch, learning_rate=1e-3,
-        max_steps=max_steps, max_length=64, report_to="none", use_cpu=True, bf16=False, save_strategy="steps",
+        output_dir=output_dir,
+        assistant_only_loss=True,
+        per_device_train_batch_size=batch,
+        learning_rate=1e-3,
+        max_steps=max_steps,
+        max_length=64,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        save_strategy="steps",
         save_steps=3,
-        seed=0, lead_cluster_column="family_id", lead_round_size=16, lead_budget=0.5,
+        seed=0,
+        lead_cluster_column="family_id",
+        lead_round_size=16,
+        lead_budget=0.5,
     )
     trainer = LEADSFTTrainer(model=model, args=args, train_dataset=pool, processing_class=tokenizer)
     trainer.train(resume_from_checkpoint=resume)
