@@ -32,8 +32,15 @@ def round_update(model, optimizer, tokens, steps=3):
 
 def main():
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=8000, hidden_size=512, intermediate_size=1376, num_hidden_layers=4,
-                         num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=8000,
+        hidden_size=512,
+        intermediate_size=1376,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        max_position_embeddings=64,
+    )
     model = LlamaForCausalLM(config)
     params = list(model.parameters())
     total = sum(p.numel() for p in params)
