@@ -280,14 +280,15 @@ def test_quantile_normalizer_by_hand():
     assert small.history == [0.0, 1.0, 2.0]  # the last `window` rewards
 
 
-def test_selector_state_round_trips_the_quantile_history():
+@pytest.mark.parametrize("reward, sample_filter", [("mean_idu", "none"), ("heldout_gain", "small_loss")])
+def test_selector_state_round_trips_the_quantile_history(reward, sample_filter):
     cluster = np.repeat([0, 1, 2], 10)
     policies = [make_policy("boltzmann") for _ in range(2)]
     selectors = []
     for policy in policies:
         policy.reset(3, seed=0)
-        sel = make_selector(cluster, policy, round_size=6, budget=30, round_mode="mixture", reward="mean_idu",
-                            reward_scaling="quantile")  # fmt: skip
+        sel = make_selector(cluster, policy, round_size=6, budget=30, round_mode="mixture", reward=reward,
+                            reward_scaling="quantile", sample_filter=sample_filter)  # fmt: skip
         sel.state.set_initial_scores(np.linspace(1, 2, 30))
         selectors.append(sel)
     a, b = selectors
