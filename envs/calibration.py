@@ -44,11 +44,6 @@ _FIT_GRIDS: dict[str, np.ndarray] = {
 #: clusters. Drift level, forgetting and memorisation are shared: a run has only a handful of visits per cluster,
 #: and fitting the drift level per cluster too (tried on the embedded default: 3 runs, one held out) fitted the
 #: calibration runs no better, the held-out run slightly worse, and took 4x longer.
-#: Cross-cluster transfer (``_fit_transfer``): Gauss-Newton iterations, finite-difference step (skill per sample)
-#: and the ridge strengths tried by leave-one-run-out cross-validation (``inf``: no transfer).
-_TRANSFER_ITERATIONS = 2
-_TRANSFER_STEP = 1e-4
-_TRANSFER_RIDGES = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0)
 _FIT_STAGES: tuple[tuple[tuple[str, ...], bool], ...] = (
     (("skill_rate",), False),
     (("drift_level",), True),
@@ -126,7 +121,6 @@ def _replay(
     base: np.ndarray,
     params: dict[str, np.ndarray],
     common: dict[str, Any],
-    transfer: np.ndarray | None = None,
 ) -> np.ndarray:
     """Teacher-forced, noise-free replay of the recorded rounds (same ids, same order) with a gap of 1 per cluster.
 
@@ -135,7 +129,7 @@ def _replay(
     k = len(params["skill_rate"])
     surrogate = Surrogate(
         labels, base, np.ones(len(labels)), params["skill_rate"], params["memorization"], params["forgetting"],
-        params["drift_level"], np.zeros(k), common["memory_decay"], common["noise_timescale"], transfer,
+        params["drift_level"], np.zeros(k), common["memory_decay"], common["noise_timescale"],
     )  # fmt: skip
     state = LEADState(labels, num_clusters=k)
     if common["initial_score"] == "loss":
@@ -164,8 +158,9 @@ def _replay(
 def teacher_forced_drops(records: list[dict[str, Any]], labels: np.ndarray, fitted: dict[str, Any]) -> np.ndarray:
     """The loss drops ``d`` a calibrated proxy predicts for recorded rounds replayed with their own sample ids.
 
-    ``fitted``: ``ProxyTraining.calibration["fitted"]``. Per (round, cluster), NaN where the cluster was not trained;
-    the proxy's own selection is left out, so this is the cluster-level model's best case on those rounds.
+    ``fitted``: ``ProxyTraining.calibration["fitted"]``; ``labels``: the pool's cluster per sample id. Per (round,
+    cluster), NaN where the cluster was not trained. The proxy's own selection is left out (the rounds train the
+    recorded samples), so this is the fitted dynamics' best case on those rounds.
     """
     labels = np.asarray(labels, dtype=np.int64)
     initial = np.asarray(fitted["initial_loss"], dtype=np.float64)
@@ -173,8 +168,7 @@ def teacher_forced_drops(records: list[dict[str, Any]], labels: np.ndarray, fitt
     common = {name: fitted[name] for name in _CONSTRUCTOR_DEFAULTS}
     common.update({name: fitted[name] for name in ("round_size", "batch_size", "eta", "same_cluster_cosine")})
     gap = initial - np.asarray(fitted["floor"], dtype=np.float64)
-    x = _replay(records, labels, initial[labels], params, common, np.asarray(fitted["transfer"], dtype=np.float64))
-    return gap * x
+    return gap * _replay(records, labels, initial[labels], params, common)
 
 
 def _invert_cosine(eta: float, d: float, d_last: float, drop: float) -> float | None:
@@ -239,75 +233,6 @@ def _correction_inputs(runs: list[list[dict[str, Any]]], overrides: dict[str, An
     return eta, cosine, len(etas), len(found)
 
 
-def _fit_transfer(
-    replay: Any, gap_and_sse: Any, real: np.ndarray, weight: np.ndarray, run_of_row: np.ndarray
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """The cross-cluster transfer matrix (``Surrogate``), by ridge-regularised Gauss-Newton on the recorded drops.
-
-    Cluster k's drops depend on row k of the matrix only (the replay is teacher-forced: which samples each round
-    trained is fixed), and they are close to linear in it: each iteration takes the drops' derivatives by finite
-    differences (one replay per column j, ``transfer[:, j] += _TRANSFER_STEP``), then solves per cluster the weighted
-    ridge least squares for its row, the learnable gap fixed. Two shapes: ``"full"`` (every pair its own value) and
-    ``"row"`` (one value per receiving cluster: what training anything else does to it). The shape and the ridge
-    strength (relative to each cluster's design scale, ``_TRANSFER_RIDGES``) are chosen by leave-one-run-out
-    cross-validation; no transfer is among the choices, so the matrix stays zero unless it predicts the drops of
-    runs it was not fitted on better.
-
-    Returns the matrix and ``{"shape", "ridge", "cv_sse": {"shape ridge": held-out weighted SSE}}`` (last iteration).
-    """
-    k = real.shape[1]
-    transfer = np.zeros((k, k))
-    choice, cv_sse = ("none", math.inf), {}
-    runs = np.unique(run_of_row)
-    for _ in range(_TRANSFER_ITERATIONS):
-        x0 = replay(transfer)
-        gap, _ = gap_and_sse(x0)
-        slopes = np.empty(real.shape + (k,))  # d drop[r, c] / d transfer[c, j]
-        for j in range(k):
-            step = transfer.copy()
-            step[:, j] += _TRANSFER_STEP
-            slopes[:, :, j] = (replay(step) - x0) / _TRANSFER_STEP
-        problems = []  # per cluster: the columns it receives from, design, target of the whole row, weights
-        for c in range(k):
-            ok = np.isfinite(real[:, c]) & np.isfinite(x0[:, c]) & (weight[:, c] > 0)
-            others = np.flatnonzero(np.arange(k) != c)
-            design = gap[c] * np.where(ok[:, None], np.nan_to_num(slopes[:, c, others]), 0.0)
-            target = np.where(ok, real[:, c] - gap[c] * x0[:, c], 0.0) + design @ transfer[c, others]
-            problems.append((others, design, target, np.where(ok, weight[:, c], 0.0)))
-
-        def solve(c: int, shape: str, strength: float, train: np.ndarray, problems: list = problems) -> np.ndarray:
-            """Row c of the matrix (over the other clusters), fitted on the rows where ``train`` is 1."""
-            others, design, target, w = problems[c]
-            a = design.sum(1, keepdims=True) if shape == "row" else design
-            w = w * train
-            gram = a.T @ (w[:, None] * a)
-            scale = np.trace(gram) / len(gram)
-            if shape == "none" or scale <= 0:
-                return np.zeros(len(others))
-            solved = np.linalg.solve(gram + strength * scale * np.eye(len(gram)), a.T @ (w * target))
-            return np.repeat(solved, len(others)) if shape == "row" else solved
-
-        cv_sse = {}
-        candidates = [("none", math.inf)] + [(shape, r) for shape in ("row", "full") for r in _TRANSFER_RIDGES]
-        for shape, strength in candidates:
-            total = 0.0
-            for held in runs:
-                train = (run_of_row != held).astype(np.float64)
-                for c in range(k):
-                    _, design, target, w = problems[c]
-                    test = w * (1.0 - train)
-                    total += float((test * (target - design @ solve(c, shape, strength, train)) ** 2).sum())
-            cv_sse[(shape, strength)] = total
-        choice = min(cv_sse, key=cv_sse.get)
-        transfer = np.zeros((k, k))
-        for c in range(k):
-            transfer[c, problems[c][0]] = solve(c, *choice, np.ones(len(real)))
-        if choice[0] == "none":
-            break
-    report = {"shape": choice[0], "ridge": choice[1], "cv_sse": {f"{s} {r:g}": v for (s, r), v in cv_sse.items()}}
-    return transfer, report
-
-
 def calibrate(
     runs: list[list[dict[str, Any]]], clusters: Any, overrides: dict[str, Any], fit: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -361,8 +286,8 @@ def calibrate(
     if fixed_gap is not None:
         fixed_gap = initial - fixed_gap
 
-    def replay_all(trial: dict[str, np.ndarray], transfer: np.ndarray | None = None) -> np.ndarray:
-        return np.concatenate([_replay(run, labels, base, trial, common, transfer) for run in runs])
+    def replay_all(trial: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([_replay(run, labels, base, trial, common) for run in runs])
 
     def gap_and_sse(replayed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per cluster: the gap (weighted least squares, clipped to [0, initial]) and the residual sum of squares."""
@@ -390,16 +315,7 @@ def calibrate(
             best = np.full(k, int(np.argmin(sse.sum(1)))) if shared else np.argmin(sse, axis=0)
             for i, name in enumerate(names):
                 params[name] = np.array([grid[g][i] for g in best], dtype=np.float64)
-    transfer, transfer_report = np.zeros((k, k)), {"shape": "none", "ridge": math.inf, "cv_sse": {}}
-    if "transfer" in overrides:
-        transfer = np.asarray(overrides["transfer"], dtype=np.float64)
-    elif fit and len(runs) > 1:
-        run_of_row = np.concatenate([np.full(len(run), i) for i, run in enumerate(runs)])
-        transfer, transfer_report = _fit_transfer(
-            lambda t: replay_all(params, t), gap_and_sse, real, weight, run_of_row
-        )
-        replays += (1 if transfer_report["shape"] == "none" else _TRANSFER_ITERATIONS) * (k + 1) * len(runs)
-    replayed = replay_all(params, transfer)
+    replayed = replay_all(params)
     gap, _ = gap_and_sse(replayed)
     if not fit and fixed_gap is None:
         gap = np.clip(initial - _SCALAR_DEFAULTS["floor"], 0.0, None)
@@ -423,7 +339,6 @@ def calibrate(
         "eta": eta,
         "same_cluster_cosine": same_cos,
         **{name: value.tolist() for name, value in params.items()},
-        "transfer": transfer.tolist(),
         **{name: common[name] for name in _CONSTRUCTOR_DEFAULTS},
     }
     report = {
@@ -436,8 +351,5 @@ def calibrate(
         "replays": replays,
         "eta_from": eta_from,
         "cosine_from": cosine_from,
-        "transfer_shape": transfer_report["shape"],
-        "transfer_ridge": transfer_report["ridge"],
-        "transfer_cv_sse": transfer_report["cv_sse"],
     }
     return fitted, report

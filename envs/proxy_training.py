@@ -40,8 +40,6 @@ DEFAULT_CLUSTERS: dict[str, dict[str, float]] = {
     "lookup": {"weight": 2.0, "initial_loss": 0.75, "floor": 0.3, "skill_rate": 0.002, "noise": 0.08},
     "noise": {"weight": 1.5, "initial_loss": 2.85, "floor": 2.85, "skill_rate": 0.0, "noise": 0.28},
 }
-#: Highest skill transfer can bring a cluster to (1 would put its loss on the floor for good).
-MAX_SKILL = 0.99
 #: Defaults of a cluster when K differs from ``len(DEFAULT_CLUSTERS)`` (a medium cluster).
 _SCALAR_DEFAULTS = {"initial_loss": 1.5, "floor": 0.5, "skill_rate": 0.01, "noise": 0.15}
 
@@ -62,10 +60,6 @@ class Surrogate:
     - drift: ``skill_k <- drift_level_k + (skill_k - drift_level_k) * exp(-forgetting_k * (B - c_k))``: training
       other clusters pulls a cluster back towards ``drift_level_k`` (0: the initial model; < 0: worse than it, as
       single-cluster rounds do to a small model);
-    - transfer: ``skill_k <- skill_k + sum_{j != k} transfer[k, j] * c_j`` (a gain stops at ``MAX_SKILL``): what
-      training cluster j teaches (> 0) or unlearns (< 0) of cluster k, per sample (the diagonal is not used); zero
-      by default, fitted from real runs by :meth:`ProxyTraining.from_rounds` (a cluster's first visit measures
-      what the clusters trained before it did to it);
     - memorisation: ``mem_i <- 1 - (1 - mem_i) * (1 - memorization_k)`` for the batch's samples, and every
       memorisation decays by ``exp(-memory_decay)`` per sample trained after it (kept lazily, O(batch) per batch).
 
@@ -92,7 +86,6 @@ class Surrogate:
         noise: np.ndarray,
         memory_decay: float,
         noise_timescale: float = 0.0,
-        transfer: np.ndarray | None = None,
     ) -> None:
         self.cluster = np.asarray(cluster, np.int64)
         self.num_clusters = len(skill_rate)
@@ -104,8 +97,6 @@ class Surrogate:
         self.drift_level = np.asarray(drift_level, np.float64)
         self.noise = np.asarray(noise, np.float64)
         self.memory_decay = float(memory_decay)
-        k = self.num_clusters
-        self.transfer = np.zeros((k, k)) if transfer is None else np.asarray(transfer, np.float64) * (1 - np.eye(k))
         self.skill = np.zeros(self.num_clusters)
         self.mem = np.zeros(len(self.cluster))
         self.mem_time = np.zeros(len(self.cluster))
@@ -147,9 +138,9 @@ class Surrogate:
             out[start : start + len(batch)] = loss + self.observe(batch, rng)
             counts = np.bincount(c, minlength=self.num_clusters)
             skill = 1.0 - (1.0 - self.skill) * np.exp(-self.skill_rate * counts)
-            skill = self.drift_level + (skill - self.drift_level) * np.exp(-self.forgetting * (len(batch) - counts))
-            gain = self.transfer @ counts  # never above MAX_SKILL by transfer alone; losses need no cap
-            self.skill = skill + np.minimum(gain, np.maximum(MAX_SKILL - skill, 0.0))
+            self.skill = self.drift_level + (skill - self.drift_level) * np.exp(
+                -self.forgetting * (len(batch) - counts)
+            )
             self.time += len(batch)
             self.mem[batch] = 1.0 - (1.0 - memory) * (1.0 - self.memorization[c])
             self.mem_time[batch] = self.time
@@ -231,7 +222,6 @@ class _World:
         shared += [
             surrogate.forgetting,
             surrogate.drift_level,
-            surrogate.transfer,
             surrogate.noise,
             getattr(self.selector, "_members", None),
         ]
@@ -343,7 +333,6 @@ class ProxyTraining(RoundEnv):
     | ``memorization`` | 0.3 | per cluster or scalar: share of a sample's loss memorised per training |
     | ``forgetting`` | 0.005 | per cluster or scalar: drift rate per sample trained from other clusters |
     | ``drift_level`` | -1.0 | per cluster or scalar: skill that drift pulls towards (0 = initial model) |
-    | ``transfer`` | None | (K, K): skill of cluster k gained per sample of cluster j trained (diagonal unused) |
     | ``memory_decay`` | 0.0005 | memorisation decay per sample trained |
     | ``noise_timescale`` | 1000 | samples trained over which a sample's observation offset decorrelates (0: i.i.d.) |
     | ``heterogeneity`` | 0.3 | log-normal spread of per-sample initial losses within a cluster |
@@ -381,7 +370,6 @@ class ProxyTraining(RoundEnv):
         memorization: float | Sequence[float] = 0.3,
         forgetting: float | Sequence[float] = 0.005,
         drift_level: float | Sequence[float] = -1.0,
-        transfer: Sequence[Sequence[float]] | np.ndarray | None = None,
         memory_decay: float = 0.0005,
         noise_timescale: float = 1000.0,
         heterogeneity: float = 0.3,
@@ -419,8 +407,6 @@ class ProxyTraining(RoundEnv):
             "cluster_names": cluster_names,
         }
         lengths = {name: len(v) for name, v in per_cluster.items() if v is not None and np.ndim(v) == 1}
-        if transfer is not None:
-            lengths["transfer"] = len(transfer)
         if num_clusters is not None:
             lengths["num_clusters"] = int(num_clusters)
         if len(set(lengths.values())) > 1:
@@ -456,16 +442,13 @@ class ProxyTraining(RoundEnv):
         self.memorization = _per_cluster("memorization", memorization, k)
         self.forgetting = _per_cluster("forgetting", forgetting, k)
         self.drift_level = _per_cluster("drift_level", drift_level, k)
-        self.transfer = np.zeros((k, k)) if transfer is None else np.asarray(transfer, dtype=np.float64)
-        if self.transfer.shape != (k, k) or not np.isfinite(self.transfer).all():
-            raise ValueError(f"`transfer` must be a finite ({k}, {k}) matrix, got shape {self.transfer.shape}.")
         checks = {
             "initial_loss >= floor": self.initial_loss >= self.floor,
             "skill_rate >= 0": self.skill_rate >= 0,
             "noise >= 0": self.noise >= 0,
             "0 <= memorization < 1": (self.memorization >= 0) & (self.memorization < 1),
             "forgetting >= 0": self.forgetting >= 0,
-            "drift_level < 1": self.drift_level < 1,
+            "drift_level <= 0": self.drift_level <= 0,
         }
         for rule, ok in checks.items():
             if not np.all(ok):
@@ -580,7 +563,7 @@ class ProxyTraining(RoundEnv):
         gap = (self.initial_loss - self.floor)[self.cluster] * factor
         surrogate = Surrogate(
             self.cluster, base, gap, self.skill_rate, self.memorization, self.forgetting, self.drift_level,
-            self.noise, self.memory_decay, self.noise_timescale, self.transfer,
+            self.noise, self.memory_decay, self.noise_timescale,
         )  # fmt: skip
         state = LEADState(self.cluster, num_clusters=k)
         if self.initial_score == "loss":  # the base model's scoring pass: initial losses as observed
