@@ -20,7 +20,7 @@ from envs.round_env import ActionPolicy
 from trl_lead.selection import LEADState, PlannedRound, RoundSelector, predicted_drop
 from trl_lead.settings import SelectionSettings
 
-__all__ = ["NOISE_SHARE", "calibrate", "read_rounds"]
+__all__ = ["NOISE_SHARE", "calibrate", "read_rounds", "teacher_forced_drops"]
 
 _CONSTRUCTOR_DEFAULTS = {
     "smoothing": 0.5,
@@ -153,6 +153,22 @@ def _replay(
         for key, value in world.finish(planned, None)["correction"].items():
             d[r, int(key)] = value["d"]
     return d
+
+
+def teacher_forced_drops(records: list[dict[str, Any]], labels: np.ndarray, fitted: dict[str, Any]) -> np.ndarray:
+    """The loss drops ``d`` a calibrated proxy predicts for recorded rounds replayed with their own sample ids.
+
+    ``fitted``: ``ProxyTraining.calibration["fitted"]``; ``labels``: the pool's cluster per sample id. Per (round,
+    cluster), NaN where the cluster was not trained. The proxy's own selection is left out (the rounds train the
+    recorded samples), so this is the fitted dynamics' best case on those rounds.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    initial = np.asarray(fitted["initial_loss"], dtype=np.float64)
+    params = {name: np.asarray(fitted[name], dtype=np.float64) for name in _FIT_START}
+    common = {name: fitted[name] for name in _CONSTRUCTOR_DEFAULTS}
+    common.update({name: fitted[name] for name in ("round_size", "batch_size", "eta", "same_cluster_cosine")})
+    gap = initial - np.asarray(fitted["floor"], dtype=np.float64)
+    return gap * _replay(records, labels, initial[labels], params, common)
 
 
 def _invert_cosine(eta: float, d: float, d_last: float, drop: float) -> float | None:
