@@ -164,6 +164,16 @@ def test_split_half_taus_by_hand():
     assert split_half_taus({"a": {"0": 3, "1": 3}, "b": {"0": 1, "1": 2}}) == [1.0, 1.0]  # {0}|{1} and {1}|{0}
 
 
+def test_split_half_taus_samples_splits_when_there_are_too_many():
+    rng = np.random.default_rng(1)
+    finals = {p: {str(s): float(rng.normal(i, 1.0)) for s in range(12)} for i, p in enumerate("abcd")}
+    every = split_half_taus(finals, max_splits=10_000)  # C(12, 6) = 924 splits: all of them
+    sampled = split_half_taus(finals, max_splits=300)
+    assert len(every) == 924 and len(sampled) == 300
+    # 300 random splits estimate the median over all 924 (tau takes steps of 1/3 with 4 policies)
+    assert abs(np.median(sampled) - np.median(every)) <= 1 / 3 + 1e-9
+
+
 def test_kendall_tau_matches_scipy_with_and_without_ties():
     stats = pytest.importorskip("scipy.stats")
     rng = np.random.default_rng(1)
