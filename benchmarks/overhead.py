@@ -2,13 +2,13 @@
 
 A Llama-style model with a 32k vocabulary (the LM head dominates, as in real models) trains on the embedded pool.
 SFT trains on exactly LEAD's batches (the samples LEAD chose, in its order, sequential sampler), so the step times
-differ only by what LEAD adds. Runs go LEAD, SFT, SFT, LEAD, LEAD, SFT, so drift of the machine hits both alike;
-each run is a fresh child process (one torch thread), so its peak resident memory is its own. Reported: the median
-time per optimizer step
-(after the first round, which holds LEAD's one-off scoring pass, reported apart) and peak memory, as ratios.
+differ only by what LEAD adds. Runs go LEAD, SFT, SFT, LEAD, LEAD, SFT, ... (`--pairs` of each), so drift of the
+machine hits both alike; each run is a fresh child process (one torch thread), so its peak resident memory is its
+own. Reported: the median time per optimizer step (after the first round, which holds LEAD's one-off scoring pass,
+reported apart) and peak memory, as ratios.
 Targets (issue 6): at most 3% more time and 5% more memory.
 
-    python benchmarks/overhead.py  ->  benchmarks/results/overhead.md
+    python benchmarks/overhead.py [--pairs N]  ->  benchmarks/results/overhead.md
 """
 
 from __future__ import annotations
@@ -153,13 +153,20 @@ def demo_scoring(seed: int = 0) -> dict:
     return {"scoring_s": sum(spent), "passes": len(spent), "train_s": total, "filter": trainer.args.lead_sample_filter}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pairs", type=int, default=3, help="LEAD and SFT runs of each kind (alternating ABBA)")
+    pairs = parser.parse_args(argv).pairs
+
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     results: dict[str, list[dict]] = {"sft": [], "lead": []}
     order = None
-    for kind in ("lead", "sft", "sft", "lead", "lead", "sft"):
+    # ABBA order (LEAD, SFT, SFT, LEAD, ...), so drift of the machine hits both alike
+    for kind in [k for i in range(pairs) for k in (("lead", "sft") if i % 2 == 0 else ("sft", "lead"))]:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
             results[kind].append(child.submit(run, kind, order).result())
         order = results[kind][-1].pop("order")  # LEAD is deterministic: every LEAD run trains this order
@@ -183,8 +190,9 @@ def main() -> None:
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, one torch thread, "
         f"{platform.platform()}, torch {torch.__version__}. Model: Llama-style, vocab 32k, "
         f"{results['sft'][0]['params'] / 1e6:.1f}M parameters (LEAD's update vectors are sketched above 1M). "
-        f"{STEPS} steps of {BATCH} samples, LEAD rounds of {ROUND} samples ({ROUND // BATCH} steps); 3 runs of each, "
-        "alternating, each in a fresh process. Step times exclude the first round (LEAD's one-off scoring pass).",
+        f"{STEPS} steps of {BATCH} samples, LEAD rounds of {ROUND} samples ({ROUND // BATCH} steps); "
+        f"{pairs} runs of each, alternating, each in a fresh process. Step times exclude the first round (LEAD's "
+        "one-off scoring pass).",
         "",
         "| | SFTTrainer | LEADSFTTrainer | ratio |",
         "|---|---|---|---|",
