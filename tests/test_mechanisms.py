@@ -182,6 +182,30 @@ def test_small_loss_filter_keeps_the_lowest_initial_scores_of_each_cluster():
     assert sorted(planned.sample_ids) == [1, 3, 5, 6, 7, 9, 12, 13] and planned.filled.sum() == 2
 
 
+def test_a_cluster_whose_eligible_samples_the_filter_all_excludes_is_masked():
+    # Cluster 0: 4 samples, keep 0.5 -> samples 0, 1 (initial 1, 2) kept, 2, 3 (initial 8, 9) excluded. Once 0 and 1
+    # reach the reuse cap, cluster 0 has eligible samples but none the filter lets through: a policy that chose it
+    # would train none of its samples (the bug: the round's reward was then NaN). Cluster 1 is unfiltered (its 2
+    # samples are within keep: ceil(0.5 * 2) = 1 -> cut 5, both 5).
+    cluster = np.array([0, 0, 0, 0, 1, 1])
+    sel = make_selector(cluster, round_size=2, budget=6, max_reuse=1, sample_filter="small_loss", filter_keep=0.5)
+    sel.state.set_initial_scores(np.array([1.0, 2.0, 8.0, 9.0, 5.0, 5.0]))
+    np.testing.assert_array_equal(sel.arm_mask(), [True, True])
+    planned = sel.plan_round()  # RecordingPolicy takes the first allowed cluster: 0
+    assert sorted(planned.sample_ids) == [0, 1]
+    sel.finish_round(planned, planned.sample_ids, np.ones(2))
+    np.testing.assert_array_equal(sel.arm_mask(), [False, True])
+    planned = sel.plan_round()
+    assert planned.arms == [1] and sorted(planned.sample_ids) == [4, 5]
+    record = sel.finish_round(planned, planned.sample_ids, np.ones(2))
+    assert np.isfinite(record["reward"])
+    # Nothing the filter keeps is left anywhere: the mask falls back to eligibility, and rounds to excluded samples
+    np.testing.assert_array_equal(sel.arm_mask(), [True, False])
+    planned = sel.plan_round()
+    assert sorted(planned.sample_ids) == [2, 3]
+    assert np.isfinite(sel.finish_round(planned, planned.sample_ids, np.ones(2))["reward"])
+
+
 def test_loss_z_filter_drops_revisited_samples_whose_loss_did_not_fall_with_their_peers():
     state = LEADState(np.zeros(6, dtype=int))
     state.use_count[:] = 2

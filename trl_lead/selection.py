@@ -146,9 +146,10 @@ def loss_z_excluded(state: LEADState, members: np.ndarray, threshold: float, kee
         if keep is None:
             excluded[unseen] = robust_z(scores[unseen], scores)[0] > threshold
         else:
-            finite = np.sort(scores[np.isfinite(scores)])
+            finite = scores[np.isfinite(scores)]
             if len(finite):
-                cut = finite[max(math.ceil(keep * len(finite)) - 1, 0)]
+                rank = max(math.ceil(keep * len(finite)) - 1, 0)
+                cut = np.partition(finite, rank)[rank]  # linear time: this runs for every cluster every round
                 excluded[unseen] = scores[unseen] > cut
     seen = ~unseen
     if seen.any():
@@ -304,9 +305,17 @@ class RoundSelector:
         return ok
 
     def arm_mask(self) -> np.ndarray:
-        """True for clusters with at least one eligible sample (the policy's action mask)."""
+        """True for clusters with at least one eligible sample (the policy's action mask).
+
+        With `lead_sample_filter` on, a cluster whose eligible samples the filter all excludes is masked too (a policy
+        that chose it would train none of its samples and measure nothing), unless that leaves no cluster: then the
+        clusters with eligible samples, whose rounds fall back to the excluded samples (see `plan_round`)."""
         self._sync()
-        return (self._open_selected if self.budget_spent else self._open) > 0
+        mask = (self._open_selected if self.budget_spent else self._open) > 0
+        if self.settings.sample_filter == "none" or not mask.any():
+            return mask
+        kept = np.array([bool(mask[k]) and len(self._candidates(k)) > 0 for k in range(len(mask))])
+        return kept if kept.any() else mask
 
     def _candidates(self, cluster: int, filtered: dict[str, int] | None = None) -> np.ndarray:
         """Eligible members of `cluster`, less those `lead_sample_filter` excludes (counted into `filtered`)."""
@@ -483,7 +492,8 @@ class RoundSelector:
         rewarded = [a for a in planned.arms if rewards.get(a) is not None] if not planned.warmup else []
         self._reward_policy(planned, {arm: rewards[arm] for arm in rewarded})
         rewards = {k: 0.0 if v is None else v for k, v in rewards.items()}  # the log keeps plain numbers
-        reward = float(np.mean([rewards[a] for a in planned.arms if a in rewards])) if planned.arms else 0.0
+        # an arm with no sample of its own this round (only possible under the filter's fallback) counts as 0 here
+        reward = float(np.mean([rewards.get(a, 0.0) for a in planned.arms])) if planned.arms else 0.0
         record = {
             "round": planned.index,
             "cluster": planned.arms[0] if len(planned.arms) == 1 else planned.arms,
