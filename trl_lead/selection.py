@@ -311,11 +311,20 @@ class RoundSelector:
         that chose it would train none of its samples and measure nothing), unless that leaves no cluster: then the
         clusters with eligible samples, whose rounds fall back to the excluded samples (see `plan_round`)."""
         self._sync()
+        return self._mask(self._filtered_candidates()[0] if self.settings.sample_filter != "none" else None)
+
+    def _mask(self, candidates: list[np.ndarray] | None) -> np.ndarray:
+        """`arm_mask` from each cluster's filtered candidates (None: the filter is off)."""
         mask = (self._open_selected if self.budget_spent else self._open) > 0
-        if self.settings.sample_filter == "none" or not mask.any():
+        if candidates is None or not mask.any():
             return mask
-        kept = np.array([bool(mask[k]) and len(self._candidates(k)) > 0 for k in range(len(mask))])
+        kept = np.array([len(c) > 0 for c in candidates])
         return kept if kept.any() else mask
+
+    def _filtered_candidates(self) -> tuple[list[np.ndarray], dict[str, int]]:
+        """Per cluster, the eligible members `lead_sample_filter` keeps; and per cluster how many it excludes."""
+        excluded: dict[str, int] = {}
+        return [self._candidates(k, excluded) for k in range(self.state.num_clusters)], excluded
 
     def _candidates(self, cluster: int, filtered: dict[str, int] | None = None) -> np.ndarray:
         """Eligible members of `cluster`, less those `lead_sample_filter` excludes (counted into `filtered`)."""
@@ -381,7 +390,10 @@ class RoundSelector:
         s, state = self.settings, self.state
         self._sync()
         index = len(state.rounds)
-        mask = self.arm_mask()
+        # the filter is evaluated once per round: for the mask, the chosen clusters and the fill
+        filtering = s.sample_filter != "none"
+        candidates, excluded = self._filtered_candidates() if filtering else (None, {})
+        mask = self._mask(candidates)
         if not mask.any():
             return None
         new_quota = max(s.budget - self._num_selected, 0)
@@ -404,22 +416,24 @@ class RoundSelector:
             arms = [int(k) for k in np.flatnonzero(counts)]
             shares = {k: int(counts[k]) for k in arms}
         chosen: list[np.ndarray] = []
-        filtered: dict[str, int] = {}
         for arm in arms:
-            ids, new_quota = self._choose(self._candidates(arm, filtered), shares[arm], new_quota)
+            pool = candidates[arm] if filtering else self._candidates(arm)
+            ids, new_quota = self._choose(pool, shares[arm], new_quota)
             chosen.append(ids)
+        filtered = {str(arm): excluded[str(arm)] for arm in arms} if filtering else {}
         ids = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
         filled = np.zeros(len(ids), bool)
         # A chosen cluster ran short: fill from the other clusters with the same fine rule, over all of them, first
         # among the samples the filter keeps, then (rather than train a short round) among those it excludes
-        for use_filter in (True, False) if s.sample_filter != "none" else (False,):
+        for use_filter in (True, False) if filtering else (False,):
             shortfall = s.round_size - len(ids)
             if shortfall <= 0:
                 break
-            rest = self.eligible()
-            if use_filter:
-                for k in range(state.num_clusters):
-                    rest[self._members[k][self._filter_excludes(self._members[k])]] = False
+            if use_filter:  # the union of the clusters' filtered candidates: eligible and not excluded
+                rest = np.zeros(len(state), bool)
+                rest[np.concatenate(candidates)] = True
+            else:
+                rest = self.eligible()
             rest[ids] = False
             extra, new_quota = self._choose(np.flatnonzero(rest), shortfall, new_quota)
             ids = np.concatenate([ids, extra])
