@@ -37,6 +37,7 @@ PAPER = dict(
     lead_reward="idu_drop",
     lead_reward_scaling="minmax",
     lead_sample_filter="none",
+    lead_budget_pace=0.0,
 )
 METHODS: dict[str, dict] = {
     # baselines
@@ -80,6 +81,11 @@ ISSUE12 = {
     "lead_gain_exp3s": {"lead_sample_filter": "small_loss", "lead_reward": "heldout_gain"},
     "lead_small_loss_keep30": {"lead_sample_filter": "small_loss", "lead_filter_keep": 0.3},
     "lead_small_loss_uniform": {"lead_sample_filter": "small_loss", "lead_policy": "uniform"},
+    # the budget's new samples admitted evenly over the first half of the rounds (lead_budget_pace)
+    "lead_paced": {"lead_sample_filter": "small_loss", "lead_budget_pace": 0.5},
+    "lead_paced_full": {"lead_sample_filter": "small_loss", "lead_budget_pace": 1.0},
+    "lead_paced_uniform": {"lead_sample_filter": "small_loss", "lead_budget_pace": 0.5, "lead_policy": "uniform"},
+    "lead_paced_no_filter": {"lead_budget_pace": 0.5},
 }
 for _name, _options in ISSUE12.items():
     METHODS[_name] = {**METHODS["lead_default"], **_options}

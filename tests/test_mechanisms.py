@@ -337,7 +337,8 @@ def test_selector_state_round_trips_the_quantile_history(reward, sample_filter):
     "field, value",
     [("lead_sample_filter", "iqr"), ("lead_filter_z", 0.0), ("lead_filter_z", float("nan")),
      ("lead_filter_keep", 0.0), ("lead_filter_keep", 1.5), ("lead_filter_keep", float("nan")),
-     ("lead_reward", "blended"), ("lead_reward_scaling", "zscore")],
+     ("lead_reward", "blended"), ("lead_reward_scaling", "zscore"),
+     ("lead_budget_pace", -0.1), ("lead_budget_pace", 1.5), ("lead_budget_pace", float("nan"))],
 )  # fmt: skip
 def test_config_refuses_bad_values_naming_the_field(tmp_path, field, value):
     from trl_lead import LEADConfig

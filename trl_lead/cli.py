@@ -48,6 +48,7 @@ PAPER_CHOICES = {
     "lead_fine_selection": "top",
     "lead_reward": "idu_drop",
     "lead_sample_filter": "none",
+    "lead_budget_pace": 0.0,
     "lead_reward_scaling": "minmax",
 }
 #: The pool the demo trains on by default: a mixture of `trl_lead.pool.MIXTURES` whose noise conflicts with the tasks,
@@ -364,7 +365,7 @@ def demo(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--paper",
         action="store_true",
-        help="the paper's choices: EXP3-S, single cluster, top IDU, IDU drop, no filter, min-max scaling",
+        help="the paper's choices: EXP3-S, single cluster, top IDU, IDU drop, no filter, min-max scaling, budget spent asap",
     )
     options = parser.parse_args(argv)
     if options.max_steps < 1:

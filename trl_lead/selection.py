@@ -291,10 +291,20 @@ class RoundSelector:
         self._idu_count = np.bincount(state.cluster[seen], minlength=k)
         self._synced = state.version
 
+    def budget_now(self) -> int:
+        """Distinct samples the rounds so far and the one being planned may select: the budget, or with
+        `budget_pace_rounds` set, the share `(round + 1) / budget_pace_rounds` of it (admitted evenly, so the policy's
+        choices shape which samples the budget goes to instead of the first rounds spending it all)."""
+        s = self.settings
+        if s.budget_pace_rounds <= 0:
+            return s.budget
+        return min(s.budget, math.ceil(s.budget * (len(self.state.rounds) + 1) / s.budget_pace_rounds))
+
     @property
     def budget_spent(self) -> bool:
+        """Whether no new sample may be selected in the round being planned (the paced budget is reached)."""
         self._sync()
-        return self._num_selected >= self.settings.budget
+        return self._num_selected >= self.budget_now()
 
     def eligible(self) -> np.ndarray:
         """Samples that may still be trained: under the reuse cap, and already selected once the budget is spent."""
@@ -384,6 +394,22 @@ class RoundSelector:
         chosen = order[allowed][:n]
         return candidates[chosen], new_quota - int(is_new[chosen].sum())
 
+    def _split_quota(self, new_quota: int, shares: dict[int, int]) -> dict[int, int]:
+        """`new_quota` split over the arms in proportion to `shares`, at most each arm's share (largest remainders,
+        ties at random); with a quota of at least the round's size every arm may take its whole share new."""
+        arms = list(shares)
+        total = sum(shares.values())
+        if new_quota >= total or total == 0:
+            return dict(shares)
+        exact = np.array([new_quota * shares[a] / total for a in arms])
+        quotas = np.floor(exact).astype(np.int64)
+        left = new_quota - int(quotas.sum())
+        if left > 0:
+            # largest remainder first; the random key breaks ties
+            order = np.lexsort((self.rng.random(len(arms)), -(exact - quotas)))
+            quotas[order[:left]] += 1
+        return {a: int(q) for a, q in zip(arms, quotas)}
+
     # ----- rounds ---------------------------------------------------------------------------------------------------
     def plan_round(self) -> PlannedRound | None:
         """The next round, or None when no sample is eligible."""
@@ -396,7 +422,7 @@ class RoundSelector:
         mask = self._mask(candidates)
         if not mask.any():
             return None
-        new_quota = max(s.budget - self._num_selected, 0)
+        new_quota = max(self.budget_now() - self._num_selected, 0)
         probabilities = None
         if index < s.warmup_rounds:
             # Warm-up: uniform over the pool, the policy is not asked
@@ -416,10 +442,15 @@ class RoundSelector:
             arms = [int(k) for k in np.flatnonzero(counts)]
             shares = {k: int(counts[k]) for k in arms}
         chosen: list[np.ndarray] = []
+        # The new samples the budget allows are split over the arms in proportion to their shares (taken in arm order
+        # they would all go to the lowest-numbered clusters whenever the budget allows fewer than the round's size)
+        quotas, spare = self._split_quota(new_quota, shares), 0
         for arm in arms:
             pool = candidates[arm] if filtering else self._candidates(arm)
-            ids, new_quota = self._choose(pool, shares[arm], new_quota)
+            ids, left = self._choose(pool, shares[arm], quotas[arm])
+            spare += left
             chosen.append(ids)
+        new_quota = spare  # what the chosen clusters could not use goes to the fill
         filtered = {str(arm): excluded[str(arm)] for arm in arms} if filtering else {}
         ids = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
         filled = np.zeros(len(ids), bool)

@@ -48,6 +48,15 @@ def check_filter_keep(value: float, name: str = "lead_filter_keep") -> None:
         )
 
 
+def check_budget_pace(value: float, name: str = "lead_budget_pace") -> None:
+    """The pace is a share in [0, 1] of the run's rounds."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(
+            f"`{name}={value!r}` must be a fraction in [0, 1]: the share of the run's rounds over which the budget's "
+            "new samples are admitted evenly (0 admits them as early as possible, as the paper does)."
+        )
+
+
 def resolve_count(value: float, pool_size: int, name: str) -> int:
     """A size given as a fraction of the pool (`value <= 1`) or as a count, as a count of samples."""
     count = math.ceil(value * pool_size) if value <= 1 else int(value)
@@ -109,6 +118,7 @@ class SelectionSettings:
     filter_z: float = 2.5
     filter_keep: float = 0.5
     reward_scaling: str = "minmax"
+    budget_pace_rounds: int = 0
 
     def __post_init__(self):
         check_choice("round_mode", self.round_mode, ROUND_MODES)
@@ -122,3 +132,5 @@ class SelectionSettings:
             raise ValueError(f"`round_size={self.round_size}` must be >= 1.")
         if self.budget < 1:
             raise ValueError(f"`budget={self.budget}` must be >= 1.")
+        if self.budget_pace_rounds < 0:
+            raise ValueError(f"`budget_pace_rounds={self.budget_pace_rounds}` must be >= 0 (0: no pacing).")

@@ -209,6 +209,13 @@ class LEADSFTTrainer(SFTTrainer):
     @staticmethod
     def _resolve_settings(args: LEADConfig, n: int) -> SelectionSettings:
         round_size, budget = resolve_sizes(args.lead_round_size, args.lead_budget, n)
+        per_round = _steps_per_round(args, round_size)
+        warmup_rounds = math.ceil(args.lead_warmup_steps / per_round)
+        # the run's rounds: from `max_steps`, or as `__init__` derives `max_steps` from `num_train_epochs`
+        if args.max_steps > 0:
+            rounds = math.ceil(args.max_steps / per_round)
+        else:
+            rounds = math.ceil(args.num_train_epochs * budget / round_size) + warmup_rounds
         return SelectionSettings(
             round_size=round_size,
             budget=budget,
@@ -222,7 +229,8 @@ class LEADSFTTrainer(SFTTrainer):
             filter_z=args.lead_filter_z,
             filter_keep=args.lead_filter_keep,
             reward_scaling=args.lead_reward_scaling,
-            warmup_rounds=math.ceil(args.lead_warmup_steps / _steps_per_round(args, round_size)),
+            warmup_rounds=warmup_rounds,
+            budget_pace_rounds=math.ceil(args.lead_budget_pace * rounds) if args.lead_budget_pace > 0 else 0,
         )
 
     @staticmethod
