@@ -118,9 +118,11 @@ def test_budget_counts_distinct_samples_then_reuses_only_selected():
 
 
 def test_budget_pace_admits_new_samples_evenly_over_its_rounds():
-    """budget 8 over 4 rounds: round r may bring the selected count up to ceil(8 (r + 1) / 4) = 2, 4, 6, 8, 8, ...
-    By hand: round 0 has nothing to revisit, so it trains its 2 new samples only; rounds 1-3 take 2 new and 2 of the
-    samples already selected; from round 4 on, 4 revisits. Without pacing round 0 would take 4 new samples."""
+    """budget 8 over 4 rounds: round r's cluster choice may bring the selected count up to ceil(8 (r + 1) / 4) = 2, 4,
+    6, 8, 8, ...; a round that revisits cannot fill takes new samples beyond that rather than run short. By hand:
+    round 0 has nothing to revisit, so it takes 2 new within the pace and 2 beyond (4 selected); round 1 may not add
+    any (4 <= 4): 4 revisits; rounds 2 and 3 take 2 new and 2 revisits (6, 8); then revisits only. Every round is
+    full. Without pacing round 1 draws new samples too."""
     sel = selector([0] * 20, FixedPolicy(arm=0), round_size=4, budget=8, max_reuse=10, fine_selection="random",
                    budget_pace_rounds=4)  # fmt: skip
     selected, sizes, new = [], [], []
@@ -130,11 +132,12 @@ def test_budget_pace_admits_new_samples_evenly_over_its_rounds():
         sizes.append(len(planned.sample_ids))
         new.append(len(set(planned.sample_ids.tolist()) - before))
         selected.append(sel.state.num_selected)
-    assert selected == [2, 4, 6, 8, 8, 8]
-    assert sizes == [2, 4, 4, 4, 4, 4] and new == [2, 2, 2, 2, 0, 0]
+    assert selected == [4, 4, 6, 8, 8, 8]
+    assert sizes == [4] * 6 and new == [4, 0, 2, 2, 0, 0]
     unpaced = selector([0] * 20, FixedPolicy(arm=0), round_size=4, budget=8, fine_selection="random")
     run_round(unpaced, {i: 1.0 for i in range(20)})
-    assert unpaced.state.num_selected == 4
+    run_round(unpaced, {i: 1.0 for i in range(20)})
+    assert unpaced.state.num_selected > 4  # its second round draws from the whole pool (7 here), not revisits only
 
 
 def test_new_samples_are_split_over_a_mixture_round_by_its_shares():
@@ -154,7 +157,7 @@ def test_new_samples_are_split_over_a_mixture_round_by_its_shares():
                        round_mode="mixture", fine_selection="random", reward="mean_idu")  # fmt: skip
         sel.rng = np.random.default_rng(seed)
         planned = sel.plan_round()
-        assert len(planned.sample_ids) == 4  # nothing to revisit yet: the 4 new samples only
+        assert len(planned.sample_ids) == 4  # the whole budget: nothing to revisit, and no fill beyond it
         first.append(int((sel.state.cluster[planned.sample_ids] == 0).sum()))
     assert abs(np.mean(first) - 2.0) < 0.3, np.mean(first)  # measured 2.11 (2.4 SE); in-order quotas: 3.57
 

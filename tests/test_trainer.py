@@ -139,6 +139,35 @@ def test_rounds_are_chosen_only_after_every_loss_of_the_previous_round(tmp_path,
     assert [json.loads(line)["round"] for line in lines] == [0, 1, 2]
 
 
+def test_budget_pace_spreads_new_samples_over_the_first_rounds_of_the_run(tmp_path, pool, tokenizer, make_model):
+    """`lead_budget_pace=0.5` over a run of 16 steps, rounds of 8 samples in 2 steps of 4: 8 rounds, so the budget of
+    12 is admitted over ceil(0.5 * 8) = 4 rounds, up to ceil(12 (r + 1) / 4) = 3, 6, 9, 12 selected after round r.
+    By hand: round 0 has nothing to revisit, so it fills up with new samples beyond the pace (8); round 1 may add none
+    (8 > 6); round 2 one (9); round 3 three (12). Every round is full, so the run makes its 16 steps in 8 rounds
+    (a short round would end a Trainer epoch early and the run with fewer steps). With `max_steps` unset, 3 epochs
+    of the budget give ceil(3 * 12 / 8) = 5 rounds, paced over 3. At 0 the first two rounds take 8 and 4 new."""
+    args = lead_args(tmp_path, lead_budget=12, max_steps=16, lead_max_reuse=8)  # 96 visits >= 16 steps x 4
+    trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
+    assert trainer.lead_settings.budget_pace_rounds == 4
+    trainer.train()
+    rounds = trainer.lead_state.rounds
+    assert [r["selected"] for r in rounds[:5]] == [8, 8, 9, 12, 12]
+    assert [len(r["sample_ids"]) for r in rounds] == [8] * 8
+    assert trainer.state.global_step == 16
+    epochs = LEADSFTTrainer(
+        model=make_model(), args=lead_args(tmp_path, lead_budget=12, num_train_epochs=3), train_dataset=pool,
+        processing_class=tokenizer,
+    )  # fmt: skip
+    assert epochs.lead_settings.budget_pace_rounds == 3 and epochs.args.max_steps == 5 * 2
+    unpaced = LEADSFTTrainer(
+        model=make_model(), args=lead_args(tmp_path, lead_budget=12, max_steps=4, lead_budget_pace=0.0),
+        train_dataset=pool, processing_class=tokenizer,
+    )  # fmt: skip
+    unpaced.train()
+    assert unpaced.lead_settings.budget_pace_rounds == 0
+    assert [r["selected"] for r in unpaced.lead_state.rounds] == [8, 12]
+
+
 def test_state_is_saved_in_checkpoints(tmp_path, pool, tokenizer, make_model):
     """The checkpoint's files hold the state as it was at the save: every array, the policy, the selector and the
     round log, compared with a snapshot taken at the save and told apart from the state at the end of training (one

@@ -291,10 +291,11 @@ class RoundSelector:
         self._idu_count = np.bincount(state.cluster[seen], minlength=k)
         self._synced = state.version
 
-    def budget_now(self) -> int:
-        """Distinct samples the rounds so far and the one being planned may select: the budget, or with
-        `budget_pace_rounds` set, the share `(round + 1) / budget_pace_rounds` of it (admitted evenly, so the policy's
-        choices shape which samples the budget goes to instead of the first rounds spending it all)."""
+    def paced_budget(self) -> int:
+        """Distinct samples that the rounds so far and the one being planned may select by their clusters' choice:
+        the budget, or with `budget_pace_rounds` set, the share `(round + 1) / budget_pace_rounds` of it (admitted
+        evenly, so that the policy's choices shape where the budget goes instead of the first rounds spending it).
+        A round that revisits cannot fill still takes new samples beyond it (see `plan_round`)."""
         s = self.settings
         if s.budget_pace_rounds <= 0:
             return s.budget
@@ -302,9 +303,8 @@ class RoundSelector:
 
     @property
     def budget_spent(self) -> bool:
-        """Whether no new sample may be selected in the round being planned (the paced budget is reached)."""
         self._sync()
-        return self._num_selected >= self.budget_now()
+        return self._num_selected >= self.settings.budget
 
     def eligible(self) -> np.ndarray:
         """Samples that may still be trained: under the reuse cap, and already selected once the budget is spent."""
@@ -422,11 +422,12 @@ class RoundSelector:
         mask = self._mask(candidates)
         if not mask.any():
             return None
-        new_quota = max(self.budget_now() - self._num_selected, 0)
+        new_quota = max(self.paced_budget() - self._num_selected, 0)
         probabilities = None
         if index < s.warmup_rounds:
             # Warm-up: uniform over the pool, the policy is not asked
-            ids, _ = self._choose(np.flatnonzero(self.eligible()), s.round_size, new_quota, rule="random")
+            left = max(s.budget - self._num_selected, 0)  # not paced: nothing to revisit yet, and no policy to learn
+            ids, _ = self._choose(np.flatnonzero(self.eligible()), s.round_size, left, rule="random")
             return PlannedRound(index, [], ids, np.zeros(len(ids), bool), warmup=True)
         if s.round_mode == "single":
             arms = [int(self.policy.select(mask))]
@@ -450,13 +451,19 @@ class RoundSelector:
             ids, left = self._choose(pool, shares[arm], quotas[arm])
             spare += left
             chosen.append(ids)
-        new_quota = spare  # what the chosen clusters could not use goes to the fill
         filtered = {str(arm): excluded[str(arm)] for arm in arms} if filtering else {}
         ids = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
         filled = np.zeros(len(ids), bool)
         # A chosen cluster ran short: fill from the other clusters with the same fine rule, over all of them, first
-        # among the samples the filter keeps, then (rather than train a short round) among those it excludes
-        for use_filter in (True, False) if filtering else (False,):
+        # among the samples the filter keeps, then (rather than train a short round) among those it excludes. New
+        # samples: first within the pace; then, rather than train a short round, what is left of the whole budget, so
+        # that every round has the same optimizer steps (the Trainer's epochs and an exact resume rely on it)
+        whole_left = max(s.budget - self._num_selected - (sum(quotas.values()) - spare), 0)
+        paced_left = min(spare, whole_left) if s.budget_pace_rounds > 0 else whole_left
+        stages = [(True, False), (True, True), (False, True)] if filtering else [(False, False), (False, True)]
+        if s.budget_pace_rounds <= 0:
+            stages = [(use_filter, True) for use_filter, beyond in stages if beyond]  # the pace is the whole budget
+        for use_filter, beyond_pace in stages:
             shortfall = s.round_size - len(ids)
             if shortfall <= 0:
                 break
@@ -466,7 +473,10 @@ class RoundSelector:
             else:
                 rest = self.eligible()
             rest[ids] = False
-            extra, new_quota = self._choose(np.flatnonzero(rest), shortfall, new_quota)
+            quota = whole_left if beyond_pace else paced_left
+            extra, left = self._choose(np.flatnonzero(rest), shortfall, quota)
+            taken = quota - left
+            whole_left, paced_left = whole_left - taken, max(paced_left - taken, 0)
             ids = np.concatenate([ids, extra])
             filled = np.concatenate([filled, np.ones(len(extra), bool)])
         return PlannedRound(index, arms, ids.astype(np.int64), filled, probabilities, filtered=filtered)
