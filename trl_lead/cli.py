@@ -365,7 +365,7 @@ def demo(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--paper",
         action="store_true",
-        help="the paper's choices: EXP3-S, single cluster, top IDU, IDU drop, no filter, min-max scaling, budget spent asap",
+        help="the paper's choices: EXP3-S, single cluster, top IDU, IDU drop, no filter, min-max scaling, no pacing",
     )
     options = parser.parse_args(argv)
     if options.max_steps < 1:

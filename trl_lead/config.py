@@ -120,7 +120,9 @@ class LEADConfig(SFTConfig):
     )
     lead_budget_pace: float = field(
         default=0.5,
-        metadata={"help": "Share of the run's rounds over which the budget's new samples are admitted evenly (0: asap)."},
+        metadata={
+            "help": "Share of the run's rounds over which the budget's new samples are admitted evenly (0: asap)."
+        },
     )
     lead_max_reuse: int = field(default=4, metadata={"help": "Times one sample may be trained."})
     lead_smoothing: float = field(default=0.5, metadata={"help": "Weight b of the history in the IDU recursion."})
