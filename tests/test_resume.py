@@ -75,6 +75,9 @@ def test_resume_replays_the_uninterrupted_run(tmp_path, pool, tokenizer, make_mo
         # every round's filter count reaches the Trainer's log (logging_steps=1: one log per round)
         logged = {h["lead/round"]: h["lead/filtered"] for h in full.state.log_history if "lead/filtered" in h}
         assert logged == {record["round"]: record["filtered"] for record in records}
+        new = {h["lead/round"]: h["lead/new"] for h in full.state.log_history if "lead/new" in h}
+        assert new == {record["round"]: record["new"] for record in records}
+        assert sum(new.values()) == records[-1]["selected"]  # each distinct sample is new in exactly one round
         assert resumed.lead_selector.normalizer.history == full.lead_selector.normalizer.history
         np.testing.assert_array_equal(resumed.lead_selector.policy.averages, full.lead_selector.policy.averages)
     assert rounds_log(tmp_path / "resumed") == rounds_log(tmp_path / "full")

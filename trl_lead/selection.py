@@ -562,6 +562,7 @@ class RoundSelector:
             "probabilities": planned.probabilities,
             "warmup": planned.warmup,
             "selected": self._num_selected,
+            "new": int(first_time.sum()),  # never-trained samples in the round (lead_budget_pace spreads them)
             "mean_idu": float(np.mean(state.idu[ids])) if len(ids) else float("nan"),
             "cluster_mean_idu": [None if np.isnan(v) else float(v) for v in self.cluster_mean_idu()],
             "correction": {str(k): v for k, v in record_clusters.items()},

@@ -491,6 +491,7 @@ class LEADSFTTrainer(SFTTrainer):
             "lead/cluster": cluster if isinstance(cluster, int) else -1,
             "lead/reward": record["reward"],
             "lead/selected": record["selected"],
+            "lead/new": record["new"],
             "lead/mean_idu": record["mean_idu"],
             # eligible samples of the round's clusters that lead_sample_filter excluded (0 with the filter off)
             "lead/filtered": record["filtered"],
