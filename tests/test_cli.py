@@ -27,6 +27,28 @@ def test_trl_parser_reads_lead_fields_from_yaml_and_command_line(tmp_path):
         parser.parse_args_and_config(args=["--config", str(config), "--lead_reward", "accuracy"])
 
 
+def test_policy_kwargs_reach_the_policy_from_the_command_line_or_are_refused_naming_the_field(
+    tmp_path, pool, tokenizer, make_model
+):
+    """A JSON object on the command line becomes the policy's constructor arguments (as `lr_scheduler_kwargs` does);
+    a parameter the policy does not have is refused when the config is built, naming the field."""
+    from trl_lead import LEADSFTTrainer
+
+    parser = TrlParser((ScriptArguments, LEADConfig, ModelConfig))
+    common = ["--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false", "--report_to", "none"]
+    _, args, _ = parser.parse_args_and_config(
+        args=[*common, "--lead_policy", "boltzmann", "--lead_policy_kwargs", '{"temperature": 0.05, "floor": 0.3}']
+    )
+    assert args.lead_policy_kwargs == {"temperature": 0.05, "floor": 0.3}
+    args.lead_cluster_column, args.max_steps = "family_id", 1
+    trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
+    policy = trainer._lead_policy
+    assert (policy.name, policy.temperature, policy.floor, policy.step) == ("boltzmann", 0.05, 0.3, 0.2)
+    for bad in ('{"temp": 0.1}', '{"temperature": -1}'):
+        with pytest.raises(ValueError, match="lead_policy_kwargs"):
+            parser.parse_args_and_config(args=[*common, "--lead_policy", "boltzmann", "--lead_policy_kwargs", bad])
+
+
 @pytest.mark.slow
 def test_trl_lead_sft_runs_the_demo_config(tmp_path):
     from trl_lead.cli import main

@@ -46,6 +46,9 @@ class LEADConfig(SFTConfig):
         lead_policy (`str`, *optional*, defaults to `"exp3s"`):
             Bandit policy name for `trl_lead.policies.make_policy` (e.g. `"exp3s"`, the paper; `"boltzmann"`, a
             softmax over a moving average of rewards that moves within a few rounds); or pass `policy=` to the trainer.
+        lead_policy_kwargs (`dict` or `str`, *optional*):
+            Keyword arguments of the policy's constructor, e.g. `{"temperature": 0.1, "floor": 0.05}` for
+            `"boltzmann"` (a JSON string on the command line, as for `lr_scheduler_kwargs`).
         lead_round_size (`float`, *optional*, defaults to `0.01`):
             Samples per round: a fraction of the pool when `< 1`, else a count.
         lead_budget (`float`, *optional*, defaults to `0.025`):
@@ -111,6 +114,10 @@ class LEADConfig(SFTConfig):
     )
     lead_num_clusters: int = field(default=7, metadata={"help": "Number of clusters when they are computed."})
     lead_policy: str = field(default="exp3s", metadata={"help": "Bandit policy name (trl_lead.policies.make_policy)."})
+    lead_policy_kwargs: dict | str | None = field(
+        default=None,
+        metadata={"help": "Keyword arguments of the policy, e.g. '{\"temperature\": 0.1}' for boltzmann (JSON)."},
+    )
     lead_round_size: float = field(
         default=0.01, metadata={"help": "Samples per round: a fraction of the pool when < 1, else a count."}
     )
@@ -168,8 +175,10 @@ class LEADConfig(SFTConfig):
     )
     lead_seed: int | None = field(default=None, metadata={"help": "Seed of the selection randomness (None: seed)."})
 
+    _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["lead_policy_kwargs"]
+
     def __post_init__(self):
-        super().__post_init__()
+        super().__post_init__()  # reads a JSON string in `lead_policy_kwargs` into a dict
         if not self.lead_enabled:
             return
         choices = {
@@ -217,5 +226,21 @@ class LEADConfig(SFTConfig):
                 "attend to other samples' tokens or miss their own start; LEAD scores each whole sample. Use "
                 "`packing_strategy='bfd'` (keeps samples whole), `padding_free=True`, or `lead_enabled=False`."
             )
+        if self.lead_policy_kwargs is not None:
+            from .policies import make_policy  # numpy only; the policy is built again by the trainer
+
+            if not isinstance(self.lead_policy_kwargs, dict):
+                raise ValueError(
+                    f"`lead_policy_kwargs={self.lead_policy_kwargs!r}` must be a dict (or a JSON object string) of "
+                    f"keyword arguments of the `{self.lead_policy}` policy."
+                )
+            try:
+                make_policy(self.lead_policy, **self.lead_policy_kwargs)
+            except (TypeError, ValueError) as error:
+                raise ValueError(
+                    f"`lead_policy_kwargs={self.lead_policy_kwargs!r}` does not fit `lead_policy="
+                    f"{self.lead_policy!r}`: {error}. See the policy's docstring in `trl_lead.policies` for its "
+                    "parameters."
+                ) from error
         if self.lead_seed is None:
             self.lead_seed = self.seed

@@ -237,7 +237,7 @@ class LEADSFTTrainer(SFTTrainer):
     def _resolve_policy(args: LEADConfig, policy):
         if policy is None:
             try:
-                policy = make_policy(args.lead_policy)
+                policy = make_policy(args.lead_policy, **(args.lead_policy_kwargs or {}))
             except ValueError as error:
                 raise ValueError(f"`lead_policy={args.lead_policy!r}`: {error}") from error
         check_policy(policy, args.lead_round_mode)
