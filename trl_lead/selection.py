@@ -4,7 +4,8 @@ Shared by `LEADSFTTrainer` and the `ProxyTraining` environment, so it imports no
 DESIGN.md §1; one round is:
 
 1. `RoundSelector.plan_round()`: the policy picks a cluster (or a mixture), the fine rule picks samples among the
-   eligible ones (reuse cap, budget), shortfalls are filled from other clusters.
+   eligible ones (reuse cap, budget; with `budget_pace_rounds`, new samples at the pace's rate and the rest of the
+   round revisits), shortfalls are filled from other clusters.
 2. The caller trains on `round.sample_ids` and records one loss (IU) per trained sample.
 3. `RoundSelector.finish_round(ids, losses, ...)`: IU/IDU updated with the gradient correction, reward computed,
    normalised and fed to the policy.
