@@ -57,6 +57,11 @@ MECHANISMS = dict(
     lead_reward_scaling="quantile",
     lead_sample_filter="small_loss",  # the loss_z rules for trained samples, the small-loss rule for unseen ones
     lead_filter_z=1.0,
+    # pacing: a budget of 16 over the run's 4 rounds, up to 4 new per round: round 0 fills up beyond the pace (8),
+    # round 1 may add none (a round of revisits), rounds 2 and 3 up to four each
+    lead_budget=16,
+    lead_budget_pace=1.0,
+    lead_policy_kwargs={"temperature": 0.1},
 )
 
 
@@ -78,6 +83,11 @@ def test_resume_replays_the_uninterrupted_run(tmp_path, pool, tokenizer, make_mo
         new = {h["lead/round"]: h["lead/new"] for h in full.state.log_history if "lead/new" in h}
         assert new == {record["round"]: record["new"] for record in records}
         assert sum(new.values()) == records[-1]["selected"]  # each distinct sample is new in exactly one round
+        # the pace, as worked out above: a cap, which the filter and the fine rule may leave partly unused
+        assert [record["new"] for record in records[:2]] == [8, 0]
+        assert all(
+            0 < record["new"] <= 4 and record["selected"] <= 4 * (r + 1) for r, record in enumerate(records) if r > 1
+        )
         assert resumed.lead_selector.normalizer.history == full.lead_selector.normalizer.history
         np.testing.assert_array_equal(resumed.lead_selector.policy.averages, full.lead_selector.policy.averages)
     assert rounds_log(tmp_path / "resumed") == rounds_log(tmp_path / "full")

@@ -146,7 +146,7 @@ def test_budget_pace_spreads_new_samples_over_the_first_rounds_of_the_run(tmp_pa
     (8 > 6); round 2 one (9); round 3 three (12). Every round is full, so the run makes its 16 steps in 8 rounds
     (a short round would end a Trainer epoch early and the run with fewer steps). With `max_steps` unset, 3 epochs
     of the budget give ceil(3 * 12 / 8) = 5 rounds, paced over 3. At 0 the first two rounds take 8 and 4 new."""
-    args = lead_args(tmp_path, lead_budget=12, max_steps=16, lead_max_reuse=8)  # 96 visits >= 16 steps x 4
+    args = lead_args(tmp_path, lead_budget=12, max_steps=16, lead_max_reuse=8, lead_budget_pace=0.5)  # 96 >= 64
     trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
     assert trainer.lead_settings.budget_pace_rounds == 4
     trainer.train()
@@ -155,12 +155,13 @@ def test_budget_pace_spreads_new_samples_over_the_first_rounds_of_the_run(tmp_pa
     assert [len(r["sample_ids"]) for r in rounds] == [8] * 8
     assert trainer.state.global_step == 16
     epochs = LEADSFTTrainer(
-        model=make_model(), args=lead_args(tmp_path, lead_budget=12, num_train_epochs=3), train_dataset=pool,
+        model=make_model(), args=lead_args(tmp_path, lead_budget=12, num_train_epochs=3, lead_budget_pace=0.5),
+        train_dataset=pool,
         processing_class=tokenizer,
     )  # fmt: skip
     assert epochs.lead_settings.budget_pace_rounds == 3 and epochs.args.max_steps == 5 * 2
     unpaced = LEADSFTTrainer(
-        model=make_model(), args=lead_args(tmp_path, lead_budget=12, max_steps=4, lead_budget_pace=0.0),
+        model=make_model(), args=lead_args(tmp_path, lead_budget=12, max_steps=4),  # the default: no pacing
         train_dataset=pool, processing_class=tokenizer,
     )  # fmt: skip
     unpaced.train()
