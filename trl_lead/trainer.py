@@ -172,7 +172,7 @@ class LEADSFTTrainer(SFTTrainer):
         if args.max_steps <= 0:
             # One epoch of the Trainer is one round: turn `num_train_epochs` passes over the budget into steps
             settings = self._lead_settings
-            rounds = math.ceil(args.num_train_epochs * settings.budget / settings.round_size) + settings.warmup_rounds
+            rounds = _epoch_rounds(args, settings.round_size, settings.budget, settings.warmup_rounds)
             self.args.max_steps = rounds * _steps_per_round(args, settings.round_size)
 
     @property
@@ -215,7 +215,7 @@ class LEADSFTTrainer(SFTTrainer):
         if args.max_steps > 0:
             rounds = math.ceil(args.max_steps / per_round)
         else:
-            rounds = math.ceil(args.num_train_epochs * budget / round_size) + warmup_rounds
+            rounds = _epoch_rounds(args, round_size, budget, warmup_rounds)
         return SelectionSettings(
             round_size=round_size,
             budget=budget,
@@ -643,6 +643,11 @@ class LEADSFTTrainer(SFTTrainer):
             lines = "".join(json.dumps(record) + "\n" for record in meta["rounds"])
             with atomic_write(os.path.join(self.args.output_dir, ROUNDS_FILE)) as f:
                 f.write(lines)
+
+
+def _epoch_rounds(args: LEADConfig, round_size: int, budget: int, warmup_rounds: int) -> int:
+    """Rounds of a run without `max_steps`: `num_train_epochs` passes over the budget, plus the warm-up."""
+    return math.ceil(args.num_train_epochs * budget / round_size) + warmup_rounds
 
 
 def _steps_per_round(args: LEADConfig, round_size: int) -> int:
