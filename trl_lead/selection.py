@@ -13,6 +13,7 @@ DESIGN.md §1; one round is:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -459,15 +460,15 @@ class RoundSelector:
         # among the samples the filter keeps, then (rather than train a short round) among those it excludes. New
         # samples: first within the pace; then, rather than train a short round, what is left of the whole budget, so
         # that every round has the same optimizer steps (the Trainer's epochs and an exact resume rely on it)
-        whole_left = max(s.budget - self._num_selected - (sum(quotas.values()) - spare), 0)
-        paced_left = min(spare, whole_left) if s.budget_pace_rounds > 0 else whole_left
-        stages = [(True, False), (True, True), (False, True)] if filtering else [(False, False), (False, True)]
-        if s.budget_pace_rounds <= 0:
-            stages = [(use_filter, True) for use_filter, beyond in stages if beyond]  # the pace is the whole budget
-        for use_filter, beyond_pace in stages:
+        used = sum(quotas.values()) - spare  # new samples the chosen clusters took
+        paced_left, whole_left = max(new_quota - used, 0), max(s.budget - self._num_selected - used, 0)
+        filters = (True, False) if filtering else (False,)
+        for use_filter, beyond_pace in itertools.product(filters, (False, True)):
             shortfall = s.round_size - len(ids)
             if shortfall <= 0:
                 break
+            if beyond_pace and whole_left == paced_left:
+                continue  # the pace allows what the whole budget does (always so without pacing): nothing to add
             if use_filter:  # the union of the clusters' filtered candidates: eligible and not excluded
                 rest = np.zeros(len(state), bool)
                 rest[np.concatenate(candidates)] = True
