@@ -38,6 +38,8 @@ PAPER = dict(
     lead_reward_scaling="minmax",
     lead_sample_filter="none",
     lead_budget_pace=0.0,
+    lead_filter_groups="clusters",
+    lead_split_by_size=False,
 )
 METHODS: dict[str, dict] = {
     # baselines
@@ -86,6 +88,31 @@ ISSUE12 = {
     "lead_paced_full": {"lead_sample_filter": "small_loss", "lead_budget_pace": 1.0},
     "lead_paced_uniform": {"lead_sample_filter": "small_loss", "lead_budget_pace": 0.5, "lead_policy": "uniform"},
     "lead_paced_no_filter": {"lead_budget_pace": 0.5},
+    # the small-loss cut within groups of similar prompts instead of within clusters (lead_filter_groups)
+    "lead_prompt_filter": {"lead_sample_filter": "small_loss", "lead_filter_groups": "prompts"},
+    "lead_prompt_paced": {
+        "lead_sample_filter": "small_loss",
+        "lead_filter_groups": "prompts",
+        "lead_budget_pace": 0.5,
+    },
+    # mixture rounds split by each cluster's candidates (lead_split_by_size)
+    "lead_sized": {"lead_sample_filter": "small_loss", "lead_split_by_size": True},
+    "lead_prompt_sized": {
+        "lead_sample_filter": "small_loss",
+        "lead_filter_groups": "prompts",
+        "lead_split_by_size": True,
+    },
+    "lead_prompt_sized_paced": {
+        "lead_sample_filter": "small_loss",
+        "lead_filter_groups": "prompts",
+        "lead_split_by_size": True,
+        "lead_budget_pace": 0.5,
+    },
+    "lead_prompt_uniform": {
+        "lead_sample_filter": "small_loss",
+        "lead_filter_groups": "prompts",
+        "lead_policy": "uniform",
+    },
 }
 for _name, _options in ISSUE12.items():
     METHODS[_name] = {**METHODS["lead_default"], **_options}

@@ -325,6 +325,42 @@ def test_compute_clusters_embedding(model, char_tokenizer, tmp_path):
     assert counter.calls == 0
 
 
+def test_prompt_groups_group_samples_by_their_prompt_alone(model, char_tokenizer, tmp_path, monkeypatch):
+    real = clustering.cluster_embeddings
+    # Four prompts, each answered three times with different answers (right and wrong ones, as a bad source would):
+    # with k = 4 groups (12 samples, 3 per group) every group is one prompt, whatever the answers
+    prompts = ["sort: 8460", "upper: rj", "copy: xyz", "add 17 and 25"]
+    answers = ["0468", "RJ", "42", "zzz", "xyz", "7"]
+    input_ids, labels, prompt_of = [], [], []
+    for p, prompt in enumerate(prompts):
+        for a in range(3):
+            prompt_ids = char_tokenizer(prompt)["input_ids"]
+            answer_ids = char_tokenizer(answers[(p + 2 * a) % len(answers)], add_special_tokens=False)["input_ids"]
+            input_ids.append(prompt_ids + answer_ids)
+            labels.append([-100] * len(prompt_ids) + answer_ids)
+            prompt_of.append(p)
+    order = np.random.default_rng(0).permutation(len(input_ids))  # groups do not depend on the pool's order
+    input_ids, labels, prompt_of = [input_ids[i] for i in order], [labels[i] for i in order], np.take(prompt_of, order)
+    common = dict(group_size=3, cache_dir=tmp_path, show_progress=False)
+    clustered = []
+    monkeypatch.setattr(clustering, "cluster_embeddings", lambda x, *a, **k: clustered.append(x) or real(x, *a, **k))
+    groups = clustering.prompt_groups(model, char_tokenizer, input_ids, labels, **common)
+    assert groups.shape == (12,) and adjusted_rand_score(prompt_of, groups) == 1.0
+    # what k-means saw: the normalised mean hidden state over each prompt's tokens alone (an independent embed call)
+    expected = embed([prompts[p] for p in prompt_of], model, char_tokenizer, normalize=True, show_progress=False)
+    np.testing.assert_allclose(clustered[0], expected, rtol=0, atol=1e-5)
+    # from the cache: no forward pass
+    counter = ForwardCounter(model)
+    np.testing.assert_array_equal(clustering.prompt_groups(model, char_tokenizer, input_ids, labels, **common), groups)
+    assert counter.calls == 0
+    # group_size 12: one group; a sample without prompt is refused, naming the setting to change
+    assert set(clustering.prompt_groups(model, char_tokenizer, input_ids, labels, 12, use_cache=False,
+                                        show_progress=False)) == {0}  # fmt: skip
+    labels[5] = list(input_ids[5])
+    with pytest.raises(ValueError, match="Sample 5 has no prompt.*lead_filter_groups='clusters'"):
+        clustering.prompt_groups(model, char_tokenizer, input_ids, labels, **common)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # cache
 # ---------------------------------------------------------------------------------------------------------------------

@@ -182,6 +182,63 @@ def test_small_loss_filter_keeps_the_lowest_initial_scores_of_each_cluster():
     assert sorted(planned.sample_ids) == [1, 3, 5, 6, 7, 9, 12, 13] and planned.filled.sum() == 2
 
 
+def test_small_loss_filter_compares_within_filter_groups_across_clusters():
+    # Two clusters (a task and a "bad source" of its prompts) and three filter groups that cross them:
+    #   group 0: samples 0-3 (cluster 0, scores 1, 2, 3, 4) and 8-9 (cluster 1, scores 7, 8): six finite, keep 0.5
+    #            -> the 3rd lowest, 3; excluded: 4, 7, 8 (samples 3, 8, 9)
+    #   group 1: samples 4-5 (cluster 0, scores 5, NaN) and 10 (cluster 1, score 6): two finite -> the 1st, 5;
+    #            excluded: 6 (sample 10); the NaN is never excluded
+    #   group 2: samples 6-7 (cluster 0, NaN, NaN): no finite score -> nothing excluded
+    # Within clusters instead, cluster 1 (7, 8, 6: the 2nd lowest, 7) would keep samples 8 and 10.
+    cluster = np.array([0] * 8 + [1] * 3)
+    groups = np.array([0, 0, 0, 0, 1, 1, 2, 2, 0, 0, 1])
+    initial = np.array([1, 2, 3, 4, 5, np.nan, np.nan, np.nan, 7, 8, 6], dtype=np.float64)
+    state = LEADState(cluster)
+    state.set_initial_scores(initial)
+    np.testing.assert_array_equal(loss_z_excluded(state, np.arange(8, 11), 2.5, keep=0.5), [0, 1, 0])
+    state.set_filter_groups(groups)
+    np.testing.assert_array_equal(state.small_loss_cuts(0.5), [3, 3, 3, 3, 5, 5, np.nan, np.nan, 3, 3, 5])
+    np.testing.assert_array_equal(loss_z_excluded(state, np.arange(8), 2.5, keep=0.5), [0, 0, 0, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(loss_z_excluded(state, np.arange(8, 11), 2.5, keep=0.5), [1, 1, 1])
+    # another keep gives other cuts (not the cached ones): keep 1 excludes nothing, keep 0.1 keeps each group's lowest
+    assert not loss_z_excluded(state, np.arange(11), 2.5, keep=1.0).any()
+    np.testing.assert_array_equal(state.small_loss_cuts(0.1), [1, 1, 1, 1, 5, 5, np.nan, np.nan, 1, 1, 5])
+    # Through the selector: a cluster all of whose samples lose to their groups is masked for the policy
+    sel = make_selector(cluster, round_size=2, sample_filter="small_loss", filter_keep=0.5)
+    sel.state.set_initial_scores(initial)
+    sel.state.set_filter_groups(groups)
+    np.testing.assert_array_equal(sel.arm_mask(), [True, False])
+    # The groups travel with the state (a resumed run filters the same way)
+    other = LEADState(cluster)
+    other.load_state_dict(state.state_dict())
+    np.testing.assert_array_equal(other.filter_group, groups)
+    np.testing.assert_array_equal(other.small_loss_cuts(0.5), state.small_loss_cuts(0.5))
+    with pytest.raises(ValueError, match="filter groups"):
+        state.set_filter_groups(groups[:-1])
+
+
+def test_split_by_size_weights_each_cluster_by_the_samples_it_can_give():
+    # Three clusters of 40, 8 and 24 samples; the small-loss filter (keep 0.5) leaves 20, 4 and 12 candidates, each
+    # at least a round of 4, so no share runs short. Uniform policy: a mixture round is split with p = (1/3 each) x
+    # (20, 4, 12) / 12 = (5/9, 1/9, 1/3): 2.22, 0.44 and 1.33 of 4 samples on average, against 4/3 each without the
+    # option. Planning does not change the state: 2000 draws of the first round (standard error of a mean <= 0.025).
+    cluster = np.repeat([0, 1, 2], [40, 8, 24])
+    initial = np.random.default_rng(1).permutation(72).astype(float)
+    expected = {True: np.array([5, 1, 3]) * 4 / 9, False: np.full(3, 4 / 3)}
+    for split in (False, True):
+        policy = make_policy("uniform")
+        policy.reset(3, seed=0)
+        sel = make_selector(cluster, policy, round_size=4, round_mode="mixture", sample_filter="small_loss",
+                            filter_keep=0.5, split_by_size=split)  # fmt: skip
+        sel.state.set_initial_scores(initial)
+        taken = np.zeros(3)
+        for _ in range(2000):
+            planned = sel.plan_round()
+            assert not planned.filled.any() and planned.probabilities == pytest.approx([1 / 3] * 3)  # the policy's
+            taken += np.bincount(cluster[planned.sample_ids], minlength=3)
+        np.testing.assert_allclose(taken / 2000, expected[split], atol=0.1)
+
+
 def test_a_cluster_whose_eligible_samples_the_filter_all_excludes_is_masked():
     # Cluster 0: 4 samples, keep 0.5 -> samples 0, 1 (initial 1, 2) kept, 2, 3 (initial 8, 9) excluded. Once 0 and 1
     # reach the reuse cap, cluster 0 has eligible samples but none the filter lets through: a policy that chose it
@@ -338,7 +395,8 @@ def test_selector_state_round_trips_the_quantile_history(reward, sample_filter):
     [("lead_sample_filter", "iqr"), ("lead_filter_z", 0.0), ("lead_filter_z", float("nan")),
      ("lead_filter_keep", 0.0), ("lead_filter_keep", 1.5), ("lead_filter_keep", float("nan")),
      ("lead_reward", "blended"), ("lead_reward_scaling", "zscore"),
-     ("lead_budget_pace", -0.1), ("lead_budget_pace", 1.5), ("lead_budget_pace", float("nan"))],
+     ("lead_budget_pace", -0.1), ("lead_budget_pace", 1.5), ("lead_budget_pace", float("nan")),
+     ("lead_filter_groups", "families")],
 )  # fmt: skip
 def test_config_refuses_bad_values_naming_the_field(tmp_path, field, value):
     from trl_lead import LEADConfig
@@ -359,3 +417,22 @@ def test_config_refuses_options_that_need_initial_scores_without_them(tmp_path, 
                    **options)  # fmt: skip
     LEADConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False, lead_initial_score="none",
                lead_sample_filter="none")  # fmt: skip
+
+
+def test_config_refuses_filter_groups_without_the_small_loss_filter(tmp_path):
+    from trl_lead import LEADConfig
+
+    common = dict(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False, lead_filter_groups="prompts")
+    for sample_filter in ("none", "loss_z"):
+        with pytest.raises(ValueError, match="lead_filter_groups='prompts'.*lead_sample_filter='small_loss'"):
+            LEADConfig(**common, lead_sample_filter=sample_filter)
+    assert LEADConfig(**common).lead_filter_groups == "prompts"
+
+
+def test_config_refuses_split_by_size_in_single_cluster_rounds(tmp_path):
+    from trl_lead import LEADConfig
+
+    common = dict(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False, lead_split_by_size=True)
+    with pytest.raises(ValueError, match="lead_split_by_size=True.*lead_round_mode='single'"):
+        LEADConfig(**common, lead_round_mode="single")
+    assert LEADConfig(**common).lead_split_by_size

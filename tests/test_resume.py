@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -62,6 +63,7 @@ MECHANISMS = dict(
     lead_budget=16,
     lead_budget_pace=1.0,
     lead_policy_kwargs={"temperature": 0.1},
+    lead_filter_groups="prompts",  # the small-loss cut within groups of similar prompts, kept in the state
 )
 
 
@@ -89,6 +91,9 @@ def test_resume_replays_the_uninterrupted_run(tmp_path, pool, tokenizer, make_mo
             0 < record["new"] <= 4 and record["selected"] <= 4 * (r + 1) for r, record in enumerate(records) if r > 1
         )
         assert resumed.lead_selector.normalizer.history == full.lead_selector.normalizer.history
+        groups = full.lead_state.filter_group  # about 32 samples a group, read back from the checkpoint on resume
+        assert groups is not None and len(np.unique(groups)) == math.ceil(len(groups) / 32)
+        np.testing.assert_array_equal(resumed.lead_state.filter_group, groups)
         np.testing.assert_array_equal(resumed.lead_selector.policy.averages, full.lead_selector.policy.averages)
     assert rounds_log(tmp_path / "resumed") == rounds_log(tmp_path / "full")
     assert len(rounds_log(tmp_path / "full")) == 4

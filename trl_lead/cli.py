@@ -48,6 +48,8 @@ PAPER_CHOICES = {
     "lead_fine_selection": "top",
     "lead_reward": "idu_drop",
     "lead_sample_filter": "none",
+    "lead_filter_groups": "clusters",
+    "lead_split_by_size": False,
     "lead_budget_pace": 0.0,
     "lead_reward_scaling": "minmax",
 }

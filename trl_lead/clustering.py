@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from tqdm.auto import tqdm
 from .cache import cached, dataset_fingerprint, fingerprint, model_fingerprint, tokenizer_fingerprint
 from .files import atomic_write, cache_dir_path
 from .scoring import (
+    IGNORE_INDEX,
     _alone_losses,
     _check_losses,
     _check_scoring_args,
@@ -59,6 +61,7 @@ __all__ = [
     "plot_clusters_2d",
     "pool_clusters",
     "PoolClusters",
+    "prompt_groups",
     # kept importable from here, where they lived before trl_lead.scoring and trl_lead.cache
     "answer_losses",
     "cache_dir_path",
@@ -580,6 +583,96 @@ def pool_clusters(
     )
     logger.info("LEAD clusters: %d clusters of %d samples from %s.", k, n, feature)
     return PoolClusters(np.asarray(labels_out, dtype=np.int64), feature, without_prompt)
+
+
+PROMPT_GROUP_SIZE = 32
+"""Samples per comparison group of `prompt_groups` (on average): enough peers for a median, few enough that a group
+holds one kind of instruction (on the generated pools, 16 to 125 per group excluded the same bad-source rows)."""
+
+
+def prompt_groups(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    input_ids: Sequence[Sequence[int]],
+    labels: Sequence[Sequence[int]],
+    group_size: int = PROMPT_GROUP_SIZE,
+    seed: int | None = 0,
+    batch_size: int = 16,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    show_progress: bool = True,
+) -> np.ndarray:
+    r"""
+    Groups of samples with similar prompts: k-means with `k = ceil(N / group_size)` on the mean-pooled last hidden
+    states of `model` over each sample's prompt (its tokens before the first trained one), L2-normalised. The
+    comparison groups of `lead_filter_groups="prompts"`; cached like [`pool_clusters`].
+
+    Args:
+        model (`torch.nn.Module`):
+            The training causal LM (optionally wrapped by PEFT).
+        tokenizer (`PreTrainedTokenizerBase`):
+            Its tokenizer (for the padding token).
+        input_ids (`Sequence[Sequence[int]]`):
+            Token ids of every sample.
+        labels (`Sequence[Sequence[int]]`):
+            Labels of every sample, `-100` where a token is not trained. Every sample needs a prompt (a first token
+            that is not trained).
+        group_size (`int`, *optional*, defaults to `PROMPT_GROUP_SIZE`):
+            Samples per group on average.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of k-means (`None` means 0).
+        batch_size (`int`, *optional*, defaults to `16`):
+            Sequences per forward pass.
+        cache_dir (`str` or `os.PathLike`, *optional*):
+            Cache directory; default `$TRL_LEAD_CACHE` or `~/.cache/trl_lead`.
+        use_cache (`bool`, *optional*, defaults to `True`):
+            `False` neither reads nor writes the cache.
+        show_progress (`bool`, *optional*, defaults to `True`):
+            Show progress bars.
+
+    Returns:
+        `np.ndarray` of int64 group labels in `[0, ceil(N / group_size))`.
+    """
+    n = len(input_ids)
+    if not (isinstance(group_size, int) and group_size >= 1):
+        raise ValueError(f"`group_size={group_size!r}` must be an int >= 1 (samples per group).")
+    seed = _check_seed(seed)
+    _check_scoring_args(batch_size, None)
+    prompts = []
+    for i, ids in enumerate(input_ids):
+        row = labels[i]
+        end = next((t for t in range(1, len(row)) if row[t] != IGNORE_INDEX), len(row))
+        if len(row) == 0 or row[0] != IGNORE_INDEX:  # as `trained_tokens` decides whether a sample has a prompt
+            raise ValueError(
+                f"Sample {i} has no prompt (its first token is trained, as in language-modeling rows), so it cannot "
+                "be grouped by prompt; use `lead_filter_groups='clusters'` for such pools."
+            )
+        prompts.append(list(ids[: min(end, 512)]))
+    k = _check_k(min(math.ceil(n / group_size), n), n)
+    digest = hashlib.sha256()
+    for ids in prompts:
+        digest.update(np.asarray(ids, dtype=np.int64).tobytes() + b"|")
+    parts = {
+        "v": _CACHE_VERSION,
+        "what": "pool_prompt_embedding",
+        "model": model_fingerprint(model),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "tokens": digest.hexdigest(),
+        "batch_size": batch_size,
+    }
+    labels_out, _ = _cached_labels(
+        "prompt_embedding",
+        parts,
+        lambda: _embed_ids(model, prompts, _pad_id(tokenizer), batch_size, True, show_progress),
+        k,
+        "kmeans",
+        seed,
+        50_000,
+        cache_dir,
+        use_cache,
+        show_progress,
+    )
+    return np.asarray(labels_out, dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

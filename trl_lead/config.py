@@ -8,6 +8,7 @@ from trl import SFTConfig
 
 from .settings import (
     CLUSTER_FEATURES,
+    FILTER_GROUPS,
     FINE_SELECTIONS,
     INITIAL_SCORES,
     REWARD_SCALINGS,
@@ -99,6 +100,17 @@ class LEADConfig(SFTConfig):
         lead_filter_keep (`float`, *optional*, defaults to `0.5`):
             Share of each cluster's samples, lowest initial score first, that `lead_sample_filter="small_loss"` lets
             be selected for a first time.
+        lead_filter_groups (`str`, *optional*, defaults to `"clusters"`):
+            What `lead_sample_filter="small_loss"` compares a never-trained sample's initial score with: its
+            cluster's (`"clusters"`), or those of about 32 samples with the most similar prompts (`"prompts"`: k-means
+            on the model's mean hidden state over each prompt, one extra no-grad pass over the prompts, cached). With
+            `"prompts"`, answers to the same kind of instruction are compared across clusters, so a cluster of wrong
+            answers to other clusters' prompts (a bad source) is filtered out. Needs a prompt in every sample.
+        lead_split_by_size (`bool`, *optional*, defaults to `False`):
+            Mixture rounds: weight each cluster's probability by the number of samples it can give (eligible, and
+            kept by `lead_sample_filter`), so that where the policy is uniform a round samples those candidates evenly
+            instead of the clusters (a cluster the filter mostly excludes gets a small share; large clusters are not
+            starved).
         lead_warmup_steps (`int`, *optional*, defaults to `0`):
             Optimizer steps on uniformly random samples before the first round (rounded up to whole rounds).
         lead_seed (`int`, *optional*):
@@ -172,6 +184,18 @@ class LEADConfig(SFTConfig):
         default=0.5,
         metadata={"help": "small_loss filter: share of each cluster, lowest initial score first, to select."},
     )
+    lead_filter_groups: str = field(
+        default="clusters",
+        metadata={
+            "help": "small_loss filter: compare initial scores within each cluster, or within groups of similar "
+            "prompts.",
+            "choices": list(FILTER_GROUPS),
+        },
+    )
+    lead_split_by_size: bool = field(
+        default=False,
+        metadata={"help": "Mixture rounds: weight each cluster's probability by its eligible, filter-kept samples."},
+    )
     lead_warmup_steps: int = field(
         default=0, metadata={"help": "Optimizer steps on random samples before the first round."}
     )
@@ -191,6 +215,7 @@ class LEADConfig(SFTConfig):
             "lead_reward": REWARDS,
             "lead_reward_scaling": REWARD_SCALINGS,
             "lead_sample_filter": SAMPLE_FILTERS,
+            "lead_filter_groups": FILTER_GROUPS,
         }
         for name, allowed in choices.items():
             check_choice(name, getattr(self, name), allowed)
@@ -205,6 +230,18 @@ class LEADConfig(SFTConfig):
                     f"{self.lead_initial_score!r}` does not compute; set `lead_initial_score='loss'` or pick another "
                     f"`{name}`."
                 )
+        if self.lead_filter_groups != "clusters" and self.lead_sample_filter != "small_loss":
+            raise ValueError(
+                f"`lead_filter_groups={self.lead_filter_groups!r}` sets the comparison groups of the small-loss "
+                f"filter, which `lead_sample_filter={self.lead_sample_filter!r}` does not use; set "
+                "`lead_sample_filter='small_loss'` or `lead_filter_groups='clusters'`."
+            )
+        if self.lead_split_by_size and self.lead_round_mode != "mixture":
+            raise ValueError(
+                "`lead_split_by_size=True` weights the clusters of a mixture round, and `lead_round_mode="
+                f"{self.lead_round_mode!r}` trains one cluster a round; set `lead_round_mode='mixture'` or "
+                "`lead_split_by_size=False`."
+            )
         positive = {"lead_round_size": self.lead_round_size, "lead_budget": self.lead_budget}
         for name, value in positive.items():
             if not value > 0:

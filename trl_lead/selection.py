@@ -130,6 +130,8 @@ def loss_z_excluded(state: LEADState, members: np.ndarray, threshold: float, kee
       score is among the lowest `keep` share of every member's (all members, so the cut does not move as the
       cluster is used up; a NaN score is never excluded). On generated pools with 20-35% wrong answers to a task's
       own prompts, the lower half of a task by the warmed-up model's loss holds 0-9% of them (README "Results").
+      Where the state has comparison groups (`LEADState.set_filter_groups`), the cut is that of the sample's group
+      instead of its cluster's.
     * trained: its first-visit IU against the first-visit IUs of the cluster's trained members; excluded when
       z > `threshold`. (Those were measured at different steps; the cluster's loss falls slowly next to the gap
       between a wrong answer and a right one.)
@@ -147,6 +149,9 @@ def loss_z_excluded(state: LEADState, members: np.ndarray, threshold: float, kee
         scores = initial[members].astype(np.float64)
         if keep is None:
             excluded[unseen] = robust_z(scores[unseen], scores)[0] > threshold
+        elif getattr(state, "filter_group", None) is not None:
+            # against the sample's own comparison group (`lead_filter_groups="prompts"`), not its cluster
+            excluded[unseen] = scores[unseen] > state.small_loss_cuts(keep)[members[unseen]]
         else:
             finite = scores[np.isfinite(scores)]
             if len(finite):
@@ -207,6 +212,8 @@ class LEADState:
         self.cluster_round = np.full(self.num_clusters, -1, dtype=np.int64)
         self.cluster_first_visit_iu = np.full(self.num_clusters, np.nan)
         self.rounds: list[dict[str, Any]] = []
+        self.filter_group: np.ndarray | None = None  # the small-loss filter's comparison groups; None: the clusters
+        self._cuts: tuple[float, np.ndarray] | None = None
         self.version = 0  # bumped when arrays are replaced wholesale, so selectors rebuild their caches
 
     def __len__(self) -> int:
@@ -225,15 +232,45 @@ class LEADState:
         self.iu[unseen] = losses[unseen]
         self.idu[unseen] = losses[unseen]
         self.initial_iu = losses.copy()
+        self._cuts = None
         self.version += 1
+
+    def set_filter_groups(self, groups: np.ndarray) -> None:
+        """Comparison groups of the small-loss filter, one label (>= 0) per sample: a never-trained sample may be
+        selected when its initial score is among the lowest `keep` share of its group's (rather than its cluster's).
+
+        Groups of similar prompts (`lead_filter_groups="prompts"`) compare answers to the same kind of instruction
+        across clusters, so a cluster of wrong answers to other clusters' prompts (a bad source) loses to them."""
+        groups = np.asarray(groups)
+        if groups.shape != self.cluster.shape or not np.issubdtype(groups.dtype, np.integer) or groups.min() < 0:
+            raise ValueError(f"Expected {len(self)} integer filter groups >= 0, got {groups.dtype} {groups.shape}.")
+        self.filter_group = groups.astype(np.int32)
+        self._cuts = None
+        self.version += 1
+
+    def small_loss_cuts(self, keep: float) -> np.ndarray:
+        """Per sample, the small-loss cut of its filter group: the `ceil(keep * m)`-th lowest of the group's m finite
+        initial scores (NaN where the group has none, which excludes nothing). Computed once per `keep`."""
+        if self._cuts is None or self._cuts[0] != keep:
+            order = np.lexsort((self.initial_iu, self.filter_group))  # by group, then score; NaN last in a group
+            groups = self.filter_group[order]
+            starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+            finite = np.add.reduceat(np.isfinite(self.initial_iu[order]).astype(np.int64), starts)
+            ranks = np.maximum(np.ceil(keep * finite).astype(np.int64) - 1, 0)
+            cut_of_group = np.where(finite > 0, self.initial_iu[order][starts + ranks], np.nan)
+            cuts = np.full(int(self.filter_group.max()) + 1, np.nan)
+            cuts[groups[starts]] = cut_of_group
+            self._cuts = (keep, cuts[self.filter_group])
+        return self._cuts[1]
 
     _ARRAYS = ("cluster", "iu", "idu", "first_iu", "use_count", "cluster_drop", "cluster_round",
                "cluster_first_visit_iu")  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         state = {name: getattr(self, name) for name in self._ARRAYS}
-        if hasattr(self, "initial_iu"):
-            state["initial_iu"] = self.initial_iu
+        for name in ("initial_iu", "filter_group"):
+            if getattr(self, name, None) is not None:
+                state[name] = getattr(self, name)
         state["num_clusters"] = np.int64(self.num_clusters)
         return state
 
@@ -244,6 +281,9 @@ class LEADState:
             setattr(self, name, np.array(state[name], dtype=getattr(self, name).dtype))
         if "initial_iu" in state:
             self.initial_iu = np.array(state["initial_iu"])
+        if "filter_group" in state:
+            self.filter_group = np.array(state["filter_group"], dtype=np.int32)
+        self._cuts = None
         if rounds is not None:
             self.rounds = list(rounds)
         self.version += 1
@@ -441,6 +481,12 @@ class RoundSelector:
         else:
             p = np.asarray(self.policy.probabilities(mask), dtype=np.float64)
             probabilities = [float(x) for x in p]
+            if s.split_by_size:
+                # each cluster's probability times the samples it can give: the round samples the candidates evenly
+                # where the policy is uniform (rather than the clusters), and the filter's verdicts weigh in
+                sizes = np.array([len(c) for c in (candidates or map(self._candidates, range(len(p))))])
+                if (p * sizes).sum() > 0:
+                    p = p * sizes
             counts = self.rng.multinomial(s.round_size, p / p.sum())
             arms = [int(k) for k in np.flatnonzero(counts)]
             shares = {k: int(counts[k]) for k in arms}

@@ -17,6 +17,9 @@ REWARDS = ("idu_drop", "first_visit", "mean_idu", "loss_drop", "blend", "heldout
 SAMPLE_FILTERS = ("none", "loss_z", "small_loss")
 """Within-cluster filters (`lead_sample_filter`): none, the robust z-score of losses against cluster peers, or that
 plus the small-loss rule for never-trained samples (only the `lead_filter_keep` lowest initial scores of a cluster)."""
+FILTER_GROUPS = ("clusters", "prompts")
+"""What the small-loss filter compares a never-trained sample's initial score with (`lead_filter_groups`): its
+cluster's, or those of the samples with the most similar prompts (`trl_lead.clustering.prompt_groups`)."""
 REWARD_SCALINGS = ("minmax", "quantile")
 """How raw rewards are mapped to [-1, 1] for the policy (`lead_reward_scaling`)."""
 INITIAL_SCORES = ("loss", "none")
@@ -119,6 +122,7 @@ class SelectionSettings:
     filter_keep: float = 0.5
     reward_scaling: str = "minmax"
     budget_pace_rounds: int = 0
+    split_by_size: bool = False
 
     def __post_init__(self):
         check_choice("round_mode", self.round_mode, ROUND_MODES)

@@ -231,6 +231,7 @@ class LEADSFTTrainer(SFTTrainer):
             reward_scaling=args.lead_reward_scaling,
             warmup_rounds=warmup_rounds,
             budget_pace_rounds=math.ceil(args.lead_budget_pace * rounds) if args.lead_budget_pace > 0 else 0,
+            split_by_size=args.lead_split_by_size,
         )
 
     @staticmethod
@@ -390,9 +391,28 @@ class LEADSFTTrainer(SFTTrainer):
             self._make_state(self._lead_clusters)
         if args.lead_initial_score == "loss":
             self.lead_state.set_initial_scores(initial)
+        if args.lead_filter_groups == "prompts":
+            self.lead_state.set_filter_groups(self._prompt_groups())
         self._lead_policy.reset(self.lead_state.num_clusters, seed=args.lead_seed)
         self._lead_tracker = self._make_tracker()
         self._lead_started = True
+
+    def _prompt_groups(self) -> np.ndarray:
+        """Groups of similar prompts over the pool, in id order (`lead_filter_groups="prompts"`)."""
+        from .clustering import prompt_groups
+
+        pool = self.train_dataset.select(self._lead_row_of_id)
+        label_column = "labels" if "labels" in pool.column_names else "input_ids"  # TRL's collator: labels = ids
+        with self.accelerator.main_process_first():  # rank 0 computes and caches; the others read the cache
+            return prompt_groups(
+                self.model,
+                self._tokenizer,
+                pool["input_ids"],
+                pool[label_column],
+                seed=self.args.lead_seed,
+                batch_size=self.args.per_device_train_batch_size,
+                show_progress=self.is_world_process_zero() and not self.args.disable_tqdm,
+            )
 
     def _make_tracker(self) -> UpdateTracker:
         trainable = [p for p in self.model.parameters() if p.requires_grad]
