@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import platform
 import time
@@ -55,6 +56,8 @@ METHODS: dict[str, dict] = {
     # the small-loss rule alone, without a bandit: a random subset of the rows in the lower half of their family by
     # the base model's loss (one scoring pass)
     "small_loss_subset": {"kind": "subset", "how": "small_loss"},
+    # the same within groups of about 32 similar prompts (lead_filter_groups="prompts" without LEAD)
+    "small_loss_prompts_subset": {"kind": "subset", "how": "small_loss_prompts"},
     "loss_iterative": {"kind": "loss_iterative"},
     # LEAD as in the paper (family clusters, K = 8) and its ablations
     "lead": {"kind": "lead", **PAPER},
@@ -101,6 +104,12 @@ ISSUE12 = {
         "lead_sample_filter": "small_loss",
         "lead_filter_groups": "prompts",
         "lead_split_by_size": True,
+    },
+    "lead_prompt_sized_keep25": {
+        "lead_sample_filter": "small_loss",
+        "lead_filter_groups": "prompts",
+        "lead_split_by_size": True,
+        "lead_filter_keep": 0.25,
     },
     "lead_prompt_sized_paced": {
         "lead_sample_filter": "small_loss",
@@ -199,12 +208,19 @@ def _subset(base, job: Job, how: str, count: int) -> tuple[np.ndarray, float]:
                 take[i] += 1
                 left -= 1
         return np.concatenate([m[:t] for m, t in zip(members, take)]), 0.0
-    if how == "small_loss":
+    if how in ("small_loss", "small_loss_prompts"):
         from trl_lead.scoring import answer_losses
 
         start = time.perf_counter()
         losses = answer_losses(base.model, base.tokenizer, base.train_dataset, batch_size=128, show_progress=False)
         family = np.asarray(base.train_dataset["family_id"])
+        if how == "small_loss_prompts":  # groups of about 32 similar prompts instead of the families
+            from trl_lead.clustering import cluster_embeddings
+            from trl_lead.scoring import embed
+
+            prompts = [row[0]["content"] for row in base.train_dataset["messages"]]
+            features = embed(prompts, base.model, base.tokenizer, normalize=True, show_progress=False)
+            family = cluster_embeddings(features, math.ceil(n / 32), "kmeans", 0, show_progress=False)
         rows = np.concatenate(
             [m[losses[m] <= np.median(losses[m])] for m in (np.flatnonzero(family == k) for k in np.unique(family))]
         )
