@@ -149,7 +149,7 @@ def loss_z_excluded(state: LEADState, members: np.ndarray, threshold: float, kee
         scores = initial[members].astype(np.float64)
         if keep is None:
             excluded[unseen] = robust_z(scores[unseen], scores)[0] > threshold
-        elif getattr(state, "filter_group", None) is not None:
+        elif state.filter_group is not None:
             # against the sample's own comparison group (`lead_filter_groups="prompts"`), not its cluster
             excluded[unseen] = scores[unseen] > state.small_loss_cuts(keep)[members[unseen]]
         else:
@@ -484,7 +484,8 @@ class RoundSelector:
             if s.split_by_size:
                 # each cluster's probability times the samples it can give: the round samples the candidates evenly
                 # where the policy is uniform (rather than the clusters), and the filter's verdicts weigh in
-                sizes = np.array([len(c) for c in (candidates or map(self._candidates, range(len(p))))])
+                pools = candidates if filtering else [self._candidates(k) for k in range(len(p))]
+                sizes = np.array([len(pool) for pool in pools])
                 if (p * sizes).sum() > 0:
                     p = p * sizes
             counts = self.rng.multinomial(s.round_size, p / p.sum())
