@@ -41,6 +41,8 @@ PAPER = dict(
     lead_budget_pace=0.0,
     lead_filter_groups="clusters",
     lead_split_by_size=False,
+    lead_filter_revisits=True,  # (what "small_loss" and "loss_z" always did before the option existed)
+    lead_filter_keep=0.5,
 )
 METHODS: dict[str, dict] = {
     # baselines
@@ -117,10 +119,61 @@ ISSUE12 = {
         "lead_split_by_size": True,
         "lead_budget_pace": 0.5,
     },
+    # what separates LEAD from the static prompt-group subset: the bandit (uniform policy), the exclusions of trained
+    # samples by their first-visit loss and loss drop (lead_filter_revisits; the rows were run with lead_filter_z=1e9,
+    # which fires neither rule: the same plans), both
+    "lead_prompt_sized_uniform": {
+        "lead_sample_filter": "small_loss",
+        "lead_filter_groups": "prompts",
+        "lead_split_by_size": True,
+        "lead_policy": "uniform",
+    },
+    "lead_prompt_sized_noz": {
+        "lead_sample_filter": "small_loss",
+        "lead_filter_groups": "prompts",
+        "lead_split_by_size": True,
+        "lead_filter_revisits": False,
+    },
+    "lead_prompt_sized_uniform_noz": {
+        "lead_sample_filter": "small_loss",
+        "lead_filter_groups": "prompts",
+        "lead_split_by_size": True,
+        "lead_policy": "uniform",
+        "lead_filter_revisits": False,
+    },
+    # LEADConfig's default since session 6: all of the above that paid, the keep following the budget
+    "lead_auto": {
+        "lead_sample_filter": "small_loss",
+        "lead_filter_groups": "prompts",
+        "lead_split_by_size": True,
+        "lead_filter_revisits": False,
+        "lead_filter_keep": None,
+    },
     "lead_prompt_uniform": {
         "lead_sample_filter": "small_loss",
         "lead_filter_groups": "prompts",
         "lead_policy": "uniform",
+    },
+    "lead_prompt_sized_noz_keep25": {
+        "lead_sample_filter": "small_loss",
+        "lead_filter_groups": "prompts",
+        "lead_split_by_size": True,
+        "lead_filter_revisits": False,
+        "lead_filter_keep": 0.25,
+    },
+    "lead_prompt_sized_noz_keep16": {
+        "lead_sample_filter": "small_loss",
+        "lead_filter_groups": "prompts",
+        "lead_split_by_size": True,
+        "lead_filter_revisits": False,
+        "lead_filter_keep": 0.16,
+    },
+    "lead_auto_keep40": {
+        "lead_sample_filter": "small_loss",
+        "lead_filter_groups": "prompts",
+        "lead_split_by_size": True,
+        "lead_filter_revisits": False,
+        "lead_filter_keep": 0.4,
     },
 }
 for _name, _options in ISSUE12.items():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from test_trainer import reference_iu
 from trl import SFTConfig, SFTTrainer
 
 from trl_lead import LEADConfig, LEADSFTTrainer
+from trl_lead.clustering import PROMPT_GROUP_SIZE
 
 pytestmark = pytest.mark.numerics
 
@@ -196,22 +198,32 @@ FORMATS = {
 
 @pytest.mark.parametrize("name", list(FORMATS))
 def test_every_dataset_format_trains_the_selected_samples(
-    tmp_path, small_pool, tokenizer, make_model, monkeypatch, name
+    tmp_path, small_pool, tokenizer, make_model, monkeypatch, caplog, name
 ):
     monkeypatch.setenv("TRL_LEAD_CACHE", str(tmp_path / "cache"))
     settings, feature = FORMATS[name]
     kwargs = {"formatting_func": lambda row: f"{user(row)} {answer(row)}"} if name == "formatting_func" else {}
-    trainer = LEADSFTTrainer(
-        model=make_model(),
-        args=lead_config(tmp_path, **settings),
-        train_dataset=as_format(small_pool, name, tokenizer),
-        processing_class=tokenizer,
-        **kwargs,
-    )
+    with caplog.at_level(logging.WARNING, logger="trl_lead.trainer"):
+        trainer = LEADSFTTrainer(
+            model=make_model(),
+            args=lead_config(tmp_path, **settings),
+            train_dataset=as_format(small_pool, name, tokenizer),
+            processing_class=tokenizer,
+            **kwargs,
+        )
     spy = Spy(trainer)
     trainer.train()
     check_trains_and_records(trainer, spy)
     check_clusters(trainer, feature)
+    # The small-loss filter compares within groups of similar prompts where every sample has a prompt (IFD's
+    # condition too); otherwise it warns, before training, and compares within the clusters
+    groups = trainer.lead_state.filter_group
+    fell_back = "compares within clusters instead" in caplog.text
+    if feature == "ifd":
+        assert not fell_back and groups is not None
+        assert len(np.unique(groups)) == math.ceil(len(small_pool) / PROMPT_GROUP_SIZE)
+    else:
+        assert fell_back and groups is None
 
 
 def test_packing_keeps_samples_whole_with_one_loss_each(tmp_path, small_pool, tokenizer, make_model, monkeypatch):

@@ -170,6 +170,9 @@ def test_small_loss_filter_keeps_the_lowest_initial_scores_of_each_cluster():
     # Trained samples follow the loss_z rules: a first-visit IU far above its trained peers' is excluded
     state.first_iu[9] = state.iu[9] = 9.0
     assert loss_z_excluded(state, np.arange(10), 2.5, keep=0.5)[9]
+    # ...only with the trained-sample rules (`lead_filter_revisits`); the cut over unseen samples stays
+    np.testing.assert_array_equal(loss_z_excluded(state, np.arange(10), 2.5, keep=0.5, trained=False),
+                                  [1, 0, 1, 0, 1, 0, 0, 0, 1, 0])  # fmt: skip
 
     # Through the selector: the first round takes only kept samples, the record counts the excluded eligible ones,
     # and a round larger than the kept set is filled with kept samples of the other cluster first
@@ -286,6 +289,14 @@ def test_loss_z_filter_drops_revisited_samples_whose_loss_did_not_fall_with_thei
     state.iu[:] = state.first_iu
     state.use_count[:] = 1
     np.testing.assert_array_equal(loss_z_excluded(state, np.arange(6), 2.5), [0, 0, 0, 0, 0, 1])
+    assert not loss_z_excluded(state, np.arange(6), 2.5, trained=False).any()
+    # Through the selector: the outlier is kept out of a round only with `filter_revisits` (LEADConfig's
+    # `lead_filter_revisits`, off by default)
+    for revisits, filtered in ((True, 1), (False, 0)):
+        sel = make_selector(np.zeros(6, int), round_size=5, sample_filter="loss_z", filter_revisits=revisits)
+        sel.state.use_count[:], sel.state.first_iu[:], sel.state.iu[:] = 1, state.first_iu, state.iu
+        planned = sel.plan_round()
+        assert planned.filtered == {"0": filtered} and (5 in planned.sample_ids) <= (not revisits)
 
 
 # ----------------------------------------------------------------------------------------------- blend reward
@@ -419,20 +430,41 @@ def test_config_refuses_options_that_need_initial_scores_without_them(tmp_path, 
                lead_sample_filter="none")  # fmt: skip
 
 
-def test_config_refuses_filter_groups_without_the_small_loss_filter(tmp_path):
+def test_filter_keep_follows_the_budget_when_not_set(tmp_path):
+    from trl_lead import LEADConfig, LEADSFTTrainer
+
+    common = dict(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False, max_steps=10)
+    # min(0.5, 2.5 * budget / pool), by hand for a pool of 200: a fraction or a count
+    for budget, keep in [(0.1, 0.25), (0.04, 0.1), (0.2, 0.5), (0.9, 0.5), (20, 0.25), (2, 0.025)]:
+        args = LEADConfig(**common, lead_budget=budget)
+        assert args.lead_filter_keep is None
+        assert LEADSFTTrainer._resolve_settings(args, 200).filter_keep == pytest.approx(keep, rel=1e-12)
+    args = LEADConfig(**common, lead_budget=0.1, lead_filter_keep=0.4)  # set: taken as it is
+    assert LEADSFTTrainer._resolve_settings(args, 200).filter_keep == 0.4
+
+
+def test_options_that_do_not_apply_are_accepted_and_change_nothing(tmp_path):
     from trl_lead import LEADConfig
 
-    common = dict(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False, lead_filter_groups="prompts")
-    for sample_filter in ("none", "loss_z"):
-        with pytest.raises(ValueError, match="lead_filter_groups='prompts'.*lead_sample_filter='small_loss'"):
-            LEADConfig(**common, lead_sample_filter=sample_filter)
-    assert LEADConfig(**common).lead_filter_groups == "prompts"
-
-
-def test_config_refuses_split_by_size_in_single_cluster_rounds(tmp_path):
-    from trl_lead import LEADConfig
-
-    common = dict(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False, lead_split_by_size=True)
-    with pytest.raises(ValueError, match="lead_split_by_size=True.*lead_round_mode='single'"):
-        LEADConfig(**common, lead_round_mode="single")
-    assert LEADConfig(**common).lead_split_by_size
+    common = dict(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False)
+    # the defaults (prompt groups, size split) beside settings they do not apply to: accepted, not refused
+    for options in ({"lead_sample_filter": "none"}, {"lead_sample_filter": "loss_z"}, {"lead_round_mode": "single"}):
+        args = LEADConfig(**common, **options)
+        assert (args.lead_filter_groups, args.lead_split_by_size) == ("prompts", True)
+    # single-cluster rounds: the size split changes no plan (same seed, same losses, same rounds)
+    cluster = np.repeat([0, 1, 2], [10, 6, 8])
+    initial = np.random.default_rng(2).random(24)
+    plans = {}
+    for split in (False, True):
+        policy = make_policy("exp3s")
+        policy.reset(3, seed=0)
+        sel = make_selector(cluster, policy, round_size=4, budget=12, sample_filter="small_loss", filter_keep=0.5,
+                            split_by_size=split)  # fmt: skip
+        sel.state.set_initial_scores(initial)
+        losses = np.random.default_rng(3)
+        plans[split] = []
+        for _ in range(6):
+            planned = sel.plan_round()
+            plans[split].append((planned.arms, planned.sample_ids.tolist()))
+            sel.finish_round(planned, planned.sample_ids, losses.random(len(planned.sample_ids)))
+    assert plans[True] == plans[False] and len({tuple(a) for a, _ in plans[True]}) > 1  # and the arms vary

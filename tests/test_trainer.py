@@ -77,13 +77,14 @@ def test_recorded_iu_equals_single_sample_forward(tmp_path, pool, tokenizer, mak
         gradient_accumulation_steps=2,
         per_device_train_batch_size=3,
         lead_round_size=10,
+        lead_max_reuse=1,  # no revisit: 20 distinct samples
         max_steps=4,
         **extra,
     )
     trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
     recorded = record_iu(trainer)
     trainer.train()
-    assert len(recorded) >= 20  # two rounds of 10 samples, every one recorded
+    assert len(recorded) == 20  # two rounds of 10 samples, every one recorded
     ids = sorted(recorded)
     expected = reference_iu(trainer.model, trainer.train_dataset, ids)
     np.testing.assert_allclose([recorded[i] for i in ids], expected, atol=1e-5, rtol=0)

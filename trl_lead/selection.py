@@ -117,7 +117,9 @@ def robust_z(values: np.ndarray, peers: np.ndarray) -> tuple[np.ndarray, float]:
     return (values - center) / scale, center
 
 
-def loss_z_excluded(state: LEADState, members: np.ndarray, threshold: float, keep: float | None = None) -> np.ndarray:
+def loss_z_excluded(
+    state: LEADState, members: np.ndarray, threshold: float, keep: float | None = None, trained: bool = True
+) -> np.ndarray:
     """The `"loss_z"` filter over one cluster's `members` (`"small_loss"` with `keep`): True for each it excludes.
 
     From losses training already measured (no extra forward pass), each sample against its cluster's peers at the
@@ -132,9 +134,9 @@ def loss_z_excluded(state: LEADState, members: np.ndarray, threshold: float, kee
       own prompts, the lower half of a task by the warmed-up model's loss holds 0-9% of them (README "Results").
       Where the state has comparison groups (`LEADState.set_filter_groups`), the cut is that of the sample's group
       instead of its cluster's.
-    * trained: its first-visit IU against the first-visit IUs of the cluster's trained members; excluded when
-      z > `threshold`. (Those were measured at different steps; the cluster's loss falls slowly next to the gap
-      between a wrong answer and a right one.)
+    * trained (these two rules only with `trained=True`: `lead_filter_revisits`): its first-visit IU against the
+      first-visit IUs of the cluster's trained members; excluded when z > `threshold`. (Those were measured at
+      different steps; the cluster's loss falls slowly next to the gap between a wrong answer and a right one.)
     * trained twice or more: its loss drop since its first visit (first-visit IU minus last IU) against the drops of
       the cluster's other revisited members; excluded when the drop lies more than `threshold` robust standard
       deviations below theirs while their median drop is positive: its loss did not fall where its peers' did
@@ -158,6 +160,8 @@ def loss_z_excluded(state: LEADState, members: np.ndarray, threshold: float, kee
                 rank = max(math.ceil(keep * len(finite)) - 1, 0)
                 cut = np.partition(finite, rank)[rank]  # linear time: this runs for every cluster every round
                 excluded[unseen] = scores[unseen] > cut
+    if not trained:
+        return excluded
     seen = ~unseen
     if seen.any():
         first = state.first_iu[members[seen]].astype(np.float64)
@@ -396,7 +400,7 @@ class RoundSelector:
         """`lead_sample_filter` over one cluster's `members`: True for each member it excludes."""
         s = self.settings
         keep = s.filter_keep if s.sample_filter == "small_loss" else None
-        return loss_z_excluded(self.state, members, s.filter_z, keep)
+        return loss_z_excluded(self.state, members, s.filter_z, keep, s.filter_revisits)
 
     # ----- fine selection -----------------------------------------------------------------------------------------
     def _keys(self, candidates: np.ndarray, rule: str) -> np.ndarray:

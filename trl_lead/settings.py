@@ -51,6 +51,13 @@ def check_filter_keep(value: float, name: str = "lead_filter_keep") -> None:
         )
 
 
+def auto_filter_keep(budget: int, pool_size: int) -> float:
+    """`lead_filter_keep` when not set: `min(0.5, 2.5 * budget / pool_size)`, so that the samples the small-loss filter
+    keeps outnumber the budget 2.5 to 1 (0.25 at a 10% budget, 0.5 from 20%): a small budget takes only the clearest
+    answers, a large one keeps room to choose."""
+    return min(0.5, 2.5 * budget / pool_size)
+
+
 def check_budget_pace(value: float, name: str = "lead_budget_pace") -> None:
     """The pace is a share in [0, 1] of the run's rounds."""
     if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0):
@@ -123,6 +130,7 @@ class SelectionSettings:
     reward_scaling: str = "minmax"
     budget_pace_rounds: int = 0
     split_by_size: bool = False
+    filter_revisits: bool = True
 
     def __post_init__(self):
         check_choice("round_mode", self.round_mode, ROUND_MODES)

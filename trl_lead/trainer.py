@@ -28,7 +28,7 @@ from .files import atomic_write
 from .policies import make_policy
 from .rounds import SAMPLE_ID, CollatorWithIds, LossRecorder, RoundInFlight, UpdateTracker
 from .selection import LEADState, PlannedRound, RoundSelector
-from .settings import SelectionSettings, check_policy, resolve_sizes
+from .settings import SelectionSettings, auto_filter_keep, check_policy, resolve_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +142,19 @@ class LEADSFTTrainer(SFTTrainer):
         self._lead_dataset_size = n
         self.lead_pool_rows = self._keep_trainable_rows(n)
         pool_size = len(self.lead_pool_rows)
+        self._lead_filter_groups = args.lead_filter_groups
+        if (
+            args.lead_filter_groups == "prompts"
+            and args.lead_sample_filter == "small_loss"
+            and not self._lead_all_prompted
+        ):
+            logger.warning(
+                "LEAD: `lead_filter_groups='prompts'` compares answers to similar prompts, and some samples have no "
+                "prompt (their first token is trained: language-modeling rows, or `assistant_only_loss`/"
+                "`completion_only_loss` off), so the small-loss filter compares within clusters instead "
+                "(`lead_filter_groups='clusters'`)."
+            )
+            self._lead_filter_groups = "clusters"
         self._lead_settings = self._resolve_settings(args, pool_size)
         if self._lead_clusters is not None:
             self._lead_clusters = self._lead_clusters[self.lead_pool_rows]
@@ -227,11 +240,12 @@ class LEADSFTTrainer(SFTTrainer):
             reward=args.lead_reward,
             sample_filter=args.lead_sample_filter,
             filter_z=args.lead_filter_z,
-            filter_keep=args.lead_filter_keep,
+            filter_keep=auto_filter_keep(budget, n) if args.lead_filter_keep is None else args.lead_filter_keep,
             reward_scaling=args.lead_reward_scaling,
             warmup_rounds=warmup_rounds,
             budget_pace_rounds=math.ceil(args.lead_budget_pace * rounds) if args.lead_budget_pace > 0 else 0,
             split_by_size=args.lead_split_by_size,
+            filter_revisits=args.lead_filter_revisits,
         )
 
     @staticmethod
@@ -256,15 +270,21 @@ class LEADSFTTrainer(SFTTrainer):
         if columns._indices is not None:
             columns = columns.flatten_indices()
         ids = np.asarray(columns.data.column(SAMPLE_ID).to_numpy())
-        trained = []
+        trained, prompted = [], []
         for chunk in columns.data.column(label_column).chunks:  # vectorised over Arrow's flat label buffer
             offsets = chunk.offsets.to_numpy()
             counted = chunk.flatten().to_numpy() != -100
-            starts = offsets[:-1][offsets[:-1] < offsets[1:]]
+            nonempty = offsets[:-1] < offsets[1:]
+            starts = offsets[:-1][nonempty]
+            # a prompt: the first label is not trained (as `clustering.prompt_groups` decides)
+            first_untrained = np.zeros(len(nonempty), bool)
+            first_untrained[nonempty] = ~counted[starts - offsets[0]]
+            prompted.append(first_untrained)
             counted[starts - offsets[0]] = False  # a sequence's first label is never predicted
             cumulative = np.concatenate([[0], np.cumsum(counted)])
             trained.append(cumulative[offsets[1:] - offsets[0]] - cumulative[offsets[:-1] - offsets[0]])
         keep = np.concatenate(trained) > 0 if trained else np.zeros(0, bool)
+        self._lead_all_prompted = bool(np.concatenate(prompted)[keep].all()) if prompted else False
         pool_rows = np.sort(ids[keep])
         if len(pool_rows) == 0:
             raise ValueError(
@@ -391,7 +411,7 @@ class LEADSFTTrainer(SFTTrainer):
             self._make_state(self._lead_clusters)
         if args.lead_initial_score == "loss":
             self.lead_state.set_initial_scores(initial)
-        if args.lead_filter_groups == "prompts":
+        if self._lead_filter_groups == "prompts":
             self.lead_state.set_filter_groups(self._prompt_groups())
         self._lead_policy.reset(self.lead_state.num_clusters, seed=args.lead_seed)
         self._lead_tracker = self._make_tracker()
