@@ -213,7 +213,7 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
 
 
 def make_jobs(
-    methods: list[str], mixtures: list[str], budgets: list[float], seeds: int, steps: list[int]
+    methods: list[str], mixtures: list[str], budgets: list[float], seeds: int, steps: list[int], first_seed: int = 0
 ) -> list[Job]:
     """One job per method, mixture, budget, seed and step count, seeds innermost-but-one (paired rows finish close)."""
     for name in methods:
@@ -224,7 +224,7 @@ def make_jobs(
             raise ValueError(f"--mixtures: unknown mixture {name!r}; choose from {sorted(MIXTURES)}")
     jobs = []
     for n_steps in steps:
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             for mixture in mixtures:
                 for budget in budgets:
                     # LEAD may reuse a sample often enough to fill every step within the budget
@@ -274,6 +274,7 @@ def main() -> None:
     parser.add_argument("--mixtures", default="a,b,c")
     parser.add_argument("--budgets", default="0.05,0.1,0.25")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run: first-seed .. first-seed + seeds - 1")
     parser.add_argument("--steps", default="200", help="comma-separated step counts")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=RESULTS)
@@ -291,6 +292,7 @@ def main() -> None:
         [float(b) for b in options.budgets.split(",")],
         options.seeds,
         [int(s) for s in options.steps.split(",")],
+        options.first_seed,
     )
     done = {(r["method"], r["mixture"], float(r["budget"]), int(r["seed"]), int(r["steps"])) for r in _read(csv_path)}
     todo = [j for j in jobs if (j.method, _label(j), j.budget, j.seed, j.steps) not in done]

@@ -100,17 +100,18 @@ class LEADConfig(SFTConfig):
             Threshold of `lead_sample_filter`, in robust standard deviations (1.4826 MAD).
         lead_filter_revisits (`bool`, *optional*, defaults to `False`):
             Also keep trained samples out of later rounds when their first-visit loss stands out from their cluster's
-            trained samples' by more than `lead_filter_z`, or their loss did not fall where their peers' did (the
-            trained-sample rules of `lead_sample_filter="loss_z"`, Swayamdipta et al.'s data maps). Measured: off
-            beat on by 2 to 4 points at a 10% budget and tied at 25% (README "Results"): at a small budget the
-            rounds revisit each sample many times, and the exclusions narrow those revisits to fewer samples. No
-            effect with `lead_sample_filter="none"`.
+            trained samples' by more than `lead_filter_z`, or their loss did not fall where their peers' did
+            (Swayamdipta et al.'s data maps, Pleiss et al.'s AUM). Measured: off beat on by 2.0 and 3.8 points at a
+            10% budget and tied at 25% (README "Results"): at a small budget the rounds revisit each sample many
+            times, and the exclusions narrow those revisits to fewer samples. No effect with
+            `lead_sample_filter="none"`.
         lead_filter_keep (`float`, *optional*):
             Share of each comparison group's samples (see `lead_filter_groups`), lowest initial score first, that
             `lead_sample_filter="small_loss"` lets be selected for a first time. When not set, it follows the budget:
-            `min(0.5, 2.5 * budget / pool size)` (0.25 at a 10% budget, 0.5 from 20%), so that the kept samples
-            outnumber the budget 2.5 to 1 and a small budget takes only the clearest answers (measured: 0.25 beat 0.5
-            by about 2 points at a 10% budget on all three benchmark mixtures; README "Results").
+            `min(0.5, 1.6 * budget / pool size)` (0.16 at a 10% budget, 0.4 at 25%), so that the kept samples
+            outnumber the budget 1.6 to 1 and a small budget takes only the clearest answers (measured on the three
+            benchmark mixtures: 0.25 beat 0.5 by about 2 points at 10%, 0.16 tied 0.25 or beat it, and 0.4 beat 0.5
+            by 1.1 to 1.8 at 25%; README "Results").
         lead_filter_groups (`str`, *optional*, defaults to `"prompts"`):
             What `lead_sample_filter="small_loss"` compares a never-trained sample's initial score with: those of
             about 32 samples with the most similar prompts (`"prompts"`: k-means on the model's mean hidden state over
@@ -205,7 +206,7 @@ class LEADConfig(SFTConfig):
         default=None,
         metadata={
             "help": "small_loss filter: share of each comparison group, lowest initial score first, to select "
-            "(None: min(0.5, 2.5 * budget / pool size))."
+            "(None: min(0.5, 1.6 * budget / pool size))."
         },
     )
     lead_filter_groups: str = field(

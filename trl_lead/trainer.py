@@ -263,7 +263,8 @@ class LEADSFTTrainer(SFTTrainer):
 
         TRL's filter keeps a row whose only trained label is its first one, which is never predicted; LEAD cannot
         score it either. Renumbers the id column so the pool's samples are 0..m-1 and returns the dataset row of
-        each (`lead_pool_rows`)."""
+        each (`lead_pool_rows`). Notes whether every pool sample has a prompt (an untrained first label), which
+        `lead_filter_groups="prompts"` needs."""
         dataset = self.train_dataset
         label_column = "labels" if "labels" in dataset.column_names else "input_ids"  # TRL's collator: labels = ids
         columns = dataset.select_columns([label_column, SAMPLE_ID])
