@@ -56,7 +56,8 @@ MECHANISMS = dict(
     lead_policy="boltzmann",
     lead_reward="blend",
     lead_reward_scaling="quantile",
-    lead_sample_filter="small_loss",  # the loss_z rules for trained samples, the small-loss rule for unseen ones
+    lead_sample_filter="small_loss",  # the small-loss rule for unseen samples (keep from the budget: 0.16)...
+    lead_filter_revisits=True,  # ...and the rules for trained ones
     lead_filter_z=1.0,
     # pacing: a budget of 16 over the run's 4 rounds, up to 4 new per round: round 0 fills up beyond the pace (8),
     # round 1 may add none (a round of revisits), rounds 2 and 3 up to four each
