@@ -176,6 +176,9 @@ ISSUE12 = {
         "lead_filter_keep": 0.4,
     },
 }
+# the default's bandit against no bandit (uniform) and a policy that moves within a few rounds (Boltzmann)
+ISSUE12["lead_auto_uniform"] = {**ISSUE12["lead_auto"], "lead_policy": "uniform"}
+ISSUE12["lead_auto_boltzmann"] = {**ISSUE12["lead_auto"], "lead_policy": "boltzmann"}
 for _name, _options in ISSUE12.items():
     METHODS[_name] = {**METHODS["lead_default"], **_options}
 # (the first four mechanisms together; measured before "small_loss" and "heldout_gain" were added)
