@@ -179,6 +179,10 @@ ISSUE12 = {
 # the default's bandit against no bandit (uniform) and a policy that moves within a few rounds (Boltzmann)
 ISSUE12["lead_auto_uniform"] = {**ISSUE12["lead_auto"], "lead_policy": "uniform"}
 ISSUE12["lead_auto_boltzmann"] = {**ISSUE12["lead_auto"], "lead_policy": "boltzmann"}
+# a cluster reward paired per sample (initial score minus the loss at first visit) once the filter has removed most
+# of the bad source: does it now find the noise family?
+ISSUE12["lead_auto_gain"] = {**ISSUE12["lead_auto"], "lead_reward": "heldout_gain"}
+ISSUE12["lead_auto_gain_boltzmann"] = {**ISSUE12["lead_auto_gain"], "lead_policy": "boltzmann"}
 for _name, _options in ISSUE12.items():
     METHODS[_name] = {**METHODS["lead_default"], **_options}
 # (the first four mechanisms together; measured before "small_loss" and "heldout_gain" were added)
