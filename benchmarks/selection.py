@@ -183,6 +183,11 @@ ISSUE12["lead_auto_boltzmann"] = {**ISSUE12["lead_auto"], "lead_policy": "boltzm
 # of the bad source: does it now find the noise family?
 ISSUE12["lead_auto_gain"] = {**ISSUE12["lead_auto"], "lead_reward": "heldout_gain"}
 ISSUE12["lead_auto_gain_boltzmann"] = {**ISSUE12["lead_auto_gain"], "lead_policy": "boltzmann"}
+# ...with most of the mass spread evenly (floor 0.6): it may demote a cluster to 0.6 of uniform, not pile onto one
+ISSUE12["lead_auto_gain_boltzmann_floor"] = {
+    **ISSUE12["lead_auto_gain_boltzmann"],
+    "lead_policy_kwargs": {"floor": 0.6},
+}
 for _name, _options in ISSUE12.items():
     METHODS[_name] = {**METHODS["lead_default"], **_options}
 # (the first four mechanisms together; measured before "small_loss" and "heldout_gain" were added)
