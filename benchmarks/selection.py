@@ -77,6 +77,11 @@ METHODS["lead_default"] = {
     "lead_fine_selection": "random",
     "lead_reward": "first_visit",
 }
+# The filter options that sessions 5-6 combined: the small-loss cut within prompt groups, the size split, and without
+# the trained-sample rules
+_PROMPT = {"lead_sample_filter": "small_loss", "lead_filter_groups": "prompts"}
+_PROMPT_SIZED = {**_PROMPT, "lead_split_by_size": True}
+_PROMPT_SIZED_NOZ = {**_PROMPT_SIZED, "lead_filter_revisits": False}
 # Issue 12's mechanisms (LEADConfig options), each on top of the default, then all together
 ISSUE12 = {
     "lead_filter": {"lead_sample_filter": "loss_z"},
@@ -94,87 +99,26 @@ ISSUE12 = {
     "lead_paced_uniform": {"lead_sample_filter": "small_loss", "lead_budget_pace": 0.5, "lead_policy": "uniform"},
     "lead_paced_no_filter": {"lead_budget_pace": 0.5},
     # the small-loss cut within groups of similar prompts instead of within clusters (lead_filter_groups)
-    "lead_prompt_filter": {"lead_sample_filter": "small_loss", "lead_filter_groups": "prompts"},
-    "lead_prompt_paced": {
-        "lead_sample_filter": "small_loss",
-        "lead_filter_groups": "prompts",
-        "lead_budget_pace": 0.5,
-    },
+    "lead_prompt_filter": _PROMPT,
+    "lead_prompt_paced": {**_PROMPT, "lead_budget_pace": 0.5},
     # mixture rounds split by each cluster's candidates (lead_split_by_size)
     "lead_sized": {"lead_sample_filter": "small_loss", "lead_split_by_size": True},
-    "lead_prompt_sized": {
-        "lead_sample_filter": "small_loss",
-        "lead_filter_groups": "prompts",
-        "lead_split_by_size": True,
-    },
-    "lead_prompt_sized_keep25": {
-        "lead_sample_filter": "small_loss",
-        "lead_filter_groups": "prompts",
-        "lead_split_by_size": True,
-        "lead_filter_keep": 0.25,
-    },
-    "lead_prompt_sized_paced": {
-        "lead_sample_filter": "small_loss",
-        "lead_filter_groups": "prompts",
-        "lead_split_by_size": True,
-        "lead_budget_pace": 0.5,
-    },
+    "lead_prompt_sized": _PROMPT_SIZED,
+    "lead_prompt_sized_keep25": {**_PROMPT_SIZED, "lead_filter_keep": 0.25},
+    "lead_prompt_sized_paced": {**_PROMPT_SIZED, "lead_budget_pace": 0.5},
     # what separates LEAD from the static prompt-group subset: the bandit (uniform policy), the exclusions of trained
     # samples by their first-visit loss and loss drop (lead_filter_revisits; the rows were run with lead_filter_z=1e9,
     # which fires neither rule: the same plans), both
-    "lead_prompt_sized_uniform": {
-        "lead_sample_filter": "small_loss",
-        "lead_filter_groups": "prompts",
-        "lead_split_by_size": True,
-        "lead_policy": "uniform",
-    },
-    "lead_prompt_sized_noz": {
-        "lead_sample_filter": "small_loss",
-        "lead_filter_groups": "prompts",
-        "lead_split_by_size": True,
-        "lead_filter_revisits": False,
-    },
-    "lead_prompt_sized_uniform_noz": {
-        "lead_sample_filter": "small_loss",
-        "lead_filter_groups": "prompts",
-        "lead_split_by_size": True,
-        "lead_policy": "uniform",
-        "lead_filter_revisits": False,
-    },
+    "lead_prompt_sized_uniform": {**_PROMPT_SIZED, "lead_policy": "uniform"},
+    "lead_prompt_sized_noz": _PROMPT_SIZED_NOZ,
+    "lead_prompt_sized_uniform_noz": {**_PROMPT_SIZED_NOZ, "lead_policy": "uniform"},
     # LEADConfig's default since session 6: all of the above that paid, the keep following the budget
-    "lead_auto": {
-        "lead_sample_filter": "small_loss",
-        "lead_filter_groups": "prompts",
-        "lead_split_by_size": True,
-        "lead_filter_revisits": False,
-        "lead_filter_keep": None,
-    },
-    "lead_prompt_uniform": {
-        "lead_sample_filter": "small_loss",
-        "lead_filter_groups": "prompts",
-        "lead_policy": "uniform",
-    },
-    "lead_prompt_sized_noz_keep25": {
-        "lead_sample_filter": "small_loss",
-        "lead_filter_groups": "prompts",
-        "lead_split_by_size": True,
-        "lead_filter_revisits": False,
-        "lead_filter_keep": 0.25,
-    },
-    "lead_prompt_sized_noz_keep16": {
-        "lead_sample_filter": "small_loss",
-        "lead_filter_groups": "prompts",
-        "lead_split_by_size": True,
-        "lead_filter_revisits": False,
-        "lead_filter_keep": 0.16,
-    },
-    "lead_auto_keep40": {
-        "lead_sample_filter": "small_loss",
-        "lead_filter_groups": "prompts",
-        "lead_split_by_size": True,
-        "lead_filter_revisits": False,
-        "lead_filter_keep": 0.4,
-    },
+    "lead_auto": {**_PROMPT_SIZED_NOZ, "lead_filter_keep": None},
+    "lead_prompt_uniform": {**_PROMPT, "lead_policy": "uniform"},
+    # the keep against the budget (the default's rule gives 0.16 at 10%, 0.4 at 25%)
+    "lead_prompt_sized_noz_keep25": {**_PROMPT_SIZED_NOZ, "lead_filter_keep": 0.25},
+    "lead_prompt_sized_noz_keep16": {**_PROMPT_SIZED_NOZ, "lead_filter_keep": 0.16},
+    "lead_auto_keep40": {**_PROMPT_SIZED_NOZ, "lead_filter_keep": 0.4},
 }
 # the default's bandit against no bandit (uniform) and a policy that moves within a few rounds (Boltzmann)
 ISSUE12["lead_auto_uniform"] = {**ISSUE12["lead_auto"], "lead_policy": "uniform"}

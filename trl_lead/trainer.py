@@ -140,14 +140,10 @@ class LEADSFTTrainer(SFTTrainer):
                 "or set `lead_enabled=False`."
             )
         self._lead_dataset_size = n
-        self.lead_pool_rows = self._keep_trainable_rows(n)
+        self.lead_pool_rows, all_prompted = self._keep_trainable_rows(n)
         pool_size = len(self.lead_pool_rows)
         self._lead_filter_groups = args.lead_filter_groups
-        if (
-            args.lead_filter_groups == "prompts"
-            and args.lead_sample_filter == "small_loss"
-            and not self._lead_all_prompted
-        ):
+        if args.lead_filter_groups == "prompts" and args.lead_sample_filter == "small_loss" and not all_prompted:
             logger.warning(
                 "LEAD: `lead_filter_groups='prompts'` compares answers to similar prompts, and some samples have no "
                 "prompt (their first token is trained: language-modeling rows, or `assistant_only_loss`/"
@@ -258,12 +254,12 @@ class LEADSFTTrainer(SFTTrainer):
         check_policy(policy, args.lead_round_mode)
         return policy
 
-    def _keep_trainable_rows(self, dataset_size: int) -> np.ndarray:
+    def _keep_trainable_rows(self, dataset_size: int) -> tuple[np.ndarray, bool]:
         """Leave out of the pool the rows with no trained token, as TRL drops rows that truncation left fully masked.
 
         TRL's filter keeps a row whose only trained label is its first one, which is never predicted; LEAD cannot
         score it either. Renumbers the id column so the pool's samples are 0..m-1 and returns the dataset row of
-        each (`lead_pool_rows`). Notes whether every pool sample has a prompt (an untrained first label), which
+        each (`lead_pool_rows`), and whether every pool sample has a prompt (an untrained first label), which
         `lead_filter_groups="prompts"` needs."""
         dataset = self.train_dataset
         label_column = "labels" if "labels" in dataset.column_names else "input_ids"  # TRL's collator: labels = ids
@@ -285,7 +281,6 @@ class LEADSFTTrainer(SFTTrainer):
             cumulative = np.concatenate([[0], np.cumsum(counted)])
             trained.append(cumulative[offsets[1:] - offsets[0]] - cumulative[offsets[:-1] - offsets[0]])
         keep = np.concatenate(trained) > 0 if trained else np.zeros(0, bool)
-        self._lead_all_prompted = bool(np.concatenate(prompted)[keep].all()) if prompted else False
         pool_rows = np.sort(ids[keep])
         if len(pool_rows) == 0:
             raise ValueError(
@@ -303,7 +298,7 @@ class LEADSFTTrainer(SFTTrainer):
             )
             dataset = dataset.select(np.flatnonzero(keep)).remove_columns(SAMPLE_ID)
             self.train_dataset = dataset.add_column(SAMPLE_ID, np.searchsorted(pool_rows, ids[keep]))
-        return pool_rows
+        return pool_rows, bool(np.concatenate(prompted)[keep].all())
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
         if self._lead and packing and SAMPLE_ID in dataset.column_names:
