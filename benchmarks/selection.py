@@ -29,21 +29,9 @@ from tqdm.auto import tqdm
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 FIELDS = ["method", "budget", "seed", "steps", "overall_learnable", "wall_time_s", "scoring_s", "rounds"]
 
-# LEAD settings shared by every LEAD variant; each method overrides some of them
-# (every option a row depends on is spelled out, so a row keeps its meaning when LEADConfig's defaults move)
-PAPER = dict(
-    lead_policy="exp3s",
-    lead_round_mode="single",
-    lead_fine_selection="top",
-    lead_reward="idu_drop",
-    lead_reward_scaling="minmax",
-    lead_sample_filter="none",
-    lead_budget_pace=0.0,
-    lead_filter_groups="clusters",
-    lead_split_by_size=False,
-    lead_filter_revisits=True,  # (what "small_loss" and "loss_z" always did before the option existed)
-    lead_filter_keep=0.5,
-)
+# LEAD settings shared by every LEAD variant, each method overriding some of them: the paper's preset
+# (`trl_lead.settings.PRESETS`), so a row keeps its meaning when the default preset moves
+PAPER = {"lead_preset": "paper"}
 METHODS: dict[str, dict] = {
     # baselines
     "random": {"kind": "subset", "how": "random"},
@@ -77,7 +65,7 @@ METHODS["lead_default"] = {
     "lead_fine_selection": "random",
     "lead_reward": "first_visit",
 }
-# The filter options that sessions 5-6 combined: the small-loss cut within prompt groups, the size split, and without
+# The filter options combined below: the small-loss cut within prompt groups, the size split, and without
 # the trained-sample rules
 _PROMPT = {"lead_sample_filter": "small_loss", "lead_filter_groups": "prompts"}
 _PROMPT_SIZED = {**_PROMPT, "lead_split_by_size": True}
@@ -112,8 +100,8 @@ ISSUE12 = {
     "lead_prompt_sized_uniform": {**_PROMPT_SIZED, "lead_policy": "uniform"},
     "lead_prompt_sized_noz": _PROMPT_SIZED_NOZ,
     "lead_prompt_sized_uniform_noz": {**_PROMPT_SIZED_NOZ, "lead_policy": "uniform"},
-    # LEADConfig's default since session 6: all of the above that paid, the keep following the budget
-    "lead_auto": {**_PROMPT_SIZED_NOZ, "lead_filter_keep": None},
+    # LEADConfig's default (the "default" preset): all of the above that paid, the keep following the budget
+    "lead_auto": {"lead_preset": "default"},
     "lead_prompt_uniform": {**_PROMPT, "lead_policy": "uniform"},
     # the keep against the budget (the default's rule gives 0.16 at 10%, 0.4 at 25%)
     "lead_prompt_sized_noz_keep25": {**_PROMPT_SIZED_NOZ, "lead_filter_keep": 0.25},
@@ -153,6 +141,10 @@ METHODS["grid_mixture_random_first_visit_warmup"] = {
     "lead_warmup_steps": 20,
 }
 METHODS["grid_single_top_idu_drop_warmup"] = {**METHODS["grid_single_top_idu_drop"], "lead_warmup_steps": 20}
+
+
+DEFAULT_METHOD = "lead_auto"
+"""The method that runs `LEADConfig`'s defaults."""
 
 
 @dataclass

@@ -44,7 +44,7 @@ from gymnasium.envs.registration import load_env_creator
 import envs  # noqa: F401  (registers the trl_lead/ environments, also in worker processes)
 from trl_lead.files import atomic_write
 from trl_lead.policies import POLICIES, make_policy
-from trl_lead.selection import RewardNormalizer
+from trl_lead.selection import RewardNormalizer, give_rewards, round_distribution
 
 _T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}
 
@@ -110,12 +110,18 @@ def run_policy(
     The env is reset with ``seed`` and the policy with :func:`policy_seed` (``seed``), so every policy
     meets the same reward draws for a given seed. Returns ``reward`` and ``regret`` arrays (per step),
     ``policy_us`` (``select`` + ``update`` per step) and ``step_us`` (the whole loop per step).
+
+    On a round env (``ProxyTraining``, ``LiveTraining``: its step info names the arms ``rewarded``), the policy is
+    driven as the trainer drives it: in mixture mode its action is ``round_distribution`` (its probabilities, or its
+    batched round's shares), and each round's measured per-cluster rewards go to it through ``give_rewards`` (each
+    normalised with ``normalize_rewards``; with the round's distribution in mixture mode).
     """
     env = _make_env(env_id, steps, env_kwargs or {})
     try:
         _, info = env.reset(seed=seed)
         policy = make_policy(policy_name, **(policy_kwargs or {}))
-        policy.reset(int(env.action_space.n), seed=policy_seed(seed))
+        mixture = isinstance(env.action_space, gymnasium.spaces.Box)
+        policy.reset(env.action_space.shape[0] if mixture else int(env.action_space.n), seed=policy_seed(seed))
         normalize = RewardNormalizer() if normalize_rewards and not policy.normalizes_rewards else None
         rewards = np.empty(steps)
         regrets = np.empty(steps)
@@ -128,11 +134,18 @@ def run_policy(
         start = clock()
         for t in range(steps):
             t0 = clock()
-            arm = policy.select(mask)
+            if mixture:
+                arm = round_distribution(policy, mask, env.unwrapped.round_size)
+            else:
+                arm = policy.select(mask)
             t1 = clock()
             _, reward, terminated, truncated, info = env.step(arm)
             t2 = clock()
-            policy.update(arm, normalize(reward) if normalize else reward)
+            if "rewarded" in info:  # a LEAD round: its measured rewards, as the trainer gives them
+                measured = {int(a): info["cluster_rewards"][str(a)] for a in info["rewarded"]}
+                give_rewards(policy, measured, arm if mixture else None, normalize, mixture)
+            else:
+                policy.update(arm, normalize(reward) if normalize else reward)
             policy_s += clock() - t2 + t1 - t0
             rewards[t] = reward
             regrets[t] = info["regret"]
@@ -504,15 +517,18 @@ LIVE_DEMO_KWARGS: dict[str, Any] = {
     "learning_rate": 1e-3,
     "eval_every": 10,
 }
-#: ``--env live``: which policy trains the best model, on real training at the demo's settings. Defaults of the
-#: preset; the command line's ``--policies``, ``--seeds``, ``--steps`` and ``--env-kwargs`` (merged) win.
+#: ``--env live``: which policy trains the best model, on real training at the demo's settings with the trainer's
+#: default selection settings (``LiveTraining``'s ``preset="default"``), every policy, rewards normalised by their
+#: running min/max as the trainer does (the preset's ``reward_scaling="minmax"``). Defaults of the preset; the
+#: command line's ``--policies``, ``--seeds``, ``--steps`` and ``--env-kwargs`` (merged) win.
 PRESETS: dict[str, dict[str, Any]] = {
     "live": {
         "env": "trl_lead/LiveTraining-v0",
         "env_kwargs": LIVE_DEMO_KWARGS,
-        "policies": "exp3s,exp3,boltzmann,ucb1,thompson,epsilon-greedy,uniform",
-        "seeds": 5,
+        "policies": ",".join(POLICIES),
+        "seeds": 20,
         "steps": 50,
+        "normalize_rewards": True,
     }
 }
 _DEFAULTS = {"policies": ",".join(POLICIES), "seeds": 20, "steps": 1000}
@@ -524,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "--env",
         required=True,
         help="registered Gymnasium id, e.g. trl_lead/ClusterBandit-v0, or a preset: 'live' (LiveTraining-v0 at the "
-        "demo's settings, 7 policies x 5 seeds x 50 rounds)",
+        "demo's settings and the default selection preset, every policy x 20 seeds x 50 rounds)",
     )
     parser.add_argument("--policies", default=None, help="comma-separated make_policy names (default: all)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0 .. seeds-1; default 20)")
@@ -555,6 +571,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         if getattr(args, name) is None:
             setattr(args, name, preset.get(name, default))
     env_id = preset.get("env", args.env)
+    args.normalize_rewards = args.normalize_rewards or preset.get("normalize_rewards", False)
 
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     given = Path(args.env_kwargs[1:]).read_text() if args.env_kwargs.startswith("@") else args.env_kwargs
@@ -570,6 +587,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             parser.error(f"--regret-window must be A:B with 0 <= A < B <= --steps, got {args.regret_window!r}")
     if args.rank_against is not None:  # a bad file fails now, not after the runs
         final_quality_from_csv(args.rank_against)
+    probe = _make_env(env_id, args.steps, env_kwargs)
+    unmodeled = dict(getattr(probe.unwrapped, "unmodeled", {}))
+    probe.close()
     out = Path(args.out or Path("benchmarks/results") / re.sub(r"[^A-Za-z0-9_.-]+", "_", env_id))
     started = time.perf_counter()
     by_policy = run_benchmark(
@@ -590,6 +610,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "seeds": args.seeds,
         "steps": args.steps,
         "normalize_rewards": args.normalize_rewards,
+        # the settings the env cannot model (`ProxyTraining.unmodeled`), each with why
+        **({"unmodeled": unmodeled} if unmodeled else {}),
         "wall_time": f"{time.perf_counter() - started:.0f} s with {max(1, min(2, args.workers))} worker(s)",
     }
     command = "python -m envs.benchmark " + shlex.join(argv if argv is not None else sys.argv[1:])

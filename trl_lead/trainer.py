@@ -152,6 +152,7 @@ class LEADSFTTrainer(SFTTrainer):
             )
             self._lead_filter_groups = "clusters"
         self._lead_settings = self._resolve_settings(args, pool_size)
+        self._lead_settings.filter_groups = self._lead_filter_groups
         if self._lead_clusters is not None:
             self._lead_clusters = self._lead_clusters[self.lead_pool_rows]
             source = "given" if clusters is not None else f"column {args.lead_cluster_column}"
@@ -225,23 +226,11 @@ class LEADSFTTrainer(SFTTrainer):
             rounds = math.ceil(args.max_steps / per_round)
         else:
             rounds = _epoch_rounds(args, round_size, budget, warmup_rounds)
-        return SelectionSettings(
-            round_size=round_size,
-            budget=budget,
-            max_reuse=args.lead_max_reuse,
-            smoothing=args.lead_smoothing,
-            gradient_correction=args.lead_gradient_correction,
-            round_mode=args.lead_round_mode,
-            fine_selection=args.lead_fine_selection,
-            reward=args.lead_reward,
-            sample_filter=args.lead_sample_filter,
-            filter_z=args.lead_filter_z,
-            filter_keep=auto_filter_keep(budget, n) if args.lead_filter_keep is None else args.lead_filter_keep,
-            reward_scaling=args.lead_reward_scaling,
-            warmup_rounds=warmup_rounds,
-            budget_pace_rounds=math.ceil(args.lead_budget_pace * rounds) if args.lead_budget_pace > 0 else 0,
-            split_by_size=args.lead_split_by_size,
-            filter_revisits=args.lead_filter_revisits,
+        choices = args.selection_choices()
+        if choices["filter_keep"] is None:
+            choices["filter_keep"] = auto_filter_keep(budget, n)
+        return SelectionSettings.for_pool(
+            n, args.lead_round_size, args.lead_budget, args.lead_preset, rounds, warmup_rounds, **choices
         )
 
     @staticmethod
