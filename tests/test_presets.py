@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium
 import pytest
 
 import envs  # noqa: F401  (registers the environments)
 from benchmarks.selection import DEFAULT_METHOD, METHODS, PAPER
 from trl_lead import LEADConfig
+from trl_lead.policies import make_policy
 from trl_lead.settings import PRESET_FIELDS, PRESETS, SelectionSettings, preset_settings
 
 CPU = dict(output_dir="unused", use_cpu=True, bf16=False, report_to="none")
@@ -87,3 +90,67 @@ def test_the_proxy_says_what_it_cannot_model():
     default = gymnasium.make("trl_lead/ProxyTraining-v0").unwrapped
     assert set(default.unmodeled) == {"sample_filter", "filter_groups"}
     assert gymnasium.make("trl_lead/ProxyTraining-v0", preset="paper").unwrapped.unmodeled == {}
+
+
+def lead_warnings(**lead) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        LEADConfig(**CPU, **lead)
+    return [str(w.message) for w in caught if "lead_" in str(w.message)]
+
+
+@pytest.mark.parametrize(
+    "lead, field, why",
+    [
+        ({"lead_filter_z": 3.0}, "lead_filter_z=3.0", "z-score threshold is used by"),  # small_loss, no revisits
+        ({"lead_preset": "paper", "lead_filter_keep": 0.3}, "lead_filter_keep=0.3", "only `lead_sample_filter='sm"),
+        ({"lead_sample_filter": "loss_z", "lead_filter_groups": "clusters"}, "lead_filter_groups", "compares within"),
+        ({"lead_preset": "paper", "lead_filter_revisits": False}, "lead_filter_revisits", "filters nothing"),
+        ({"lead_round_mode": "single", "lead_split_by_size": False}, "lead_split_by_size", "only mixture rounds"),
+        ({"lead_cluster_column": "family_id", "lead_num_clusters": 4}, "lead_num_clusters=4", "not computed"),
+        ({"lead_cluster_column": "family_id", "lead_clusters": "embedding"}, "lead_clusters", "not computed"),
+        (
+            {"lead_preset": "paper", "lead_initial_score": "none"},
+            "lead_initial_score='none'",
+            "still runs the scoring",
+        ),
+        ({"lead_enabled": False, "lead_reward": "idu_drop"}, "lead_reward", "trains as SFTTrainer"),
+    ],
+)
+def test_a_setting_without_effect_warns_once_naming_the_field_and_why(lead, field, why):
+    messages = lead_warnings(**lead)
+    assert len(messages) == 1 and field in messages[0] and why in messages[0], messages
+
+
+@pytest.mark.parametrize(
+    "lead",
+    [
+        {},  # the default preset
+        {"lead_preset": "paper"},
+        {"lead_filter_z": 2.5, "lead_preset": "paper"},  # the preset's own value changes nothing: no warning
+        {"lead_sample_filter": "loss_z", "lead_filter_z": 3.0},  # used by loss_z
+        {"lead_filter_revisits": True, "lead_filter_z": 3.0},  # used by the revisit rules
+        {"lead_preset": "paper", "lead_initial_score": "none", "lead_cluster_column": "family_id"},  # no pass at all
+        {"lead_initial_score": "none", "lead_sample_filter": "none", "lead_clusters": "embedding"},
+    ],
+)
+def test_settings_with_an_effect_do_not_warn(lead):
+    assert lead_warnings(**lead) == []
+
+
+def test_a_setting_the_trainer_arguments_override_warns(tmp_path, pool, tokenizer, make_model):
+    from trl_lead import LEADSFTTrainer
+
+    args = LEADConfig(
+        **{**CPU, "output_dir": str(tmp_path)}, lead_policy="ucb1", lead_num_clusters=3, lead_sample_filter="none"
+    )
+    with pytest.warns(UserWarning, match=r"\['lead_policy'\] have no effect: the `policy` passed"):
+        with pytest.warns(UserWarning, match=r"\['lead_num_clusters'\] have no effect: the `clusters` passed"):
+            LEADSFTTrainer(
+                model=make_model(),
+                args=args,
+                train_dataset=pool,
+                processing_class=tokenizer,
+                policy=make_policy("exp3"),
+                clusters=pool["family_id"],
+            )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,9 @@ from .settings import (
     check_filter_keep,
     check_filter_z,
 )
+
+CLUSTER_DEFAULTS = {"lead_clusters": "ifd", "lead_num_clusters": 7}
+"""How clusters are computed when no column is given (the defaults of `LEADConfig`'s fields)."""
 
 
 @dataclass
@@ -152,10 +156,12 @@ class LEADConfig(SFTConfig):
         metadata={"help": "Dataset column holding each sample's cluster (int or str). Computed when not set."},
     )
     lead_clusters: str = field(
-        default="ifd",
+        default=CLUSTER_DEFAULTS["lead_clusters"],
         metadata={"help": "How to cluster when no column is given.", "choices": list(CLUSTER_FEATURES)},
     )
-    lead_num_clusters: int = field(default=7, metadata={"help": "Number of clusters when they are computed."})
+    lead_num_clusters: int = field(
+        default=CLUSTER_DEFAULTS["lead_num_clusters"], metadata={"help": "Number of clusters when they are computed."}
+    )
     lead_policy: str | None = field(
         default=None, metadata={"help": "Bandit policy name (trl_lead.policies.make_policy). Preset: exp3s."}
     )
@@ -261,6 +267,11 @@ class LEADConfig(SFTConfig):
             if getattr(self, f"lead_{name}") is None:
                 setattr(self, f"lead_{name}", preset[name])
         if not self.lead_enabled:
+            chosen = [f"lead_{name}" for name in self.lead_overrides] + [
+                name for name, default in CLUSTER_DEFAULTS.items() if getattr(self, name) != default
+            ]
+            if chosen:
+                warnings.warn(f"{chosen} have no effect: `lead_enabled=False` trains as SFTTrainer.", stacklevel=3)
             return
         choices = {
             "lead_clusters": CLUSTER_FEATURES,
@@ -325,9 +336,47 @@ class LEADConfig(SFTConfig):
                     f"{self.lead_policy!r}`: {error}. See the policy's docstring in `trl_lead.policies` for its "
                     "parameters."
                 ) from error
+        for message in self.settings_without_effect():
+            warnings.warn(message, stacklevel=3)
         if self.lead_seed is None:
             self.lead_seed = self.seed
 
     def selection_choices(self) -> dict[str, Any]:
         """The preset settings this config resolves to (`PRESET_FIELDS`, names without `lead_`)."""
         return {name: getattr(self, f"lead_{name}") for name in PRESET_FIELDS}
+
+    def settings_without_effect(self) -> list[str]:
+        """One message per setting given a value (other than its preset's or default) that has no effect in this
+        combination, naming the field and why; `__post_init__` warns each once."""
+        chosen = set(self.lead_overrides)
+        filtering, small_loss = self.lead_sample_filter != "none", self.lead_sample_filter == "small_loss"
+        rules = {
+            # (no effect when, why)
+            "filter_z": (
+                not (self.lead_sample_filter == "loss_z" or (filtering and self.lead_filter_revisits)),
+                "the robust z-score threshold is used by `lead_sample_filter='loss_z'` and by `lead_filter_revisits`",
+            ),
+            "filter_keep": (not small_loss, "only `lead_sample_filter='small_loss'` keeps a share"),
+            "filter_groups": (not small_loss, "only `lead_sample_filter='small_loss'` compares within groups"),
+            "filter_revisits": (not filtering, "`lead_sample_filter='none'` filters nothing"),
+            "split_by_size": (self.lead_round_mode != "mixture", "only mixture rounds are split across clusters"),
+        }
+        messages = [
+            f"`lead_{name}={getattr(self, f'lead_{name}')!r}` has no effect: {why}."
+            for name, (without_effect, why) in rules.items()
+            if name in chosen and without_effect
+        ]
+        if self.lead_cluster_column is not None:
+            messages += [
+                f"`{name}={getattr(self, name)!r}` has no effect: clusters come from `lead_cluster_column="
+                f"{self.lead_cluster_column!r}`, not computed."
+                for name, default in CLUSTER_DEFAULTS.items()
+                if getattr(self, name) != default
+            ]
+        elif self.lead_initial_score == "none" and self.lead_clusters == "ifd":
+            messages.append(
+                "`lead_initial_score='none'` still runs the scoring pass: IFD clusters (`lead_clusters='ifd'`) are "
+                "computed from it. Its losses then cluster the pool and are not used as initial scores. To skip the "
+                "pass, give a `lead_cluster_column` or set `lead_clusters='embedding'`."
+            )
+        return messages

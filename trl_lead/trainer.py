@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import time
+import warnings
 import zipfile
 from typing import Any
 
@@ -23,7 +24,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
 from trl.trainer.utils import get_config_model_id
 
-from .config import LEADConfig
+from .config import CLUSTER_DEFAULTS, LEADConfig
 from .files import atomic_write
 from .policies import make_policy
 from .rounds import SAMPLE_ID, CollatorWithIds, LossRecorder, RoundInFlight, UpdateTracker
@@ -197,6 +198,12 @@ class LEADSFTTrainer(SFTTrainer):
     @staticmethod
     def _resolve_clusters(dataset: Dataset, args: LEADConfig, clusters) -> np.ndarray | None:
         if clusters is not None:
+            unused = [name for name, value in CLUSTER_DEFAULTS.items() if getattr(args, name) != value]
+            unused += ["lead_cluster_column"] if args.lead_cluster_column is not None else []
+            if unused:
+                warnings.warn(
+                    f"{unused} have no effect: the `clusters` passed to the trainer are the clusters.", stacklevel=4
+                )
             clusters = np.asarray(clusters)
             if len(clusters) != len(dataset):
                 raise ValueError(f"`clusters` has {len(clusters)} labels for {len(dataset)} samples; give one each.")
@@ -235,6 +242,12 @@ class LEADSFTTrainer(SFTTrainer):
 
     @staticmethod
     def _resolve_policy(args: LEADConfig, policy):
+        named = [name for name, given in [("lead_policy", "policy" in args.lead_overrides),
+                                          ("lead_policy_kwargs", bool(args.lead_policy_kwargs))] if given]  # fmt: skip
+        if policy is not None and named:
+            warnings.warn(
+                f"{named} have no effect: the `policy` passed to the trainer chooses the clusters.", stacklevel=4
+            )
         if policy is None:
             try:
                 policy = make_policy(args.lead_policy, **(args.lead_policy_kwargs or {}))
