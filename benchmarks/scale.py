@@ -49,7 +49,7 @@ def measure(n: int, k: int = 64, rounds: int = 20, round_size: int = 10_000) -> 
         if r:  # the first round warms caches
             plan_times.append(planned_at - start)
             finish_times.append(finished - planned_at)
-    per_sample += sum(m.nbytes for m in selector._members) / n  # the selector's per-cluster member index
+    per_sample += sum(m.nbytes for m in selector.cluster_members) / n  # the selector's per-cluster member index
     return {
         "bytes_per_sample": per_sample,
         "plan_ms": 1e3 * float(np.median(plan_times)),

@@ -327,16 +327,14 @@ def _loss_iterative_trainer():
         """The "iterative model-aware" baseline LEAD avoids: before every round, one extra forward pass re-scores the
         whole pool, and the round takes the samples of highest current loss (one cluster, no bandit, no smoothing)."""
 
-        def _begin_round(self, epoch):
-            if self._lead_started:  # the first round's scores come from the trainer's own scoring pass
+        loss_iterative_scoring_s = 0.0
+
+        def plan_round(self):
+            if self.lead_state.rounds:  # the first round's scores come from the trainer's own scoring pass
                 start = time.perf_counter()
-                fresh = self._score_pool()
-                self.lead_state.idu[:] = fresh
-                self.lead_state.version += 1
-                self.loss_iterative_scoring_s = getattr(self, "loss_iterative_scoring_s", 0.0) + (
-                    time.perf_counter() - start
-                )
-            return super()._begin_round(epoch)
+                self.lead_state.set_idu(self.score_pool())
+                self.loss_iterative_scoring_s += time.perf_counter() - start
+            return super().plan_round()
 
     return LossIterative
 

@@ -308,6 +308,34 @@ def final_quality_per_seed_from_csv(path: str | os.PathLike[str]) -> dict[str, d
     return finals
 
 
+def runs_from_csv(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
+    """The runs of a CSV this module wrote, as ``run_benchmark`` returns them (times per step NaN: the CSV has none;
+    the quality before training, which the CSV does not hold either, NaN)."""
+    rows: dict[tuple[str, int], list[list[str]]] = {}
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        header = fh.readline().strip().split(",")
+        for line in fh:
+            row = line.strip().split(",")
+            rows.setdefault((row[0], int(row[1])), []).append(row)
+    by_policy: dict[str, list[dict[str, Any]]] = {}
+    for (policy, seed), run_rows in rows.items():
+        run_rows.sort(key=lambda row: int(row[2]))
+        column = {name: i for i, name in enumerate(header)}
+        run = {
+            "policy": policy,
+            "seed": seed,
+            "reward": np.array([float(row[column["reward"]]) for row in run_rows]),
+            "regret": np.array([float(row[column["regret"]]) for row in run_rows]),
+            "policy_us": math.nan,
+            "step_us": math.nan,
+        }
+        if "quality" in column:
+            run["quality"] = np.array([math.nan] + [float(row[column["quality"]]) for row in run_rows])
+        by_policy.setdefault(policy, []).append(run)
+    return by_policy
+
+
 def final_quality_from_csv(path: str | os.PathLike[str]) -> dict[str, float]:
     """Mean final quality per policy from a CSV this module wrote: the mean over seeds of each seed's last finite
     quality."""
@@ -564,6 +592,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         help="CSV of another benchmark with a quality column (e.g. the live one): add the Kendall tau between the "
         "two rankings by mean final quality",
     )
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1")
+    parser.add_argument(
+        "--combine",
+        default=None,
+        help="comma-separated CSVs of runs of this module (e.g. two halves of the seeds): write the tables and plots "
+        "of all their runs together instead of running anything",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     preset = PRESETS.get(args.env, {})
@@ -592,17 +627,23 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     probe.close()
     out = Path(args.out or Path("benchmarks/results") / re.sub(r"[^A-Za-z0-9_.-]+", "_", env_id))
     started = time.perf_counter()
-    by_policy = run_benchmark(
-        env_id,
-        policies,
-        range(args.seeds),
-        args.steps,
-        env_kwargs,
-        policy_kwargs,
-        normalize_rewards=args.normalize_rewards,
-        workers=args.workers,
-        progress=not args.no_progress,
-    )
+    if args.combine:
+        by_policy: dict[str, list[dict[str, Any]]] = {}
+        for path in args.combine.split(","):
+            for name, runs in runs_from_csv(path).items():
+                by_policy.setdefault(name, []).extend(runs)
+        by_policy = {
+            name: sorted(by_policy[name], key=lambda run: run["seed"]) for name in policies if name in by_policy
+        }
+        args.seeds = len({run["seed"] for runs in by_policy.values() for run in runs})
+        wall_time = f"combined from {args.combine}"
+    else:
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        by_policy = run_benchmark(
+            env_id, policies, seeds, args.steps, env_kwargs, policy_kwargs, normalize_rewards=args.normalize_rewards,
+            workers=args.workers, progress=not args.no_progress,
+        )  # fmt: skip
+        wall_time = f"{time.perf_counter() - started:.0f} s with {max(1, min(2, args.workers))} worker(s)"
     header = {
         "env": env_id,
         "env_kwargs": env_kwargs,
@@ -612,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "normalize_rewards": args.normalize_rewards,
         # the settings the env cannot model (`ProxyTraining.unmodeled`), each with why
         **({"unmodeled": unmodeled} if unmodeled else {}),
-        "wall_time": f"{time.perf_counter() - started:.0f} s with {max(1, min(2, args.workers))} worker(s)",
+        "wall_time": wall_time,
     }
     command = "python -m envs.benchmark " + shlex.join(argv if argv is not None else sys.argv[1:])
     write_csv(out.with_name(out.name + (".csv.gz" if args.csv_gzip else ".csv")), by_policy)

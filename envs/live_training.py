@@ -270,7 +270,17 @@ class LiveTraining(RoundEnv):
             **self.lead_kwargs,
         )
         adapter = _BlockingPolicy(self.num_clusters, self.mixture, self._requests, self._actions)
-        trainer = LEADSFTTrainer(
+        # Every episode starts from the same base model and pool, so the trainer's scoring pass (a forward pass over
+        # the pool, the largest part of a reset) gives the same losses each time: computed once per process
+        key = (self.cache_dir, self.pool_size, self.batch_size, args.max_length, args.lead_initial_score)
+
+        class CachedScores(LEADSFTTrainer):
+            def score_pool(self) -> np.ndarray:
+                if key not in _INITIAL_SCORES:
+                    _INITIAL_SCORES[key] = super().score_pool()
+                return _INITIAL_SCORES[key].copy()
+
+        trainer = CachedScores(
             model=AutoModelForCausalLM.from_pretrained(base.model_path),
             args=args,
             train_dataset=pool,
@@ -278,17 +288,6 @@ class LiveTraining(RoundEnv):
             policy=adapter,
         )
         trainer.remove_callback(PrinterCallback)
-        # Every episode starts from the same base model and pool, so the trainer's scoring pass (a forward pass over
-        # the pool, the largest part of a reset) gives the same losses each time: computed once per process
-        key = (self.cache_dir, self.pool_size, self.batch_size, args.max_length, args.lead_initial_score)
-        score_pool = trainer._score_pool
-
-        def cached_scores() -> np.ndarray:
-            if key not in _INITIAL_SCORES:
-                _INITIAL_SCORES[key] = score_pool()
-            return _INITIAL_SCORES[key].copy()
-
-        trainer._score_pool = cached_scores
         return trainer
 
     def _train(self, trainer: Any, requests: queue.Queue) -> None:

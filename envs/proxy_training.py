@@ -223,7 +223,7 @@ class _World:
             surrogate.forgetting,
             surrogate.drift_level,
             surrogate.noise,
-            getattr(self.selector, "_members", None),
+            self.selector.cluster_members,
         ]
         for obj in shared:
             if obj is not None:

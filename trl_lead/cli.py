@@ -93,7 +93,9 @@ def _step_bar(description: str):
     return StepBar()
 
 
-def _train_lead(base, settings: DemoSettings, output_dir: str, callbacks: list | None = None, **lead_kwargs):
+def _train_lead(
+    base, settings: DemoSettings, output_dir: str, callbacks: list | None = None, trainer_class=None, **lead_kwargs
+):
     from transformers import PrinterCallback
 
     from trl_lead import LEADConfig, LEADSFTTrainer
@@ -105,7 +107,7 @@ def _train_lead(base, settings: DemoSettings, output_dir: str, callbacks: list |
         lead_max_reuse=settings.max_reuse,
     )
     args = LEADConfig(**{**_training_args(settings, output_dir), **lead, **lead_kwargs})
-    trainer = LEADSFTTrainer(
+    trainer = (trainer_class or LEADSFTTrainer)(  # a subclass overriding the trainer's hooks
         model=_fresh(base),
         args=args,
         train_dataset=base.train_dataset,

@@ -275,6 +275,14 @@ class LEADState:
         self._cuts = None
         self.version += 1
 
+    def set_idu(self, values: np.ndarray) -> None:
+        """Replace every sample's IDU (e.g. with fresh scores of the current model; NaN: never observed)."""
+        values = np.asarray(values, dtype=np.float32)
+        if values.shape != self.idu.shape:
+            raise ValueError(f"Expected {len(self)} IDU values, got shape {values.shape}.")
+        self.idu[:] = values
+        self.version += 1  # selectors rebuild their per-cluster caches
+
     def set_filter_groups(self, groups: np.ndarray) -> None:
         """Comparison groups of the small-loss filter, one label (>= 0) per sample: a never-trained sample may be
         selected when its initial score is among the lowest `keep` share of its group's (rather than its cluster's).
@@ -347,6 +355,12 @@ class RoundSelector:
         self._synced = -1  # the state version the per-cluster caches were built for
         check_budget(self.settings.budget, len(self.state))
         check_policy(self.policy, self.settings.round_mode)
+
+    @property
+    def cluster_members(self) -> list[np.ndarray]:
+        """Each cluster's sample ids (the selector's own index: read it, do not modify it)."""
+        self._sync()
+        return self._members
 
     # ----- per-cluster caches ------------------------------------------------------------------------------------
     def _sync(self) -> None:

@@ -92,6 +92,13 @@ class LEADSFTTrainer(SFTTrainer):
         clusters (`np.ndarray`, *optional*):
             Cluster label of every row of `train_dataset`; overrides `args.lead_cluster_column` and computed clusters.
 
+    Hooks, for code that needs more than the round log:
+        - `score_pool()`: the initial scores; override it to give them from elsewhere.
+        - `plan_round()`: the next round's plan; override it to change the state before planning, or the plan.
+        - `on_round_end(args, state, control, record, trainer, **kwargs)`: a method of any callback passed in
+          `callbacks` (or `add_callback`), called at the end of every round, after its losses are folded in, with the
+          round's record (the dict appended to `lead_state.rounds` and `lead_rounds.jsonl`) and the trainer.
+
     Attributes:
         lead_state (`LEADState`): per-sample IU, IDU, use counts, clusters, and the list of rounds, over the pool: the
             rows of `train_dataset` that have a trained token after TRL's processing.
@@ -350,11 +357,15 @@ class LEADSFTTrainer(SFTTrainer):
         unique = dict(sorted(pairs, key=lambda p: p[0]))
         return np.fromiter(unique.keys(), np.int64, len(unique)), np.fromiter(unique.values(), float, len(unique))
 
-    def _score_pool(self) -> np.ndarray:
+    def score_pool(self) -> np.ndarray:
         """Initial IU of every sample: one no-grad pass of the base model over the pool (`lead_initial_score`).
 
         Batches are the training batch size, so the pass never needs more memory than a training step (the fused LM
-        head's chunk of logits grows with the tokens of a batch)."""
+        head's chunk of logits grows with the tokens of a batch).
+
+        A hook: a subclass may override it to give initial scores from elsewhere (a cache, another model), one loss
+        per pool sample in id order (NaN where none); they are also IFD's conditional losses when clusters are
+        computed by IFD. Called once, when rounds start."""
         loader = self._get_dataloader(
             dataset=self.train_dataset,
             description="LEAD scoring",
@@ -382,7 +393,7 @@ class LEADSFTTrainer(SFTTrainer):
         args = self.args
         compute_ifd = self._lead_clusters is None and args.lead_clusters == "ifd"
         # One scoring pass gives both the initial IU and IFD's conditional loss
-        initial = self._score_pool() if args.lead_initial_score == "loss" or compute_ifd else None
+        initial = self.score_pool() if args.lead_initial_score == "loss" or compute_ifd else None
         if self._lead_clusters is None:
             from .clustering import pool_clusters
 
@@ -455,7 +466,7 @@ class LEADSFTTrainer(SFTTrainer):
             self._start_rounds()
         if self._lead_round is not None:
             self._finish_round()
-        planned = self._lead_selector.plan_round()
+        planned = self.plan_round()
         if planned is None or len(planned.sample_ids) == 0:
             return False
         self._lead_rounds[epoch] = planned
@@ -467,6 +478,13 @@ class LEADSFTTrainer(SFTTrainer):
             start_time=time.perf_counter(),
         )
         return True
+
+    def plan_round(self) -> PlannedRound | None:
+        """The next round's plan (`lead_selector.plan_round()`), or None when no sample is eligible.
+
+        A hook: a subclass may override it to change `lead_state` before the plan (e.g. `lead_state.set_idu` with
+        fresh scores) or to change the plan. Called once per round, after the round before was folded in."""
+        return self._lead_selector.plan_round()
 
     def _cosines(self, update: torch.Tensor, others: dict[int, torch.Tensor]) -> dict[int, float]:
         """Cosine of `update` with each of `others`, from dot products summed over ranks.
@@ -523,6 +541,10 @@ class LEADSFTTrainer(SFTTrainer):
             os.makedirs(self.args.output_dir, exist_ok=True)
             with open(os.path.join(self.args.output_dir, ROUNDS_FILE), "a") as f:
                 f.write(json.dumps(record) + "\n")
+        for callback in self.callback_handler.callbacks:  # the round-end event (see the class docstring)
+            on_round_end = getattr(callback, "on_round_end", None)
+            if callable(on_round_end):
+                on_round_end(self.args, self.state, self.control, record=record, trainer=self)
         cluster = record["cluster"]
         self._lead_log = {
             "lead/round": record["round"],
