@@ -83,8 +83,10 @@ class LEADConfig(SFTConfig):
             `"loss"`: one scoring pass of the base model gives every sample its initial IU. `"none"`: no pass; unseen
             samples tie (and rank first) and ties break at random.
         lead_round_mode (`str`, *optional*, preset: `"mixture"`, paper `"single"`):
-            `"mixture"`: the round is split across clusters in proportion to the policy's arm probabilities.
-            `"single"`: one cluster per round (the paper).
+            `"mixture"`: the round is split across clusters in proportion to the policy's arm probabilities; a policy
+            without them (`ucb1`, `sw-ucb`, `d-ucb`, `thompson`, `greedy`) splits it by its batched round
+            (`allocate`: each policy's docstring in `trl_lead.policies` gives its rule). `"single"`: one cluster per
+            round (the paper).
         lead_fine_selection (`str`, *optional*, preset: `"random"`, paper `"top"`):
             Choice inside a cluster: `"random"`, `"top"` (highest IDU, the paper) or `"sample"` (softmax over
             standardised IDU, without replacement).
