@@ -52,7 +52,9 @@ def _independent_evaluation(model, tokenizer, rows) -> tuple[dict, dict]:
 
 @pytest.mark.slow
 def test_live_quality_equals_an_independent_evaluation_of_the_trained_model():
-    env = gymnasium.make(LIVE, pool_size=64, max_rounds=3, eval_every=2, eval_size=EVAL_SIZE, learning_rate=LR)
+    env = gymnasium.make(
+        LIVE, pool_size=64, max_rounds=3, eval_every=2, eval_size=EVAL_SIZE, learning_rate=LR, round_mode="single"
+    )
     try:
         _, info = env.reset(seed=0)
         base_quality, base_detail = info["quality"], info["quality_detail"]
@@ -86,7 +88,9 @@ def test_live_quality_equals_an_independent_evaluation_of_the_trained_model():
     # it is the trained model that was evaluated: three rounds moved the held-out losses away from the base model's
     assert max(abs(a - b) for a, b in zip(detail["loss"], base_detail["loss"])) > 1e-3
     # Evaluating does not disturb training: the same seed without intermediate evaluations, same rewards
-    again = gymnasium.make(LIVE, pool_size=64, max_rounds=3, eval_size=EVAL_SIZE, learning_rate=LR)
+    again = gymnasium.make(
+        LIVE, pool_size=64, max_rounds=3, eval_size=EVAL_SIZE, learning_rate=LR, round_mode="single"
+    )
     try:
         again.reset(seed=0)
         steps = [again.step(action) for action in [0, 5, 0]]
@@ -105,7 +109,7 @@ def test_live_refuses_bad_evaluation_arguments():
 
 
 def test_proxy_quality_keys_are_present_finite_and_consistent():
-    env = ProxyTraining(compute_expected=False)
+    env = ProxyTraining(compute_expected=False, round_mode="single")  # one cluster per step: integer actions
     _, info = env.reset(seed=3)
     assert info["quality"] == 0.0  # nothing trained yet: no skill anywhere
     assert info["quality_detail"]["loss"] == pytest.approx(env.initial_loss.tolist())

@@ -351,7 +351,7 @@ def test_invalid_arguments_are_refused():
 
 @pytest.mark.slow
 def test_live_training_runs_real_rounds():
-    env = gymnasium.make(LIVE, max_rounds=3)
+    env = gymnasium.make(LIVE, **PAPER, max_rounds=3)
     try:
         obs, info = env.reset(seed=0)
         assert env.observation_space.contains(obs) and info["action_mask"].all()
@@ -380,7 +380,7 @@ def test_live_training_runs_real_rounds():
 def test_live_training_passes_gymnasium_env_checker():
     # Registered nondeterministic (GPU training is not bitwise reproducible): check_env then skips its one-step
     # determinism check, which compares the NaN expected rewards with == and would fail on them regardless
-    env = gymnasium.make(LIVE, max_rounds=3)
+    env = gymnasium.make(LIVE, **PAPER, max_rounds=3)
     try:
         _check_env_quietly(env)
     finally:
