@@ -53,8 +53,22 @@ BASELINES = ("random", "stratified", "oracle", "oracle_clusters")
 NAME = "selection_mixtures"
 BATCH_SIZE = 16
 POOL_SIZE = 2000  # the embedded default's num_train, which the presets keep
-# Issue 12's goal for the default: >= 2 points over random and stratified, paired interval above 0, half the gap
+# The goal set for the default: >= 2 points over random and stratified, paired interval above 0, half the gap
 GOAL_POINTS, GOAL_SHARE = 2.0, 0.5
+#: The plot's series, at most PLOT_SERIES of them, in this order where present (then the rest, in METHODS order)
+PLOT_SERIES = 6
+PLOT_ORDER = ("oracle", "stratified", "lead_auto", "small_loss_prompts_subset", "lead_small_loss", "lead_default")
+PLOT_LABELS = {
+    "oracle": "oracle: clean rows only",
+    "oracle_clusters": "oracle clusters: no noise or bad-source cluster",
+    "stratified": "stratified: equal share per family",
+    "lead_auto": "LEAD, LEADConfig defaults",
+    "small_loss_prompts_subset": "static small-loss subset (prompt groups)",
+    "small_loss_subset": "static small-loss subset (families)",
+    "lead_small_loss": "LEAD, small-loss filter within clusters",
+    "lead_default": "LEAD without a filter",
+    "lead_paced": "LEAD, filter within clusters, budget paced",
+}
 
 
 def describe_machine() -> str:
@@ -109,13 +123,13 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
         key = (row["mixture"], int(row["steps"]), float(row["budget"]))
         score.setdefault(key, {}).setdefault(row["method"], {})[int(row["seed"])] = float(row["overall_learnable"])
     lines = [
-        "# Selection on mixtures with headroom (issue 12)",
+        "# Selection on mixtures with headroom",
         "",
         f"Machine: {machine}. Held-out exact match (%) over the learnable families, "
         f"{MIXTURE_NUM_EVAL_PER_FAMILY} items per family (120 for lookup). Every run: the same warmed-up base, the "
         "same optimizer steps (batch 16, constant LR 1e-3), at most `budget` distinct samples. Differences are paired "
-        "by seed, mean [95% t-interval]; *gap share* = mean(method - random) / mean(oracle - random). *goal*: issue "
-        f"12's bar for the default (>= {GOAL_POINTS:g} points over random and over stratified, both intervals > 0, "
+        "by seed, mean [95% t-interval]; *gap share* = mean(method - random) / mean(oracle - random). *goal*: the bar "
+        f"set for the default (>= {GOAL_POINTS:g} points over random and over stratified, both intervals > 0, "
         f">= {GOAL_SHARE:.0%} of the gap); for (b) only: not below random (mean difference >= 0).",
         "",
     ]
@@ -181,31 +195,39 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
         f.write("\n".join(lines))
     os.replace(tmp, os.path.join(out_dir, f"{NAME}.md"))
 
-    # One panel per mixture at the step count most runs used (the others are the steps-to-saturation runs): every
-    # method's paired difference to random against the budget
+    # One panel per mixture at the step count most runs used (the others are the steps-to-saturation runs): the paired
+    # difference to random against the budget, for at most PLOT_SERIES methods (the tables hold all of them)
     main_steps = Counter(int(row["steps"]) for row in rows).most_common(1)[0][0]
     panels = sorted({(m, s) for m, s, _ in score if s == main_steps})
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
+    present = {x for (m, s, b), cell in score.items() if s == main_steps for x in cell} - {"random"}
+    shown = [m for m in PLOT_ORDER if m in present]
+    shown += sorted(present - set(shown), key=lambda m: order.index(m) if m in order else len(order))
+    shown = shown[:PLOT_SERIES]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False, sharey=True)
     for ax, (mixture, steps) in zip(axes[0], panels):
         budgets = sorted(b for m, s, b in score if (m, s) == (mixture, steps))
-        methods = sorted({x for b in budgets for x in score[(mixture, steps, b)]} - {"random"}, key=order.index)
-        for i, method in enumerate(methods):
+        for i, method in enumerate(shown):
             xs, ys, errs = [], [], []
             for j, b in enumerate(budgets):
                 cell = score[(mixture, steps, b)]
                 if method in cell and "random" in cell:
                     mean, low, _, _ = paired(cell[method], cell["random"])
-                    xs.append(j + (i - len(methods) / 2) * 0.08)
+                    xs.append(j + (i - (len(shown) - 1) / 2) * 0.1)
                     ys.append(mean)
                     errs.append(0 if math.isnan(low) else mean - low)
-            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, linestyle="none", label=method)
+            if xs:
+                ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, linestyle="none", color=f"C{i}",
+                            label=PLOT_LABELS.get(method, method))  # fmt: skip
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_xticks(range(len(budgets)), [f"{b:.0%}" for b in budgets])
-        ax.set_xlabel("budget")
-        ax.set_ylabel("exact match − random, paired by seed (points, 95% CI)")
-        ax.set_title(f"({mixture}) {MIXTURES[mixture][0] or 'default pool'}, {steps} steps", fontsize=9)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+        ax.set_xlabel("budget (share of the pool)")
+        preset, clusters = MIXTURES[mixture]
+        ax.set_title(f"Mixture ({mixture}): {preset or 'default pool'},\n{clusters} clusters, {steps} steps", fontsize=9)
+    axes[0][0].set_ylabel("exact match minus random subset\n(points, paired by seed, 95% interval)")
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(3, len(handles)), fontsize=8,
+               frameon=False)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.08 + 0.04 * math.ceil(len(handles) / 3), 1, 1))
     tmp = os.path.join(out_dir, f"{NAME}.tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
@@ -284,6 +306,8 @@ def main() -> None:
     csv_path = os.path.join(options.out, f"{NAME}.csv")
     machine = describe_machine()
     if options.summary_only:
+        # the tables describe the machine that ran them, not the one that rewrites them
+        machine = _recorded_machine(os.path.join(options.out, f"{NAME}.md")) or machine
         summarize(_with_b_baselines(_read(csv_path)), options.out, machine)
         return
     jobs = make_jobs(
@@ -307,6 +331,15 @@ def main() -> None:
             summarize(_with_b_baselines(_read(csv_path)), options.out, machine)
     summarize(_with_b_baselines(_read(csv_path)), options.out, machine)
     print(open(os.path.join(options.out, f"{NAME}.md")).read())
+
+
+def _recorded_machine(path: str) -> str | None:
+    """The machine named in an existing summary (its "Machine: ..." line, up to the first ". "), if any."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        line = next((x for x in f if x.startswith("Machine: ")), None)
+    return line[len("Machine: ") :].split(". ", 1)[0] if line else None
 
 
 def _with_b_baselines(rows: list[dict]) -> list[dict]:
