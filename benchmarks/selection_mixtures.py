@@ -222,7 +222,8 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
         ax.set_xticks(range(len(budgets)), [f"{b:.0%}" for b in budgets])
         ax.set_xlabel("budget (share of the pool)")
         preset, clusters = MIXTURES[mixture]
-        ax.set_title(f"Mixture ({mixture}): {preset or 'default pool'},\n{clusters} clusters, {steps} steps", fontsize=9)
+        title = f"Mixture ({mixture}): {preset or 'default pool'},\n{clusters} clusters, {steps} steps"
+        ax.set_title(title, fontsize=9)
     axes[0][0].set_ylabel("exact match minus random subset\n(points, paired by seed, 95% interval)")
     handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(3, len(handles)), fontsize=8,
