@@ -55,6 +55,36 @@ BATCH_SIZE = 16
 POOL_SIZE = 2000  # the embedded default's num_train, which the presets keep
 # The goal set for the default: >= 2 points over random and stratified, paired interval above 0, half the gap
 GOAL_POINTS, GOAL_SHARE = 2.0, 0.5
+#: Paired contrasts reported where both methods ran (same mixture, budget, steps and seeds): (method, reference, what)
+CONTRASTS: tuple[tuple[str, str, str], ...] = (
+    ("lead_auto_uniform", "lead_auto", "uniform policy instead of EXP3-S"),
+    ("lead_auto_boltzmann", "lead_auto", "Boltzmann policy instead of EXP3-S"),
+    ("lead_auto_gain", "lead_auto", "heldout_gain reward (EXP3-S)"),
+    ("lead_auto_gain_boltzmann", "lead_auto", "heldout_gain reward, Boltzmann policy"),
+    ("lead_auto_gain_boltzmann_floor", "lead_auto", "heldout_gain reward, Boltzmann policy, floor 0.6"),
+    ("small_loss_prompts_subset", "lead_auto", "static small-loss subset (prompt groups, keep 0.5), no LEAD"),
+    ("lead_small_loss", "lead_auto", "small-loss filter within clusters, keep 0.5, revisit rules on"),
+    ("lead_prompt_sized_noz", "lead_auto", "keep 0.5 instead of the budget's keep"),
+    ("lead_prompt_sized_noz_keep25", "lead_auto", "keep 0.25 instead of the budget's keep"),
+    ("lead_prompt_sized", "lead_prompt_sized_noz", "revisit rules on (keep 0.5)"),
+    ("lead_prompt_sized_uniform_noz", "lead_prompt_sized_noz", "uniform policy (keep 0.5)"),
+    ("lead_prompt_filter", "lead_small_loss", "prompt groups instead of clusters (no size split)"),
+    ("lead_prompt_sized", "lead_prompt_filter", "size split on (prompt groups)"),
+    ("lead_prompt_paced", "lead_prompt_filter", "budget pace 0.5 (prompt groups)"),
+    ("lead_default", "lead_small_loss", "no filter instead of the small-loss filter within clusters"),
+    ("lead_paced", "lead_small_loss", "budget pace 0.5"),
+    ("lead_paced_full", "lead_small_loss", "budget pace 1.0"),
+    ("lead_paced_uniform", "lead_small_loss", "budget pace 0.5, uniform policy"),
+    ("lead_paced_no_filter", "lead_small_loss", "budget pace 0.5, no filter"),
+    ("lead_small_loss_uniform", "lead_small_loss", "uniform policy instead of EXP3-S"),
+    ("lead_small_loss_keep30", "lead_small_loss", "keep 0.3 instead of 0.5"),
+    ("small_loss_subset", "lead_small_loss", "static small-loss subset (families), no LEAD"),
+    ("lead_filter", "lead_default", "loss_z filter"),
+    ("lead_boltzmann", "lead_default", "Boltzmann policy instead of EXP3-S"),
+    ("lead_blend", "lead_default", "blend reward"),
+    ("lead_quantile", "lead_default", "quantile reward scaling"),
+    ("lead_combined", "lead_default", "loss_z filter, Boltzmann, blend reward and quantile scaling together"),
+)
 #: The plot's series, at most PLOT_SERIES of them, in this order where present (then the rest, in METHODS order)
 PLOT_SERIES = 6
 PLOT_ORDER = ("oracle", "stratified", "lead_auto", "small_loss_prompts_subset", "lead_small_loss", "lead_default")
@@ -190,6 +220,7 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
                 f"{'' if math.isnan(share) else f'{share:.0%}'} | {goal} |"
             )
         lines.append("")
+    lines += _contrast_lines(score)
     tmp = os.path.join(out_dir, f"{NAME}.md.tmp")
     with open(tmp, "w") as f:
         f.write("\n".join(lines))
@@ -233,6 +264,33 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, os.path.join(out_dir, f"{NAME}.png"))
+
+
+def _contrast_lines(score: dict[tuple[str, int, float], dict[str, dict[int, float]]]) -> list[str]:
+    """A table of the CONTRASTS that ran: per mixture, budget and steps, the paired difference (exact match points)."""
+    cells = sorted(score)
+    rows = []
+    for method, reference, what in CONTRASTS:
+        values = {}
+        for key in cells:
+            pair = score[key]
+            if method in pair and reference in pair:
+                values[key] = _interval(*paired(pair[method], pair[reference]))
+        if values:
+            rows.append((method, reference, what, values))
+    if not rows:
+        return []
+    shown = [key for key in cells if any(key in v for *_, v in rows)]
+    header = " | ".join(f"({m}) {b:.0%}" + ("" if s == 200 else f", {s} steps") for m, s, b in shown)
+    lines = [
+        "## Contrasts (method − reference, paired by seed, mean [95% t-interval])",
+        "",
+        f"| what | method | reference | {header} |",
+        "|---|---|---|" + "---|" * len(shown),
+    ]
+    for method, reference, what, values in rows:
+        lines.append(f"| {what} | {method} | {reference} | " + " | ".join(values.get(k, "") for k in shown) + " |")
+    return [*lines, ""]
 
 
 def make_jobs(
