@@ -386,8 +386,7 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
         f"Machine: {machine}. Each cell: held-out exact match (%) over the learnable families, mean ± std over seeds "
         "[95% t-interval], and mean wall time including scoring passes. Same base model, same optimizer steps, same "
         "budget of distinct samples for every method. Wall times are only comparable between runs made under the same "
-        "load: the committed ones were measured while other jobs shared the 2 cores (see README for a side-by-side "
-        "timing of LEAD against loss-iterative).",
+        "load: the committed ones were measured while other jobs shared the 2 cores.",
         "",
         "| method | " + " | ".join(f"budget {b:.0%}" for b in budgets) + " | wall time (s) |",
         "|---|" + "---|" * (len(budgets) + 1),
@@ -421,8 +420,8 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
         left.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=method)
     left.set_xlabel("budget (fraction of the pool)")
     left.set_ylabel("held-out exact match, learnable families (%)")
-    left.set_title("quality vs budget (mean ± std over seeds)")
-    left.legend(fontsize=8)
+    left.set_title("Quality against budget (mean ± std over seeds)")
+    left.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     # One point per method at the budget every method ran: mean quality against mean wall time
     common = max(budgets, key=lambda b: sum((m, b) in table for m in methods))
     for method in methods:
@@ -433,8 +432,8 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
         right.scatter(x, y, s=25, color="C3" if method.startswith("lead") or method.startswith("grid") else "C0")
         right.annotate(method, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
     right.set_xlabel("wall time per run (s), scoring passes included; machine shared, see selection.md")
-    right.set_ylabel("exact match (%)")
-    right.set_title(f"quality vs wall time at budget {common:.0%} (blue: baselines, red: LEAD variants)")
+    right.set_ylabel("held-out exact match, learnable families (%)")
+    right.set_title(f"Quality against wall time at budget {common:.0%} (blue: baselines, red: LEAD variants)")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "selection.tmp.png"), dpi=110)
     plt.close(fig)
