@@ -141,9 +141,12 @@ def link_hits(path: Path, root: Path = ROOT) -> list[str]:
         for section in README_SECTION.findall(text):
             if _slug(section) not in sections:
                 hits.append(f"{where}:{line_number}: names a README section that does not exist: {section}")
-        for named in REPO_PATH.findall(text):
+        for match in REPO_PATH.finditer(text):
+            named = match.group(1)
             if GYM_ID.fullmatch(named) or named in OUTSIDE:
                 continue
+            if re.search(r"(--out|->)\s+$", text[: match.start()]):
+                continue  # where a command will write its output
             if not _exists(root, named.rstrip(".")):
                 hits.append(f"{where}:{line_number}: names a path that does not exist: {named}")
     return hits
@@ -197,7 +200,7 @@ def test_link_checker_finds_missing_files_and_headings(tmp_path):
         "[ok](docs/design.md) [ok](docs/design.md#the-round-protocol) [ok](#quick-start) "
         "[web](https://example.org/x)\n"
         "[bad](docs/results.md) [bad](docs/design.md#rounds) [bad](#results)\n"
-        "see `benchmarks/missing.py` and docs/design.md\n",
+        "see `benchmarks/missing.py` and docs/design.md; `run --out benchmarks/new_run` writes a new file\n",
         encoding="utf-8",
     )
     hits = link_hits(readme, root=tmp_path)
