@@ -165,3 +165,28 @@ def test_readme_python_quickstart_trains_two_steps(tmp_path, monkeypatch, stand_
     assert np.isfinite(trainer.lead_state.iu[trainer.lead_state.use_count > 0]).all()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert losses and all(np.isfinite(losses))
+
+
+def test_readme_custom_policy_decides_the_rounds(tmp_path, pool, tokenizer, make_model):
+    """The README's custom policy, defined as written, drives mixture rounds: with a weight of 0 on the unlearnable
+    family no round takes any of its samples, while the other families each get some (a known answer)."""
+    from trl_lead import LEADConfig, LEADSFTTrainer
+    from trl_lead.pool import CLUSTER_COLUMN, FAMILIES, NOISE_FAMILY
+
+    code = readme_block_naming("python", "policy=FixedShares(")
+    namespace: dict = {}
+    exec(compile(code[: code.index("trainer = ")], "README.md", "exec"), namespace)
+    weights = [0.0 if family == NOISE_FAMILY else 1.0 for family in FAMILIES]
+    args = LEADConfig(output_dir=str(tmp_path), lead_cluster_column=CLUSTER_COLUMN, lead_round_size=16,
+                      lead_budget=0.5, max_steps=6, per_device_train_batch_size=8, use_cpu=True, bf16=False,
+                      report_to="none", save_strategy="no", assistant_only_loss=True)  # fmt: skip
+    trainer = LEADSFTTrainer(
+        model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer,
+        policy=namespace["FixedShares"](weights),
+    )  # fmt: skip
+    trainer.train()
+    ids = np.concatenate([r["sample_ids"] for r in trainer.lead_state.rounds])
+    families = np.asarray(trainer.lead_state.cluster)[ids]
+    assert len(ids) == 48
+    assert FAMILIES.index(NOISE_FAMILY) not in set(families.tolist())
+    assert len(set(families.tolist())) >= 5
