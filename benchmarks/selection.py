@@ -69,7 +69,7 @@ METHODS: dict[str, dict] = {
     "lead_no_clusters": {"kind": "lead", **PAPER, "no_clusters": True},
 }
 # The default of LEADConfig, chosen from the grid below: mixture rounds, uniform choice inside a cluster, first-visit
-# reward (the paper's choices lost to random and stratified sampling here; see README "Results")
+# reward (the paper's choices lost to random and stratified sampling here; see docs/results.md)
 METHODS["lead_default"] = {
     "kind": "lead",
     **PAPER,
@@ -77,12 +77,12 @@ METHODS["lead_default"] = {
     "lead_fine_selection": "random",
     "lead_reward": "first_visit",
 }
-# The filter options that sessions 5-6 combined: the small-loss cut within prompt groups, the size split, and without
+# The filter options the default combines: the small-loss cut within prompt groups, the size split, and without
 # the trained-sample rules
 _PROMPT = {"lead_sample_filter": "small_loss", "lead_filter_groups": "prompts"}
 _PROMPT_SIZED = {**_PROMPT, "lead_split_by_size": True}
 _PROMPT_SIZED_NOZ = {**_PROMPT_SIZED, "lead_filter_revisits": False}
-# Issue 12's mechanisms (LEADConfig options), each on top of the default, then all together
+# Mechanisms (LEADConfig options), each on top of `lead_default`, then all together
 ISSUE12 = {
     "lead_filter": {"lead_sample_filter": "loss_z"},
     "lead_boltzmann": {"lead_policy": "boltzmann"},
@@ -112,7 +112,7 @@ ISSUE12 = {
     "lead_prompt_sized_uniform": {**_PROMPT_SIZED, "lead_policy": "uniform"},
     "lead_prompt_sized_noz": _PROMPT_SIZED_NOZ,
     "lead_prompt_sized_uniform_noz": {**_PROMPT_SIZED_NOZ, "lead_policy": "uniform"},
-    # LEADConfig's default since session 6: all of the above that paid, the keep following the budget
+    # LEADConfig's default: all of the above that paid, the keep following the budget
     "lead_auto": {**_PROMPT_SIZED_NOZ, "lead_filter_keep": None},
     "lead_prompt_uniform": {**_PROMPT, "lead_policy": "uniform"},
     # the keep against the budget (the default's rule gives 0.16 at 10%, 0.4 at 25%)

@@ -1,8 +1,8 @@
 """Can a selector gain anything? Methods against random, stratified and an oracle on pools whose noise conflicts.
 
-The embedded default pool leaves almost no room between a random subset and a noise-free one (README "Results"), so
+The embedded default pool leaves almost no room between a random subset and a noise-free one (docs/results.md), so
 this benchmark uses the :data:`trl_lead.pool.MIXTURES`, where wrong answers to a task's own prompts and a bad source
-of the same prompts cost the model something. Mixtures, as issue 12 names them:
+of the same prompts cost the model something. The mixtures:
 
 - (a) ``conflict-a`` with its family clusters (``lead_cluster_column="family_id"``; the bad source its own cluster),
 - (b) the same pool with the clusters LEAD computes itself (no cluster column: the ``lead_clusters`` default),
@@ -15,7 +15,7 @@ its subset at random from the clean rows only. Exact match is measured on 200 he
 set, same seed of the subset draw and the data order) with a 95% t-interval, and its share of the random-to-oracle
 gap is ``mean(method - random) / mean(oracle - random)``.
 
-    python benchmarks/selection_mixtures.py                    # issue 12's grid (resumable: finished rows kept)
+    python benchmarks/selection_mixtures.py                    # the defaults' grid (resumable: finished rows kept)
     python benchmarks/selection_mixtures.py --methods oracle,random --mixtures a --budgets 0.25 --seeds 1 \\
         --steps 100,200,400                                     # how many steps saturate the model on clean data
 
@@ -42,7 +42,7 @@ from selection import METHODS, RESULTS, Job, _append, _read, run_job  # noqa: E4
 
 from trl_lead.pool import MIXTURE_NUM_EVAL_PER_FAMILY  # noqa: E402
 
-#: Issue 12's mixtures: (pool preset, clusters); "default" is the embedded default pool, for comparison
+#: The mixtures: (pool preset, clusters); "default" is the embedded default pool, for comparison
 MIXTURES: dict[str, tuple[str | None, str]] = {
     "a": ("conflict-a", "family"),
     "b": ("conflict-a", "computed"),
