@@ -1,4 +1,4 @@
-"""The numpy round logic against hand-worked examples (DESIGN.md §1)."""
+"""The numpy round logic against hand-worked examples (docs/design.md, What LEAD computes)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class FixedPolicy:
 
 
 def selector(cluster, policy=None, **settings):
-    # The paper's choices unless a test says otherwise (LEADConfig's defaults differ; see README "Results")
+    # The paper's choices unless a test says otherwise (LEADConfig's defaults differ; see docs/results.md)
     defaults = dict(round_size=2, budget=len(cluster), round_mode="single", fine_selection="top", reward="idu_drop")
     defaults.update(settings)
     state = LEADState(np.asarray(cluster))

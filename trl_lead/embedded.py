@@ -1,4 +1,4 @@
-"""The embedded default: an offline instruction pool, tokenizer and tiny Llama model (DESIGN.md §5).
+"""The embedded default: an offline instruction pool, tokenizer and tiny Llama model (docs/design.md).
 
 Nothing here touches the network. The pieces are:
 

@@ -64,7 +64,7 @@ class Mixture:
 
     A selector can only gain where the noise costs the model something. Random answers to prompts of their own (the
     ``noise`` family) cost little beyond the steps they take; wrong answers to a task's own prompts pull the model
-    away from the right answer (README "Results"). :func:`make_instruction_pool` with ``mixture=`` builds such a pool.
+    away from the right answer (docs/results.md). :func:`make_instruction_pool` with ``mixture=`` builds such a pool.
 
     | Field | Meaning |
     |---|---|
@@ -106,7 +106,7 @@ class Mixture:
         return weights
 
 
-#: Named pools with headroom for a selector (issue 12's mixtures (a) and (c); (b) is (a) with computed clusters).
+#: Named pools with headroom for a selector (docs/results.md: mixtures (a) and (c); (b) is (a), clusters computed).
 MIXTURES: dict[str, Mixture] = {
     # (a) the default families and sizes; wrong answers to 30% of every task's rows; a bad source repeating the
     # prompts of five tasks with wrong answers, 20% of the pool
