@@ -123,6 +123,8 @@ ISSUE12 = {
 # the default's bandit against no bandit (uniform) and a policy that moves within a few rounds (Boltzmann)
 ISSUE12["lead_auto_uniform"] = {**ISSUE12["lead_auto"], "lead_policy": "uniform"}
 ISSUE12["lead_auto_boltzmann"] = {**ISSUE12["lead_auto"], "lead_policy": "boltzmann"}
+# the default without its small-loss filter: what remains where the base model's loss cannot tell right from wrong
+ISSUE12["lead_auto_nofilter"] = {**ISSUE12["lead_auto"], "lead_sample_filter": "none"}
 # a cluster reward paired per sample (initial score minus the loss at first visit) once the filter has removed most
 # of the bad source: does it now find the noise family?
 ISSUE12["lead_auto_gain"] = {**ISSUE12["lead_auto"], "lead_reward": "heldout_gain"}
