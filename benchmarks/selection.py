@@ -123,6 +123,8 @@ ISSUE12 = {
 # the default's bandit against no bandit (uniform) and a policy that moves within a few rounds (Boltzmann)
 ISSUE12["lead_auto_uniform"] = {**ISSUE12["lead_auto"], "lead_policy": "uniform"}
 ISSUE12["lead_auto_boltzmann"] = {**ISSUE12["lead_auto"], "lead_policy": "boltzmann"}
+# the default without its small-loss filter: what remains where the base model's loss cannot tell right from wrong
+ISSUE12["lead_auto_nofilter"] = {**ISSUE12["lead_auto"], "lead_sample_filter": "none"}
 # a cluster reward paired per sample (initial score minus the loss at first visit) once the filter has removed most
 # of the bad source: does it now find the noise family?
 ISSUE12["lead_auto_gain"] = {**ISSUE12["lead_auto"], "lead_reward": "heldout_gain"}
@@ -252,12 +254,19 @@ def run_job(job: Job) -> dict:
 
     from trl_lead import LEADConfig, LEADSFTTrainer
     from trl_lead.embedded import exact_match, load_embedded_default, make_instruction_pool
+    from trl_lead.pool import MIXTURES
 
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
-    base = load_embedded_default()
+    # the base model: warmed up on the embedded default pool, or on the mixture's noisy pool itself where it says so
+    pool_warmup = 0 if job.mixture is None else MIXTURES[job.mixture].pool_warmup_steps
+    base = (
+        load_embedded_default(mixture=job.mixture, warmup_steps=pool_warmup)
+        if pool_warmup
+        else load_embedded_default()
+    )
     if job.mixture is not None or job.num_eval_per_family is not None:
-        # The same warmed-up base model (trained on the default pool), fine-tuned on another pool of the same tasks
+        # The warmed-up base model, fine-tuned on another pool of the same tasks
         pool_args = {"mixture": job.mixture}
         if job.num_eval_per_family is not None:
             pool_args["num_eval_per_family"] = job.num_eval_per_family

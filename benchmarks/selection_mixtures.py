@@ -6,7 +6,9 @@ of the same prompts cost the model something. The mixtures:
 
 - (a) ``conflict-a`` with its family clusters (``lead_cluster_column="family_id"``; the bad source its own cluster),
 - (b) the same pool with the clusters LEAD computes itself (no cluster column: the ``lead_clusters`` default),
-- (c) ``conflict-c``: other family sizes, another wrong-answer rate, a larger unlearnable share.
+- (c) ``conflict-c``: other family sizes, another wrong-answer rate, a larger unlearnable share,
+- (d) ``near-miss-d``: wrong answers that are near misses in each task's own format, a bad source of one task's
+  prompts, and a base model warmed up on this noisy pool itself (where the base's loss cannot tell right from wrong).
 
 Every run starts from the same warmed-up base model and trains the same number of optimizer steps on at most
 ``budget`` distinct samples (the runner and the methods are those of ``benchmarks/selection.py``); the oracle draws
@@ -47,6 +49,7 @@ MIXTURES: dict[str, tuple[str | None, str]] = {
     "a": ("conflict-a", "family"),
     "b": ("conflict-a", "computed"),
     "c": ("conflict-c", "family"),
+    "d": ("near-miss-d", "family"),
     "default": (None, "family"),
 }
 BASELINES = ("random", "stratified", "oracle", "oracle_clusters")
@@ -381,7 +384,13 @@ def main() -> None:
     todo = [j for j in jobs if (j.method, _label(j), j.budget, j.seed, j.steps) not in done]
     from trl_lead.embedded import load_embedded_default
 
-    load_embedded_default()  # build the cached warm-up once, before the workers start
+    # build the cached warm-ups once, before the workers start
+    from trl_lead.pool import MIXTURES as POOLS
+
+    load_embedded_default()
+    for name in {MIXTURES[label][0] for label in options.mixtures.split(",")} - {None}:
+        if POOLS[name].pool_warmup_steps:
+            load_embedded_default(mixture=name, warmup_steps=POOLS[name].pool_warmup_steps)
     # spawn: torch in forked workers can hang on OpenMP state inherited from the parent
     with ProcessPoolExecutor(max_workers=options.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_run, job) for job in todo]
