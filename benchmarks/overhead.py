@@ -6,7 +6,7 @@ differ only by what LEAD adds. Runs go LEAD, SFT, SFT, LEAD, LEAD, SFT, ... (`--
 machine hits both alike; each run is a fresh child process (one torch thread), so its peak resident memory is its
 own. Reported: the median time per optimizer step (after the first round, which holds LEAD's one-off scoring pass,
 reported apart) and peak memory, as ratios.
-Targets (issue 6): at most 3% more time and 5% more memory.
+Targets: at most 3% more time and 5% more memory.
 
     python benchmarks/overhead.py [--pairs N]  ->  benchmarks/results/overhead.md
 """

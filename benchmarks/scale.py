@@ -1,4 +1,4 @@
-"""Selection state memory and round-planning time on large pools (issue: scale). Run by hand:
+"""Selection state memory and round-planning time on large pools. Run by hand:
 
     OMP_NUM_THREADS=1 python benchmarks/scale.py  ->  benchmarks/results/scale.md
 
@@ -76,7 +76,7 @@ def main() -> None:
             f"{m['finish_ms']:.1f} |"
         )
         print(lines[-1], flush=True)
-    lines += ["", "Targets (issue 5): at most 32 bytes per sample; one round chosen over 10M samples in under 100 ms."]
+    lines += ["", "Targets: at most 32 bytes per sample; one round chosen over 10M samples in under 100 ms."]
     path = os.path.join(os.path.dirname(__file__), "results", "scale.md")
     with open(path + ".tmp", "w") as f:
         f.write("\n".join(lines) + "\n")

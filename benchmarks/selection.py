@@ -9,7 +9,7 @@ pass a method needs (LEAD's initial scores, IFD, the loss-iterative re-scoring).
     python benchmarks/selection.py --methods random,lead --seeds 1 --budgets 0.25   # a quick look
 
 Writes benchmarks/results/selection.csv (one row per run), selection.md (mean, std and 95% interval per method and
-budget) and selection.png (quality vs budget, quality vs wall time).
+budget) and selection.png (quality against budget).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ METHODS: dict[str, dict] = {
     "lead_no_clusters": {"kind": "lead", **PAPER, "no_clusters": True},
 }
 # The default of LEADConfig, chosen from the grid below: mixture rounds, uniform choice inside a cluster, first-visit
-# reward (the paper's choices lost to random and stratified sampling here; see README "Results")
+# reward (the paper's choices lost to random and stratified sampling here; see docs/results.md)
 METHODS["lead_default"] = {
     "kind": "lead",
     **PAPER,
@@ -65,12 +65,12 @@ METHODS["lead_default"] = {
     "lead_fine_selection": "random",
     "lead_reward": "first_visit",
 }
-# The filter options combined below: the small-loss cut within prompt groups, the size split, and without
+# The filter options the default combines: the small-loss cut within prompt groups, the size split, and without
 # the trained-sample rules
 _PROMPT = {"lead_sample_filter": "small_loss", "lead_filter_groups": "prompts"}
 _PROMPT_SIZED = {**_PROMPT, "lead_split_by_size": True}
 _PROMPT_SIZED_NOZ = {**_PROMPT_SIZED, "lead_filter_revisits": False}
-# Issue 12's mechanisms (LEADConfig options), each on top of the default, then all together
+# Mechanisms (LEADConfig options), each on top of `lead_default`, then all together
 ISSUE12 = {
     "lead_filter": {"lead_sample_filter": "loss_z"},
     "lead_boltzmann": {"lead_policy": "boltzmann"},
@@ -111,6 +111,8 @@ ISSUE12 = {
 # the default's bandit against no bandit (uniform) and a policy that moves within a few rounds (Boltzmann)
 ISSUE12["lead_auto_uniform"] = {**ISSUE12["lead_auto"], "lead_policy": "uniform"}
 ISSUE12["lead_auto_boltzmann"] = {**ISSUE12["lead_auto"], "lead_policy": "boltzmann"}
+# the default without its small-loss filter: what remains where the base model's loss cannot tell right from wrong
+ISSUE12["lead_auto_nofilter"] = {**ISSUE12["lead_auto"], "lead_sample_filter": "none"}
 # a cluster reward paired per sample (initial score minus the loss at first visit) once the filter has removed most
 # of the bad source: does it now find the noise family?
 ISSUE12["lead_auto_gain"] = {**ISSUE12["lead_auto"], "lead_reward": "heldout_gain"}
@@ -244,12 +246,19 @@ def run_job(job: Job) -> dict:
 
     from trl_lead import LEADConfig, LEADSFTTrainer
     from trl_lead.embedded import exact_match, load_embedded_default, make_instruction_pool
+    from trl_lead.pool import MIXTURES
 
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
-    base = load_embedded_default()
+    # the base model: warmed up on the embedded default pool, or on the mixture's noisy pool itself where it says so
+    pool_warmup = 0 if job.mixture is None else MIXTURES[job.mixture].pool_warmup_steps
+    base = (
+        load_embedded_default(mixture=job.mixture, warmup_steps=pool_warmup)
+        if pool_warmup
+        else load_embedded_default()
+    )
     if job.mixture is not None or job.num_eval_per_family is not None:
-        # The same warmed-up base model (trained on the default pool), fine-tuned on another pool of the same tasks
+        # The warmed-up base model, fine-tuned on another pool of the same tasks
         pool_args = {"mixture": job.mixture}
         if job.num_eval_per_family is not None:
             pool_args["num_eval_per_family"] = job.num_eval_per_family
@@ -376,8 +385,7 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
         f"Machine: {machine}. Each cell: held-out exact match (%) over the learnable families, mean ± std over seeds "
         "[95% t-interval], and mean wall time including scoring passes. Same base model, same optimizer steps, same "
         "budget of distinct samples for every method. Wall times are only comparable between runs made under the same "
-        "load: the committed ones were measured while other jobs shared the 2 cores (see README for a side-by-side "
-        "timing of LEAD against loss-iterative).",
+        "load: the committed ones were measured while other jobs shared the 2 cores.",
         "",
         "| method | " + " | ".join(f"budget {b:.0%}" for b in budgets) + " | wall time (s) |",
         "|---|" + "---|" * (len(budgets) + 1),
@@ -402,29 +410,20 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
         f.write("\n".join(lines) + "\n")
     os.replace(os.path.join(out_dir, "selection.md.tmp"), os.path.join(out_dir, "selection.md"))
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    # Quality against budget for the baselines and the paper's LEAD (wall times, measured on shared cores, are in the
+    # table only: they do not compare across runs)
+    fig, left = plt.subplots(figsize=(8, 4.5))
+    labels = {"full": "full data, same steps", "ifd_topk": "static IFD top-k", "lead": "LEAD, the paper's choices"}
     highlight = [m for m in ("random", "stratified", "full", "ifd_topk", "lead", "lead_default") if m in methods]
     for method in highlight:
         xs = [b for b in budgets if (method, b) in table]
         means = [np.mean([v[0] for v in table[(method, b)]]) for b in xs]
         stds = [np.std([v[0] for v in table[(method, b)]], ddof=1) if len(table[(method, b)]) > 1 else 0 for b in xs]
-        left.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=method)
-    left.set_xlabel("budget (fraction of the pool)")
-    left.set_ylabel("held-out exact match, learnable families (%)")
-    left.set_title("quality vs budget (mean ± std over seeds)")
-    left.legend(fontsize=8)
-    # One point per method at the budget every method ran: mean quality against mean wall time
-    common = max(budgets, key=lambda b: sum((m, b) in table for m in methods))
-    for method in methods:
-        values = table.get((method, common), [])
-        if not values:
-            continue
-        x, y = np.mean([v[1] for v in values]), np.mean([v[0] for v in values])
-        right.scatter(x, y, s=25, color="C3" if method.startswith("lead") or method.startswith("grid") else "C0")
-        right.annotate(method, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
-    right.set_xlabel("wall time per run (s), scoring passes included; machine shared, see selection.md")
-    right.set_ylabel("exact match (%)")
-    right.set_title(f"quality vs wall time at budget {common:.0%} (blue: baselines, red: LEAD variants)")
+        left.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=labels.get(method, method))
+    left.set_xlabel("budget (share of the pool)")
+    left.set_ylabel("held-out exact match,\nlearnable families (%)")
+    left.set_title("Quality against budget on the embedded pool (mean ± std over seeds)", fontsize=10)
+    left.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "selection.tmp.png"), dpi=110)
     plt.close(fig)

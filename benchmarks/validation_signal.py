@@ -1,4 +1,4 @@
-"""Does a small trusted validation set tell LEAD's clusters apart, round by round? (issue 12, diagnostic)
+"""Does a small trusted validation set tell LEAD's clusters apart, round by round? (a diagnostic)
 
 Trains the warmed-up base on a conflict mixture with LEAD's defaults, except one cluster per round chosen uniformly
 at random (`lead_round_mode="single"`, `lead_policy="uniform"`), and after every round scores a clean validation set
@@ -93,7 +93,7 @@ def summarize(rounds: list[dict], options: argparse.Namespace) -> str:
     families = sorted(k for k in rounds[0] if k not in ("seed", "round", "cluster"))
     clusters = sorted({r["cluster"] for r in rounds})
     lines = [
-        "# Validation signal per cluster (issue 12 diagnostic)",
+        "# Validation signal per cluster (diagnostic)",
         "",
         f"Machine: {describe_machine()}. Mixture {options.mixture}, budget {options.budget:.0%}, "
         f"{options.steps} steps, {options.seeds} seeds, one uniformly chosen cluster per round, "

@@ -1,5 +1,5 @@
 """Two gloo ranks on CPU (`accelerate launch --multi_gpu --num_processes 2`, `use_cpu=True`) choose the same rounds as
-one process with the same global batch (DESIGN.md §4)."""
+one process with the same global batch (docs/design.md, Distributed training)."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ def test_the_two_presets_differ_where_the_evidence_moved_away_from_the_paper():
 def test_default_entry_points_resolve_to_the_same_settings():
     expected = PRESETS["default"]
     assert config_settings() == expected
-    # the defaults the evidence chose, written out: what `LEADConfig()` resolved to before presets existed
+    # the defaults the evidence chose, written out (docs/configuration.md)
     assert config_settings() == dict(
         policy="exp3s", round_mode="mixture", fine_selection="random", reward="first_visit", reward_scaling="minmax",
         sample_filter="small_loss", filter_z=2.5, filter_keep=None, filter_groups="prompts", filter_revisits=False,

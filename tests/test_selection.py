@@ -1,4 +1,4 @@
-"""The numpy round logic against hand-worked examples (DESIGN.md §1)."""
+"""The numpy round logic against hand-worked examples (docs/design.md, What LEAD computes)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class FixedPolicy:
 
 
 def selector(cluster, policy=None, **settings):
-    # The paper's preset unless a test says otherwise (the default preset differs; see README "Results")
+    # The paper's preset unless a test says otherwise (the default preset differs; see docs/results.md)
     paper = {name: value for name, value in PRESETS["paper"].items() if name != "policy"}
     defaults = dict(**paper, round_size=2, budget=len(cluster))
     defaults.update(settings)

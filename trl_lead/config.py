@@ -38,7 +38,7 @@ class LEADConfig(SFTConfig):
     highest Instance-level Dynamic Uncertainty (IDU) in it are trained on, and the round's result rewards the policy.
     One round is one Trainer epoch of `lead_round_size` samples. The selection settings come from one preset
     (`trl_lead.settings.PRESETS`), each field set one by one overriding it: `lead_preset="default"` is what this
-    project's measurements chose (README "Results"): mixture rounds, uniform choice inside a cluster, the first-visit
+    project's measurements chose (docs/results.md): mixture rounds, uniform choice inside a cluster, the first-visit
     reward and a small-loss filter the paper does not have (within groups of similar prompts, keeping a share that
     follows the budget, with rounds split by each cluster's candidates); `lead_preset="paper"` is the paper's choices
     (`trl-lead demo --paper`). Below, "preset" gives a field's value under `"default"` and, where it differs, under
@@ -71,8 +71,7 @@ class LEADConfig(SFTConfig):
             `r` may bring the selected count up to `budget * (r + 1) / ceil(pace * rounds)`, the rest of the round
             revisits (a round revisits cannot fill takes new samples beyond the pace, so rounds stay full). Spreading
             them lets the policy's choices decide where the budget goes; at `0` (the paper's behaviour) the first
-            `budget / round_size` rounds spend it before the policy has learned anything. Measured: no gain at `0.5`
-            over `0` across the mixtures, a loss at `1.0` (README "Results").
+            `budget / round_size` rounds spend it before the policy has learned anything (docs/results.md).
         lead_max_reuse (`int`, *optional*, preset: `4`):
             Times one sample may be trained.
         lead_smoothing (`float`, *optional*, preset: `0.5`):
@@ -113,17 +112,15 @@ class LEADConfig(SFTConfig):
         lead_filter_revisits (`bool`, *optional*, preset: `False`, paper `True`):
             Also keep trained samples out of later rounds when their first-visit loss stands out from their cluster's
             trained samples' by more than `lead_filter_z`, or their loss did not fall where their peers' did
-            (Swayamdipta et al.'s data maps, Pleiss et al.'s AUM). Measured: off beat on by 2.0 and 3.8 points at a
-            10% budget and tied at 25% (README "Results"): at a small budget the rounds revisit each sample many
-            times, and the exclusions narrow those revisits to fewer samples. No effect with
+            (Swayamdipta et al.'s data maps, Pleiss et al.'s AUM). Off by default: at a small budget the rounds
+            revisit each sample many times, and the exclusions narrow those revisits to fewer samples
+            (docs/results.md). No effect with
             `lead_sample_filter="none"`.
         lead_filter_keep (`float`, *optional*, preset: `not set`, paper `0.5`):
             Share of each comparison group's samples (see `lead_filter_groups`), lowest initial score first, that
             `lead_sample_filter="small_loss"` lets be selected for a first time. When not set, it follows the budget:
             `min(0.5, 1.6 * budget / pool size)` (0.16 at a 10% budget, 0.4 at 25%), so that the kept samples
-            outnumber the budget 1.6 to 1 and a small budget takes only the clearest answers (measured on the three
-            benchmark mixtures: 0.25 beat 0.5 by about 2 points at 10%, 0.16 tied 0.25 or beat it, and 0.4 beat 0.5
-            by 1.1 to 1.8 at 25%; README "Results").
+            outnumber the budget 1.6 to 1 and a small budget takes only the clearest answers (docs/results.md).
         lead_filter_groups (`str`, *optional*, preset: `"prompts"`, paper `"clusters"`):
             What `lead_sample_filter="small_loss"` compares a never-trained sample's initial score with: those of
             about 32 samples with the most similar prompts (`"prompts"`: k-means on the model's mean hidden state over
@@ -213,8 +210,8 @@ class LEADConfig(SFTConfig):
     lead_sample_filter: str | None = field(
         default=None,
         metadata={
-            "help": "Exclude samples whose loss stands out from their cluster's (robust z-score; small_loss: and "
-            "select only the lowest initial scores of a cluster).",
+            "help": "small_loss: select only the lowest initial scores of each comparison group; loss_z: exclude "
+            "samples whose initial score stands out from their cluster's (robust z-score); none.",
             "choices": list(SAMPLE_FILTERS),
         },
     )

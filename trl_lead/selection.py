@@ -1,7 +1,7 @@
 """LEAD's round logic in numpy: IDU recursion, coarse (cluster) and fine (sample) selection, budget, rewards.
 
 Shared by `LEADSFTTrainer` and the `ProxyTraining` environment, so it imports no torch. The algorithm is the one of
-DESIGN.md §1; one round is:
+docs/design.md (What LEAD computes); one round is:
 
 1. `RoundSelector.plan_round()`: the policy picks a cluster (or a mixture), the fine rule picks samples among the
    eligible ones (reuse cap, budget; with `budget_pace_rounds`, new samples at the pace's rate and the rest of the
@@ -24,7 +24,7 @@ from .settings import SelectionSettings, auto_filter_keep, check_budget, check_p
 
 
 def predicted_drop(eta: float, d_prev: float, d_k: float | None, cos_phi: float) -> tuple[float, float]:
-    """Gradient-based estimate `dL'` of a cluster's loss drop, and the `beta*` it uses (DESIGN.md §1).
+    """Gradient-based estimate `dL'` of a cluster's loss drop, and the `beta*` it uses (docs/design.md).
 
     `dL' = eta * ||beta u + (1 - beta) v||^2` with `||u||^2 = d_k`, `||v||^2 = d_prev`, `<u, v> = sqrt(d_k d_prev)
     cos(phi)`, at the `beta*` that minimises it (clipped to [0, 1]; 0/0 -> 1). Without `d_k` (the cluster's first
@@ -131,7 +131,7 @@ def loss_z_excluded(
       With `keep` (the `"small_loss"` filter) the rule is stricter: an unseen sample is excluded unless its initial
       score is among the lowest `keep` share of every member's (all members, so the cut does not move as the
       cluster is used up; a NaN score is never excluded). On generated pools with 20-35% wrong answers to a task's
-      own prompts, the lower half of a task by the warmed-up model's loss holds 0-9% of them (README "Results").
+      own prompts, the lower part of a task by the warmed-up model's loss holds few of them (docs/results.md).
       Where the state has comparison groups (`LEADState.set_filter_groups`), the cut is that of the sample's group
       instead of its cluster's.
     * trained (these two rules only with `trained=True`: `lead_filter_revisits`): its first-visit IU against the
@@ -225,7 +225,7 @@ class PlannedRound:
 
 
 class LEADState:
-    """Per-sample selection state of a pool of N samples (DESIGN.md §2: `trainer.lead_state`).
+    """Per-sample selection state of a pool of N samples (docs/design.md, Selection state: `trainer.lead_state`).
 
     Arrays (length N): `iu` last instantaneous loss (NaN = never observed), `idu` dynamic uncertainty (NaN = never
     observed), `first_iu` the IU at a sample's first training, `use_count`, `cluster`. Per cluster: `cluster_drop`

@@ -29,7 +29,7 @@ CLUSTER_FEATURES = ("ifd", "embedding")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # What this project's measurements chose (README "Results"): mixture rounds, uniform choice inside a cluster, the
+    # What this project's measurements chose (docs/results.md): mixture rounds, uniform choice inside a cluster, the
     # first-visit reward, and the small-loss filter within groups of similar prompts with rounds split by size
     "default": {
         "policy": "exp3s",
@@ -114,7 +114,7 @@ def check_filter_keep(value: float, name: str = "lead_filter_keep") -> None:
 def auto_filter_keep(budget: int, pool_size: int) -> float:
     """`lead_filter_keep` when not set: `min(0.5, 1.6 * budget / pool_size)`, so that the samples the small-loss filter
     keeps outnumber the budget 1.6 to 1 (0.16 at a 10% budget, 0.4 at 25%, 0.5 from 31.25%): the smaller the budget,
-    the clearer the answers it takes. Measured on the benchmark mixtures (README "Results")."""
+    the clearer the answers it takes. Measured on the benchmark mixtures (docs/results.md)."""
     return min(0.5, 8 * budget / (5 * pool_size))  # 1.6 as a ratio of integers: 0.16 and 0.4 exactly as written
 
 
