@@ -138,16 +138,15 @@ def demo_scoring(seed: int = 0) -> dict:
     base = load_embedded_default(seed=seed)
     base.train_dataset, base.eval_dataset = make_instruction_pool(mixture=DEFAULT_DEMO_MIXTURE, seed=seed)
     spent = []
-    score_pool = LEADSFTTrainer._score_pool
 
-    def timed(self, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return score_pool(self, *args, **kwargs)
-        finally:
-            spent.append(time.perf_counter() - start)
+    class TimedScoring(LEADSFTTrainer):
+        def score_pool(self):
+            start = time.perf_counter()
+            try:
+                return super().score_pool()
+            finally:
+                spent.append(time.perf_counter() - start)
 
-    LEADSFTTrainer._score_pool = timed
     grouped = []
     prompt_groups = trl_lead.clustering.prompt_groups
 
@@ -161,7 +160,7 @@ def demo_scoring(seed: int = 0) -> dict:
     trl_lead.clustering.prompt_groups = timed_groups  # the trainer imports it when it needs it
     with tempfile.TemporaryDirectory() as output_dir:
         start = time.perf_counter()
-        trainer = _train_lead(base, DemoSettings(seed=seed), output_dir)
+        trainer = _train_lead(base, DemoSettings(seed=seed), output_dir, trainer_class=TimedScoring)
         total = time.perf_counter() - start
     return {
         "scoring_s": sum(spent),

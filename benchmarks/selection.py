@@ -29,21 +29,9 @@ from tqdm.auto import tqdm
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 FIELDS = ["method", "budget", "seed", "steps", "overall_learnable", "wall_time_s", "scoring_s", "rounds"]
 
-# LEAD settings shared by every LEAD variant; each method overrides some of them
-# (every option a row depends on is spelled out, so a row keeps its meaning when LEADConfig's defaults move)
-PAPER = dict(
-    lead_policy="exp3s",
-    lead_round_mode="single",
-    lead_fine_selection="top",
-    lead_reward="idu_drop",
-    lead_reward_scaling="minmax",
-    lead_sample_filter="none",
-    lead_budget_pace=0.0,
-    lead_filter_groups="clusters",
-    lead_split_by_size=False,
-    lead_filter_revisits=True,  # (what "small_loss" and "loss_z" always did before the option existed)
-    lead_filter_keep=0.5,
-)
+# LEAD settings shared by every LEAD variant, each method overriding some of them: the paper's preset
+# (`trl_lead.settings.PRESETS`), so a row keeps its meaning when the default preset moves
+PAPER = {"lead_preset": "paper"}
 METHODS: dict[str, dict] = {
     # baselines
     "random": {"kind": "subset", "how": "random"},
@@ -112,8 +100,8 @@ ISSUE12 = {
     "lead_prompt_sized_uniform": {**_PROMPT_SIZED, "lead_policy": "uniform"},
     "lead_prompt_sized_noz": _PROMPT_SIZED_NOZ,
     "lead_prompt_sized_uniform_noz": {**_PROMPT_SIZED_NOZ, "lead_policy": "uniform"},
-    # LEADConfig's default: all of the above that paid, the keep following the budget
-    "lead_auto": {**_PROMPT_SIZED_NOZ, "lead_filter_keep": None},
+    # LEADConfig's default (the "default" preset): all of the above that paid, the keep following the budget
+    "lead_auto": {"lead_preset": "default"},
     "lead_prompt_uniform": {**_PROMPT, "lead_policy": "uniform"},
     # the keep against the budget (the default's rule gives 0.16 at 10%, 0.4 at 25%)
     "lead_prompt_sized_noz_keep25": {**_PROMPT_SIZED_NOZ, "lead_filter_keep": 0.25},
@@ -155,6 +143,10 @@ METHODS["grid_mixture_random_first_visit_warmup"] = {
     "lead_warmup_steps": 20,
 }
 METHODS["grid_single_top_idu_drop_warmup"] = {**METHODS["grid_single_top_idu_drop"], "lead_warmup_steps": 20}
+
+
+DEFAULT_METHOD = "lead_auto"
+"""The method that runs `LEADConfig`'s defaults."""
 
 
 @dataclass
@@ -344,16 +336,14 @@ def _loss_iterative_trainer():
         """The "iterative model-aware" baseline LEAD avoids: before every round, one extra forward pass re-scores the
         whole pool, and the round takes the samples of highest current loss (one cluster, no bandit, no smoothing)."""
 
-        def _begin_round(self, epoch):
-            if self._lead_started:  # the first round's scores come from the trainer's own scoring pass
+        loss_iterative_scoring_s = 0.0
+
+        def plan_round(self):
+            if self.lead_state.rounds:  # the first round's scores come from the trainer's own scoring pass
                 start = time.perf_counter()
-                fresh = self._score_pool()
-                self.lead_state.idu[:] = fresh
-                self.lead_state.version += 1
-                self.loss_iterative_scoring_s = getattr(self, "loss_iterative_scoring_s", 0.0) + (
-                    time.perf_counter() - start
-                )
-            return super()._begin_round(epoch)
+                self.lead_state.set_idu(self.score_pool())
+                self.loss_iterative_scoring_s += time.perf_counter() - start
+            return super().plan_round()
 
     return LossIterative
 

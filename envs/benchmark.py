@@ -44,7 +44,7 @@ from gymnasium.envs.registration import load_env_creator
 import envs  # noqa: F401  (registers the trl_lead/ environments, also in worker processes)
 from trl_lead.files import atomic_write
 from trl_lead.policies import POLICIES, make_policy
-from trl_lead.selection import RewardNormalizer
+from trl_lead.selection import RewardNormalizer, give_rewards, round_distribution
 
 _T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}
 
@@ -110,12 +110,18 @@ def run_policy(
     The env is reset with ``seed`` and the policy with :func:`policy_seed` (``seed``), so every policy
     meets the same reward draws for a given seed. Returns ``reward`` and ``regret`` arrays (per step),
     ``policy_us`` (``select`` + ``update`` per step) and ``step_us`` (the whole loop per step).
+
+    On a round env (``ProxyTraining``, ``LiveTraining``: its step info names the arms ``rewarded``), the policy is
+    driven as the trainer drives it: in mixture mode its action is ``round_distribution`` (its probabilities, or its
+    batched round's shares), and each round's measured per-cluster rewards go to it through ``give_rewards`` (each
+    normalised with ``normalize_rewards``; with the round's distribution in mixture mode).
     """
     env = _make_env(env_id, steps, env_kwargs or {})
     try:
         _, info = env.reset(seed=seed)
         policy = make_policy(policy_name, **(policy_kwargs or {}))
-        policy.reset(int(env.action_space.n), seed=policy_seed(seed))
+        mixture = isinstance(env.action_space, gymnasium.spaces.Box)
+        policy.reset(env.action_space.shape[0] if mixture else int(env.action_space.n), seed=policy_seed(seed))
         normalize = RewardNormalizer() if normalize_rewards and not policy.normalizes_rewards else None
         rewards = np.empty(steps)
         regrets = np.empty(steps)
@@ -128,11 +134,18 @@ def run_policy(
         start = clock()
         for t in range(steps):
             t0 = clock()
-            arm = policy.select(mask)
+            if mixture:
+                arm = round_distribution(policy, mask, env.unwrapped.round_size)
+            else:
+                arm = policy.select(mask)
             t1 = clock()
             _, reward, terminated, truncated, info = env.step(arm)
             t2 = clock()
-            policy.update(arm, normalize(reward) if normalize else reward)
+            if "rewarded" in info:  # a LEAD round: its measured rewards, as the trainer gives them
+                measured = {int(a): info["cluster_rewards"][str(a)] for a in info["rewarded"]}
+                give_rewards(policy, measured, arm if mixture else None, normalize, mixture)
+            else:
+                policy.update(arm, normalize(reward) if normalize else reward)
             policy_s += clock() - t2 + t1 - t0
             rewards[t] = reward
             regrets[t] = info["regret"]
@@ -293,6 +306,34 @@ def final_quality_per_seed_from_csv(path: str | os.PathLike[str]) -> dict[str, d
             if math.isfinite(value):
                 finals.setdefault(fields[0], {})[fields[1]] = value
     return finals
+
+
+def runs_from_csv(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
+    """The runs of a CSV this module wrote, as ``run_benchmark`` returns them (times per step NaN: the CSV has none;
+    the quality before training, which the CSV does not hold either, NaN)."""
+    rows: dict[tuple[str, int], list[list[str]]] = {}
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        header = fh.readline().strip().split(",")
+        for line in fh:
+            row = line.strip().split(",")
+            rows.setdefault((row[0], int(row[1])), []).append(row)
+    by_policy: dict[str, list[dict[str, Any]]] = {}
+    for (policy, seed), run_rows in rows.items():
+        run_rows.sort(key=lambda row: int(row[2]))
+        column = {name: i for i, name in enumerate(header)}
+        run = {
+            "policy": policy,
+            "seed": seed,
+            "reward": np.array([float(row[column["reward"]]) for row in run_rows]),
+            "regret": np.array([float(row[column["regret"]]) for row in run_rows]),
+            "policy_us": math.nan,
+            "step_us": math.nan,
+        }
+        if "quality" in column:
+            run["quality"] = np.array([math.nan] + [float(row[column["quality"]]) for row in run_rows])
+        by_policy.setdefault(policy, []).append(run)
+    return by_policy
 
 
 def final_quality_from_csv(path: str | os.PathLike[str]) -> dict[str, float]:
@@ -565,15 +606,18 @@ LIVE_DEMO_KWARGS: dict[str, Any] = {
     "learning_rate": 1e-3,
     "eval_every": 10,
 }
-#: ``--env live``: which policy trains the best model, on real training at the demo's settings. Defaults of the
-#: preset; the command line's ``--policies``, ``--seeds``, ``--steps`` and ``--env-kwargs`` (merged) win.
+#: ``--env live``: which policy trains the best model, on real training at the demo's settings with the trainer's
+#: default selection settings (``LiveTraining``'s ``preset="default"``), every policy, rewards normalised by their
+#: running min/max as the trainer does (the preset's ``reward_scaling="minmax"``). Defaults of the preset; the
+#: command line's ``--policies``, ``--seeds``, ``--steps`` and ``--env-kwargs`` (merged) win.
 PRESETS: dict[str, dict[str, Any]] = {
     "live": {
         "env": "trl_lead/LiveTraining-v0",
         "env_kwargs": LIVE_DEMO_KWARGS,
-        "policies": "exp3s,exp3,boltzmann,ucb1,thompson,epsilon-greedy,uniform",
-        "seeds": 5,
+        "policies": ",".join(POLICIES),
+        "seeds": 20,
         "steps": 50,
+        "normalize_rewards": True,
     }
 }
 _DEFAULTS = {"policies": ",".join(POLICIES), "seeds": 20, "steps": 1000}
@@ -585,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "--env",
         required=True,
         help="registered Gymnasium id, e.g. trl_lead/ClusterBandit-v0, or a preset: 'live' (LiveTraining-v0 at the "
-        "demo's settings, 7 policies x 5 seeds x 50 rounds)",
+        "demo's settings and the default selection preset, every policy x 20 seeds x 50 rounds)",
     )
     parser.add_argument("--policies", default=None, help="comma-separated make_policy names (default: all)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0 .. seeds-1; default 20)")
@@ -609,6 +653,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         help="CSV of another benchmark with a quality column (e.g. the live one): add the Kendall tau between the "
         "two rankings by mean final quality",
     )
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1")
+    parser.add_argument(
+        "--combine",
+        default=None,
+        help="comma-separated CSVs of runs of this module (e.g. two halves of the seeds): write the tables and plots "
+        "of all their runs together instead of running anything",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--replot", default=None, help="CSV of a finished run: rewrite its PNGs only, no runs")
     args = parser.parse_args(argv)
@@ -617,6 +668,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         if getattr(args, name) is None:
             setattr(args, name, preset.get(name, default))
     env_id = preset.get("env", args.env)
+    args.normalize_rewards = args.normalize_rewards or preset.get("normalize_rewards", False)
     if args.replot:
         for path in replot(args.replot, env_id):
             print(path)
@@ -636,19 +688,28 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             parser.error(f"--regret-window must be A:B with 0 <= A < B <= --steps, got {args.regret_window!r}")
     if args.rank_against is not None:  # a bad file fails now, not after the runs
         final_quality_from_csv(args.rank_against)
+    probe = _make_env(env_id, args.steps, env_kwargs)
+    unmodeled = dict(getattr(probe.unwrapped, "unmodeled", {}))
+    probe.close()
     out = Path(args.out or Path("benchmarks/results") / re.sub(r"[^A-Za-z0-9_.-]+", "_", env_id))
     started = time.perf_counter()
-    by_policy = run_benchmark(
-        env_id,
-        policies,
-        range(args.seeds),
-        args.steps,
-        env_kwargs,
-        policy_kwargs,
-        normalize_rewards=args.normalize_rewards,
-        workers=args.workers,
-        progress=not args.no_progress,
-    )
+    if args.combine:
+        by_policy: dict[str, list[dict[str, Any]]] = {}
+        for path in args.combine.split(","):
+            for name, runs in runs_from_csv(path).items():
+                by_policy.setdefault(name, []).extend(runs)
+        by_policy = {
+            name: sorted(by_policy[name], key=lambda run: run["seed"]) for name in policies if name in by_policy
+        }
+        args.seeds = len({run["seed"] for runs in by_policy.values() for run in runs})
+        wall_time = f"combined from {args.combine}"
+    else:
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        by_policy = run_benchmark(
+            env_id, policies, seeds, args.steps, env_kwargs, policy_kwargs, normalize_rewards=args.normalize_rewards,
+            workers=args.workers, progress=not args.no_progress,
+        )  # fmt: skip
+        wall_time = f"{time.perf_counter() - started:.0f} s with {max(1, min(2, args.workers))} worker(s)"
     header = {
         "env": env_id,
         "env_kwargs": env_kwargs,
@@ -656,7 +717,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "seeds": args.seeds,
         "steps": args.steps,
         "normalize_rewards": args.normalize_rewards,
-        "wall_time": f"{time.perf_counter() - started:.0f} s with {max(1, min(2, args.workers))} worker(s)",
+        # the settings the env cannot model (`ProxyTraining.unmodeled`), each with why
+        **({"unmodeled": unmodeled} if unmodeled else {}),
+        "wall_time": wall_time,
     }
     command = "python -m envs.benchmark " + shlex.join(argv if argv is not None else sys.argv[1:])
     write_csv(out.with_name(out.name + (".csv.gz" if args.csv_gzip else ".csv")), by_policy)

@@ -43,7 +43,9 @@ class RecordingPolicy:
 
 
 def make_selector(cluster, policy=None, **settings):
-    defaults = dict(round_size=2, budget=len(cluster), round_mode="single", fine_selection="random")
+    defaults = dict(round_size=2, budget=len(cluster), round_mode="single", fine_selection="random",
+                    reward="first_visit", sample_filter="none", split_by_size=False, filter_revisits=True,
+                    filter_keep=0.5)  # fmt: skip
     state = LEADState(np.asarray(cluster))
     return RoundSelector(state, policy or RecordingPolicy(), SelectionSettings(**{**defaults, **settings}), seed=0)
 
