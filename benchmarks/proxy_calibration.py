@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from envs.calibration import _FIT_GRIDS, teacher_forced_drops  # noqa: E402
+from envs.calibration import FIT_GRIDS, teacher_forced_drops  # noqa: E402
 from envs.proxy_training import ProxyTraining  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -446,7 +446,7 @@ def reading(result: dict[str, Any]) -> list[str]:
     edge = [
         name
         for name, level in zip(result["families"], result["calibration"]["fitted"]["drift_level"])
-        if level <= min(_FIT_GRIDS["drift_level"])
+        if level <= min(FIT_GRIDS["drift_level"])
     ]
     runs = result["runs"]
     soon = [r["calibrated"]["by_gap"]["1"] for r in runs if r["calibrated"]["by_gap"]["1"]["rounds"]]
@@ -508,9 +508,9 @@ def reading(result: dict[str, Any]) -> list[str]:
     )
     if edge:
         out.append(
-            f"- The fitted drift level sits at the edge of its grid ({min(_FIT_GRIDS['drift_level'])}) for "
+            f"- The fitted drift level sits at the edge of its grid ({min(FIT_GRIDS['drift_level'])}) for "
             f"{', '.join(edge)}: these runs' loss rises may be larger than the grid allows; the grid is "
-            "`envs.calibration._FIT_GRIDS`."
+            "`envs.calibration.FIT_GRIDS`."
         )
     return out
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from envs.proxy_training import _SCALAR_DEFAULTS, Surrogate, _per_cluster, _World
 from envs.round_env import ActionPolicy
+from envs.surrogate import SCALAR_DEFAULTS, Surrogate, World, per_cluster
 from trl_lead.selection import LEADState, PlannedRound, RoundSelector, predicted_drop
 from trl_lead.settings import SelectionSettings, preset_settings
 
@@ -31,7 +31,7 @@ _CONSTRUCTOR_DEFAULTS = {
 }
 NOISE_SHARE = 0.1  # calibrated observation noise: this share of the cluster's initial loss (not identifiable)
 _FIT_START = {"skill_rate": 0.01, "drift_level": -0.3, "forgetting": 0.005, "memorization": 0.3}
-_FIT_GRIDS: dict[str, np.ndarray] = {
+FIT_GRIDS: dict[str, np.ndarray] = {
     "skill_rate": np.geomspace(3e-4, 0.3, 10),
     "drift_level": np.array([0.0, -0.2, -0.5, -1.0, -1.5, -2.5, -4.0]),
     "forgetting": np.array([0.0, 0.001, 0.003, 0.01, 0.03, 0.1]),
@@ -139,7 +139,7 @@ def _replay(
         gradient_correction=common["gradient_correction"],
     )
     adapter = ActionPolicy(k)
-    world = _World(
+    world = World(
         RoundSelector(state, adapter, settings), surrogate, adapter, common["batch_size"], common["eta"],
         common["same_cluster_cosine"], common["cross_cluster_cosine"],
     )  # fmt: skip
@@ -260,7 +260,7 @@ def calibrate(
     budget = overrides.get("budget", max(int(r.get("selected", 0)) for r in records) or 0.25)
 
     if "initial_loss" in overrides:
-        initial = _per_cluster("initial_loss", overrides["initial_loss"], k)
+        initial = per_cluster("initial_loss", overrides["initial_loss"], k)
     else:
         with np.errstate(all="ignore"):
             initial = np.nanmean([_initial_losses(run, labels, sizes, common) for run in runs], axis=0)
@@ -271,7 +271,7 @@ def calibrate(
     params = {name: np.full(k, value) for name, value in _FIT_START.items()}
     for name in params:
         if name in overrides:
-            params[name] = _per_cluster(name, overrides[name], k)
+            params[name] = per_cluster(name, overrides[name], k)
     base = initial[labels]
     real = np.full((len(records), k), np.nan)  # recorded loss drop d per (round, cluster), all runs stacked
     weight = np.zeros((len(records), k))  # samples of the cluster in the round
@@ -281,7 +281,7 @@ def calibrate(
         weight[r] = np.bincount(labels[np.asarray(record["sample_ids"], dtype=np.int64)], minlength=k)
     has = np.isfinite(real)
     fit = fit and bool(has.any())  # records without `correction`: nothing to fit on
-    fixed_gap = _per_cluster("floor", overrides["floor"], k) if "floor" in overrides else None
+    fixed_gap = per_cluster("floor", overrides["floor"], k) if "floor" in overrides else None
     if fixed_gap is not None:
         fixed_gap = initial - fixed_gap
 
@@ -305,7 +305,7 @@ def calibrate(
         for names, shared in stages:
             if not names or (sweep and shared):
                 continue  # the second sweep refits the per-cluster parameters only
-            grid = list(itertools.product(*(_FIT_GRIDS[name] for name in names)))
+            grid = list(itertools.product(*(FIT_GRIDS[name] for name in names)))
             sse = np.empty((len(grid), k))
             for g, values in enumerate(grid):
                 trial = {**params, **{name: np.full(k, value) for name, value in zip(names, values)}}
@@ -317,7 +317,7 @@ def calibrate(
     replayed = replay_all(params)
     gap, _ = gap_and_sse(replayed)
     if not fit and fixed_gap is None:
-        gap = np.clip(initial - _SCALAR_DEFAULTS["floor"], 0.0, None)
+        gap = np.clip(initial - SCALAR_DEFAULTS["floor"], 0.0, None)
     ok = has & np.isfinite(replayed)
     residual = np.where(ok, real - gap * replayed, 0.0)
     visits = ok.sum(0)
@@ -325,7 +325,7 @@ def calibrate(
     total = (np.where(ok, real - mean_real, 0.0) ** 2).sum(0)
     with np.errstate(all="ignore"):
         r2 = np.where(total > 0, 1 - (residual**2).sum(0) / total, np.nan)
-    noise = _per_cluster("noise", overrides["noise"], k) if "noise" in overrides else NOISE_SHARE * initial
+    noise = per_cluster("noise", overrides["noise"], k) if "noise" in overrides else NOISE_SHARE * initial
 
     fitted = {
         "sizes": sizes.tolist(),
