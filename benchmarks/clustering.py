@@ -96,7 +96,8 @@ def worker(args: argparse.Namespace) -> None:
 def ifd_throughput(num_samples: int, batch_sizes: list[int]) -> list[dict]:
     import torch
 
-    from trl_lead.embedded import build_tiny_model, build_tokenizer, make_instruction_pool
+    from trl_lead.embedded import build_tiny_model, build_tokenizer
+    from trl_lead.pool import make_instruction_pool
     from trl_lead.scoring import answer_losses, ifd_scores
 
     tokenizer = build_tokenizer()

@@ -94,7 +94,7 @@ def real_run(
     from transformers import PrinterCallback
 
     from trl_lead import LEADConfig, LEADSFTTrainer
-    from trl_lead.cli import _fresh, _training_args
+    from trl_lead.cli import demo_training_args, fresh_model
     from trl_lead.embedded import torch_threads
     from trl_lead.policies import make_policy
 
@@ -109,11 +109,11 @@ def real_run(
         "lead_max_reuse": settings.max_reuse,
     }
     lead["lead_policy"] = policy if isinstance(policy, str) else "uniform"  # a sequence is passed as `policy`
-    args = LEADConfig(**{**_training_args(settings, str(out_dir)), **lead})
+    args = LEADConfig(**{**demo_training_args(settings, str(out_dir)), **lead})
     start = time.perf_counter()
     with torch_threads(1):  # the tiny model is fastest on one thread, also on a busy machine
         trainer = LEADSFTTrainer(
-            model=_fresh(base),
+            model=fresh_model(base),
             args=args,
             train_dataset=base.train_dataset,
             processing_class=base.tokenizer,
@@ -557,8 +557,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import transformers
     from trl import __version__ as trl_version
 
-    from trl_lead.embedded import FAMILIES, load_embedded_default
+    from trl_lead.embedded import load_embedded_default
     from trl_lead.files import atomic_write
+    from trl_lead.pool import FAMILIES
 
     transformers.logging.set_verbosity_error()
     work = Path(options.work_dir or tempfile.mkdtemp(prefix="proxy_calibration_"))

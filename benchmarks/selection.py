@@ -164,7 +164,7 @@ class Job:
     num_eval_per_family: int | None = None  # None: the embedded default's
 
 
-def _common_args(job: Job, output_dir: str) -> dict:
+def common_args(job: Job, output_dir: str) -> dict:
     return dict(
         output_dir=output_dir,
         assistant_only_loss=True,
@@ -245,8 +245,8 @@ def run_job(job: Job) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from trl_lead import LEADConfig, LEADSFTTrainer
-    from trl_lead.embedded import exact_match, load_embedded_default, make_instruction_pool
-    from trl_lead.pool import MIXTURES
+    from trl_lead.embedded import exact_match, load_embedded_default
+    from trl_lead.pool import MIXTURES, make_instruction_pool
 
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
@@ -271,7 +271,7 @@ def run_job(job: Job) -> dict:
     start = time.perf_counter()
     scoring, rounds = 0.0, 0
     with tempfile.TemporaryDirectory() as output_dir:
-        common = _common_args(job, output_dir)
+        common = common_args(job, output_dir)
         if kind in ("subset", "full"):
             if kind == "full":
                 train = base.train_dataset
@@ -348,14 +348,14 @@ def _loss_iterative_trainer():
     return LossIterative
 
 
-def _read(path: str) -> list[dict]:
+def read_rows(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []
     with open(path) as f:
         return list(csv.DictReader(f))
 
 
-def _append(path: str, row: dict) -> None:
+def append_row(path: str, row: dict) -> None:
     new = not os.path.exists(path)
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(row))
@@ -456,7 +456,7 @@ def main() -> None:
         for budget in (grid_budgets if method in single else budgets)
         for seed in range(options.seeds)
     ]
-    done = {(r["method"], float(r["budget"]), int(r["seed"]), int(r["steps"])) for r in _read(csv_path)}
+    done = {(r["method"], float(r["budget"]), int(r["seed"]), int(r["steps"])) for r in read_rows(csv_path)}
     todo = [j for j in jobs if (j.method, j.budget, j.seed, j.steps) not in done]
     from trl_lead.embedded import load_embedded_default
 
@@ -467,9 +467,9 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=options.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(run_job, job) for job in todo]
         for future in tqdm(as_completed(futures), total=len(futures), desc="selection benchmark"):
-            _append(csv_path, future.result())
+            append_row(csv_path, future.result())
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
-    summarize(_read(csv_path), options.out, machine)
+    summarize(read_rows(csv_path), options.out, machine)
     print(open(os.path.join(options.out, "selection.md")).read())
 
 

@@ -127,9 +127,8 @@ def test_cache_dir_is_the_argument_then_the_environment_then_home(tmp_path, monk
 
 
 def test_the_package_has_one_cache_directory_and_imports_no_torch():
-    from trl_lead import clustering, embedded
+    from trl_lead import clustering
 
     assert clustering.cache_dir_path is files.cache_dir_path
-    assert embedded.CACHE_ENV_VAR == CACHE_ENV_VAR
     code = "import sys, trl_lead.files; assert not {'torch', 'numpy'} & set(sys.modules), sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

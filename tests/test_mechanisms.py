@@ -10,15 +10,10 @@ import math
 import numpy as np
 import pytest
 
+from trl_lead.filters import loss_z_excluded, robust_z
 from trl_lead.policies import make_policy
-from trl_lead.selection import (
-    LEADState,
-    QuantileNormalizer,
-    RewardNormalizer,
-    RoundSelector,
-    loss_z_excluded,
-    robust_z,
-)
+from trl_lead.rewards import QuantileNormalizer, RewardNormalizer
+from trl_lead.selection import LEADState, RoundSelector
 from trl_lead.settings import SelectionSettings
 
 pytestmark = pytest.mark.numerics
