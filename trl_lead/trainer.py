@@ -220,19 +220,17 @@ class LEADSFTTrainer(SFTTrainer):
         """Say, before training, when the budget and reuse cap cannot fill the steps or epochs asked for."""
         args, settings = self.args, self._lead_settings
         asked, taken = _run_steps(args, settings.round_size, settings.budget, settings.warmup_rounds)
+        if taken >= asked:
+            return
         if args.max_steps > 0:
-            if taken >= asked:
-                return
             per_round = _steps_per_round(args, settings.round_size)
             reuse = math.ceil(math.ceil(asked / per_round) * settings.round_size / settings.budget)
             asked_by, fixes = (
                 f"`max_steps={asked}`",
-                (
-                    f"raise `lead_max_reuse` to {reuse} (or `lead_budget`) to train {asked} steps, or set "
-                    f"`max_steps={taken}` to plan this length"
-                ),
+                f"raise `lead_max_reuse` to {reuse} (or `lead_budget`) to train {asked} steps, or set "
+                f"`max_steps={taken}` to plan this length",
             )
-        elif args.num_train_epochs > args.lead_max_reuse:  # the last pass's rounding alone is no surprise
+        elif args.num_train_epochs > args.lead_max_reuse:  # else only the last pass's rounding into rounds falls short
             asked_by, fixes = (
                 f"`num_train_epochs={args.num_train_epochs}` (passes over the budget)",
                 (
@@ -383,8 +381,7 @@ class LEADSFTTrainer(SFTTrainer):
         if not self._lead:
             return values
         _, steps_per_epoch, num_examples, _, total_batch_size, steps_in_epoch, _ = values
-        settings = self._lead_settings
-        max_steps = _run_steps(args, settings.round_size, settings.budget, settings.warmup_rounds)[1]
+        max_steps = self.lead_max_steps
         # The run and its learning-rate schedule end at the steps the budget allows (not at `args.max_steps`, left
         # as the user set it). Epochs: one per round; the last rounds, left short by the reuse cap, may end their
         # epochs early, and an epoch with no round ends training, so `max_steps` epochs always suffice.
