@@ -43,6 +43,15 @@ def lead_config(tmp_path, **settings) -> LEADConfig:
     return LEADConfig(**values)
 
 
+# Given clusters and no scoring pass, for tests of what does not depend on how the clusters were computed
+GIVEN_CLUSTERS = dict(
+    lead_cluster_column="family_id",
+    lead_initial_score="none",
+    lead_sample_filter="none",
+    lead_filter_groups="clusters",
+)
+
+
 def both_configs(tmp_path, **settings) -> tuple[SFTConfig, LEADConfig]:
     """SFTTrainer's config and LEADSFTTrainer's (`lead_config`) with the same `settings`."""
     values = dict(SHARED, output_dir=str(tmp_path / "sft"))
@@ -406,7 +415,7 @@ def test_log_history_has_sft_trainers_entries(tmp_path, small_pool, tokenizer, m
     `lead_rounds.jsonl` has every round."""
     monkeypatch.setenv("TRL_LEAD_CACHE", str(tmp_path / "cache"))
     build, kwargs, evaluation, last_keys = MODELS[name]
-    settings = dict(logging_steps=3, max_steps=5, lead_round_size=4)  # rounds of one step
+    settings = dict(GIVEN_CLUSTERS, logging_steps=3, max_steps=4, lead_round_size=4)  # rounds of one step
     if evaluation:
         settings.update(eval_strategy="steps", eval_steps=2)
     sft_args, lead_args = both_configs(tmp_path, **settings)
@@ -416,7 +425,7 @@ def test_log_history_has_sft_trainers_entries(tmp_path, small_pool, tokenizer, m
             model=build(make_model, tokenizer),
             args=args,
             train_dataset=small_pool,
-            eval_dataset=small_pool.select(range(8)) if evaluation else None,
+            eval_dataset=small_pool.select(range(4)) if evaluation else None,
             processing_class=tokenizer,
             **kwargs,
         )
@@ -424,15 +433,15 @@ def test_log_history_has_sft_trainers_entries(tmp_path, small_pool, tokenizer, m
         runs.append(trainer.state.log_history)
     theirs, ours = runs
     assert [set(h) for h in theirs] == [{k for k in h if not k.startswith("lead/")} for h in ours]
-    if evaluation:  # eval at 2, 4 and the last step; training entries at 3 and the summary
-        assert [h["step"] for h in ours] == [2, 3, 4, 5, 5] and "eval_loss" in ours[0]
+    if evaluation:  # eval at 2 and 4 (the last step); training entries at 3 and the summary
+        assert [h["step"] for h in ours] == [2, 3, 4, 4] and "eval_loss" in ours[0]
     else:
-        assert [h["step"] for h in ours] == [3, 5] and last_keys <= set(ours[-1])
+        assert [h["step"] for h in ours] == [3, 4] and last_keys <= set(ours[-1])
     with open(tmp_path / "out" / "lead_rounds.jsonl") as f:
         rounds = [json.loads(line) for line in f]
-    assert [(r["round"], r["step"]) for r in rounds] == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+    assert [(r["round"], r["step"]) for r in rounds] == [(0, 1), (1, 2), (2, 3), (3, 4)]
     training = [h for h in ours if "loss" in h or "train_loss" in h]
-    assert [h.get("lead/round") for h in training] == [2, 4]
+    assert [h.get("lead/round") for h in training] == [2, 3]
     for entry in training:
         record = rounds[entry["lead/round"]]
         assert entry["lead/reward"] == record["reward"] and entry["lead/selected"] == record["selected"]
@@ -530,7 +539,7 @@ def test_a_run_the_budget_cannot_fill_warns_and_anneals(
     asked (20 steps; 3 passes over the budget, 6 steps). The warning says so before training; the run makes 4 steps
     with the schedule planned for 4, so its learning rate ends at 0; the user's config is left as it was."""
     monkeypatch.setenv("TRL_LEAD_CACHE", str(tmp_path / "cache"))
-    settings = dict(lead_round_size=4, lead_budget=4, lead_max_reuse=2, per_device_train_batch_size=2)
+    settings = dict(GIVEN_CLUSTERS, lead_round_size=4, lead_budget=4, lead_max_reuse=2, per_device_train_batch_size=2)
     args = lead_config(tmp_path, learning_rate=1e-3, lr_scheduler_type=schedule, **settings, **asked)
     with caplog.at_level(logging.WARNING, logger="trl_lead.trainer"):
         trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=small_pool, processing_class=tokenizer)
@@ -546,20 +555,17 @@ def test_a_run_the_budget_cannot_fill_warns_and_anneals(
     assert int(trainer.lead_state.use_count.sum()) == 8 and trainer.lead_state.use_count.max() == 2
 
 
-def test_rounds_the_reuse_cap_leaves_short_are_trained_once_each(
-    tmp_path, small_pool, tokenizer, make_model, monkeypatch
-):
-    """The last rounds may be short (their clusters' samples hit the reuse cap): each is its own Trainer epoch,
-    trained once, and the run ends at the budget's steps with every visit trained (one sample per step)."""
+def test_short_rounds_are_trained_once_each(tmp_path, small_pool, tokenizer, make_model, monkeypatch):
+    """Rounds the budget and reuse cap leave short (a budget of 2 samples, rounds of 3) end their Trainer epochs
+    early: each is still one epoch, trained once, and the run ends at the budget's steps, 2 rounds of 2 samples at
+    one sample per step, every visit trained."""
     monkeypatch.setenv("TRL_LEAD_CACHE", str(tmp_path / "cache"))
-    args = lead_config(
-        tmp_path, max_steps=40, lead_round_size=3, lead_budget=4, lead_max_reuse=3, per_device_train_batch_size=1
-    )
+    settings = dict(lead_round_size=3, lead_budget=2, lead_max_reuse=2, per_device_train_batch_size=1)
+    args = lead_config(tmp_path, max_steps=40, **GIVEN_CLUSTERS, **settings)
     trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=small_pool, processing_class=tokenizer)
     spy = Spy(trainer)
     trainer.train()
-    sizes = [len(planned) for planned in spy.planned]
-    assert min(sizes) < 3  # the case this test is for
-    assert trainer.state.global_step == sum(sizes) == 12
-    check_trains_and_records(trainer, spy, rounds=len(sizes))
-    assert trainer.lead_state.use_count.max() == 3
+    assert [len(planned) for planned in spy.planned] == [2, 2]
+    assert trainer.state.global_step == trainer.lead_max_steps == 4
+    check_trains_and_records(trainer, spy, rounds=2)
+    assert trainer.lead_state.use_count.max() == 2
