@@ -231,3 +231,38 @@ def test_no_package_file_or_function_too_long():
 def test_code_lines_leave_out_docstring_blanks_and_comments():
     source = 'def f(x):\n    """Doc.\n\n    More."""\n    # a comment\n    y = x\n\n    return (\n        y\n    )\n'
     assert code_lines(ast.parse(source).body[0], source.splitlines()) == 4
+
+
+# (module, name): names another module reads from a module that only imports them (a re-export)
+ALLOWED_REEXPORTS: set[tuple[str, str]] = {("trl_lead.selection", "SelectionSettings")}  # benchmarks/scale.py
+
+
+def defined_names(module: str) -> set[str]:
+    """Names a module defines at its top level (functions, classes, assignments), not those it imports."""
+    path = ROOT / (module.replace(".", "/") + ".py")
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for target in targets for t in ast.walk(target) if isinstance(t, ast.Name)}
+    return names
+
+
+def test_names_are_imported_from_the_module_that_defines_them():
+    """No re-exports: a name comes from where it is defined (`envs.policies` re-exports `trl_lead.policies` on
+    purpose, as the Gymnasium side's policies; a package's `__init__` names its lazy imports)."""
+    found = set()
+    for path in SCANNED:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            module = resolve(path, node)
+            if module not in MODULES or module in PACKAGES or module == "envs.policies":
+                continue
+            defined = defined_names(module)
+            found |= {(module, a.name) for a in node.names if a.name != "*" and f"{module}.{a.name}" not in MODULES
+                      and a.name not in defined}  # fmt: skip
+    assert found - ALLOWED_REEXPORTS == set()
+    assert ALLOWED_REEXPORTS - found == set(), "allowed but no longer imported: shrink the list"
