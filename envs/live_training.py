@@ -59,7 +59,7 @@ class _BlockingPolicy(ActionPolicy):
 
 _STOP = object()
 _BASES: dict[str | None, Any] = {}  # load_embedded_default() per cache folder, shared by every LiveTraining
-_INITIAL_SCORES: dict[tuple, np.ndarray] = {}  # the base model's loss per pool sample: the same in every episode
+_INITIAL_SCORES: dict[tuple, Any] = {}  # the base model's scoring pass over the pool: the same in every episode
 _BASE_QUALITY: dict[tuple, tuple[float, dict]] = {}  # the base model's quality, per (cache folder, eval_size)
 
 
@@ -282,13 +282,21 @@ class LiveTraining(RoundEnv):
         trainer.remove_callback(PrinterCallback)
         # Every episode starts from the same base model and pool, so the trainer's scoring pass (a forward pass over
         # the pool, the largest part of a reset) gives the same losses each time: computed once per process
-        key = (self.cache_dir, self.pool_size, self.batch_size, args.max_length, args.lead_initial_score)
+        key = (
+            self.cache_dir,
+            self.pool_size,
+            self.batch_size,
+            args.max_length,
+            args.lead_initial_score,
+            args.lead_sample_filter,
+            args.lead_filter_groups,
+        )
         score_pool = trainer._score_pool
 
-        def cached_scores() -> np.ndarray:
+        def cached_scores():
             if key not in _INITIAL_SCORES:
                 _INITIAL_SCORES[key] = score_pool()
-            return _INITIAL_SCORES[key].copy()
+            return _INITIAL_SCORES[key]._replace(losses=_INITIAL_SCORES[key].losses.copy())
 
         trainer._score_pool = cached_scores
         return trainer

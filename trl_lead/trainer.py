@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate.utils import gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 from datasets import Dataset, IterableDataset, IterableDatasetDict
 from torch.utils.data import Sampler
 from tqdm.auto import tqdm
@@ -26,8 +26,16 @@ from trl.trainer.utils import get_config_model_id
 from .config import LEADConfig
 from .files import atomic_write
 from .policies import make_policy
-from .rounds import SAMPLE_ID, CollatorWithIds, LossRecorder, RoundInFlight, UpdateTracker
-from .selection import LEADState, PlannedRound, RoundSelector
+from .rounds import (
+    SAMPLE_ID,
+    CollatorWithIds,
+    LossRecorder,
+    PoolScores,
+    RoundInFlight,
+    UpdateTracker,
+    mean_hidden_states,
+)
+from .selection import LEADState, PlannedRound, RoundSelector, draw_candidates
 from .settings import SelectionSettings, auto_filter_keep, check_policy, resolve_sizes
 
 logger = logging.getLogger(__name__)
@@ -94,7 +102,8 @@ class LEADSFTTrainer(SFTTrainer):
     Attributes:
         lead_state (`LEADState`): per-sample IU, IDU, use counts, clusters, and the list of rounds, over the pool: the
             rows of `train_dataset` that have a trained token after TRL's processing.
-        lead_pool_rows (`np.ndarray`): the `train_dataset` row of each pool sample.
+        lead_pool_rows (`np.ndarray`): the `train_dataset` row of each pool sample (with `lead_candidates`, the pool
+            is the candidate subsample).
         lead_clustering (`dict`): what the clusters came from (`{"feature": "ifd" | "initial_loss" | "embedding" |
             "given" | "column ...", ...}`; `None` until computed clusters are computed).
         lead_settings (`SelectionSettings`): the selection settings, sizes as counts over the pool (read-only).
@@ -141,6 +150,14 @@ class LEADSFTTrainer(SFTTrainer):
             )
         self._lead_dataset_size = n
         self.lead_pool_rows, all_prompted = self._keep_trainable_rows(n)
+        self._lead_all_prompted = all_prompted
+        trainable = len(self.lead_pool_rows)
+        if args.lead_candidates is not None:
+            budget = resolve_sizes(args.lead_round_size, args.lead_budget, trainable)[1]
+            count = min(trainable, math.ceil(args.lead_candidates * budget))
+            if count < trainable:
+                clusters_of_pool = None if self._lead_clusters is None else self._lead_clusters[self.lead_pool_rows]
+                self._keep_candidates(draw_candidates(count, trainable, args.lead_seed, clusters_of_pool))
         pool_size = len(self.lead_pool_rows)
         self._lead_filter_groups = args.lead_filter_groups
         if args.lead_filter_groups == "prompts" and args.lead_sample_filter == "small_loss" and not all_prompted:
@@ -151,7 +168,8 @@ class LEADSFTTrainer(SFTTrainer):
                 "(`lead_filter_groups='clusters'`)."
             )
             self._lead_filter_groups = "clusters"
-        self._lead_settings = self._resolve_settings(args, pool_size)
+        # sizes are shares of the whole pool; the filter's share is of the samples it chooses among
+        self._lead_settings = self._resolve_settings(args, trainable, pool_size)
         if self._lead_clusters is not None:
             self._lead_clusters = self._lead_clusters[self.lead_pool_rows]
             source = "given" if clusters is not None else f"column {args.lead_cluster_column}"
@@ -216,7 +234,9 @@ class LEADSFTTrainer(SFTTrainer):
         return clusters.astype(np.int64)
 
     @staticmethod
-    def _resolve_settings(args: LEADConfig, n: int) -> SelectionSettings:
+    def _resolve_settings(args: LEADConfig, n: int, candidates: int | None = None) -> SelectionSettings:
+        """Settings with sizes as counts over a pool of `n` samples, selected from `candidates` of them (all by
+        default): the automatic filter share keeps 1.6 times the budget of those."""
         round_size, budget = resolve_sizes(args.lead_round_size, args.lead_budget, n)
         per_round = _steps_per_round(args, round_size)
         warmup_rounds = math.ceil(args.lead_warmup_steps / per_round)
@@ -236,7 +256,9 @@ class LEADSFTTrainer(SFTTrainer):
             reward=args.lead_reward,
             sample_filter=args.lead_sample_filter,
             filter_z=args.lead_filter_z,
-            filter_keep=auto_filter_keep(budget, n) if args.lead_filter_keep is None else args.lead_filter_keep,
+            filter_keep=(
+                auto_filter_keep(budget, candidates or n) if args.lead_filter_keep is None else args.lead_filter_keep
+            ),
             reward_scaling=args.lead_reward_scaling,
             warmup_rounds=warmup_rounds,
             budget_pace_rounds=math.ceil(args.lead_budget_pace * rounds) if args.lead_budget_pace > 0 else 0,
@@ -300,6 +322,15 @@ class LEADSFTTrainer(SFTTrainer):
             self.train_dataset = dataset.add_column(SAMPLE_ID, np.searchsorted(pool_rows, ids[keep]))
         return pool_rows, bool(np.concatenate(prompted)[keep].all())
 
+    def _keep_candidates(self, picked: np.ndarray) -> None:
+        """Keep only the pool samples `picked` (sorted pool ids; `lead_candidates`), renumbered 0..m-1 in order."""
+        dataset = self.train_dataset
+        ids = np.asarray(dataset[SAMPLE_ID])
+        keep = np.isin(ids, picked)
+        dataset = dataset.select(np.flatnonzero(keep)).remove_columns(SAMPLE_ID)
+        self.train_dataset = dataset.add_column(SAMPLE_ID, np.searchsorted(picked, ids[keep]))
+        self.lead_pool_rows = self.lead_pool_rows[picked]
+
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
         if self._lead and packing and SAMPLE_ID in dataset.column_names:
             # LEAD selects samples, so the pool keeps one sample per row, truncated to `max_length` like unpacked rows.
@@ -348,14 +379,24 @@ class LEADSFTTrainer(SFTTrainer):
         unique = dict(sorted(pairs, key=lambda p: p[0]))
         return np.fromiter(unique.keys(), np.int64, len(unique)), np.fromiter(unique.values(), float, len(unique))
 
-    def _score_pool(self) -> np.ndarray:
+    def _score_pool(self) -> PoolScores:
         """Initial IU of every sample: one no-grad pass of the base model over the pool (`lead_initial_score`).
+
+        The same pass yields the prompt embeddings of the prompt groups (`lead_filter_groups="prompts"`) and the
+        sequence embeddings of `lead_clusters="embedding"` where those are needed."""
+        prompts = self._lead_filter_groups == "prompts" and self.args.lead_sample_filter == "small_loss"
+        sequences = self._lead_clusters is None and self.args.lead_clusters == "embedding"
+        return self._forward_pass(self.train_dataset, "LEAD initial scores", prompts, sequences)
+
+    def _forward_pass(self, dataset: Dataset, description: str, prompts: bool, sequences: bool) -> PoolScores:
+        """Per-sample losses (and embeddings) of a dataset with an id column: one no-grad pass, split over the ranks
+        as evaluation batches are, and gathered, so every rank takes part in every forward (as FSDP and ZeRO-3 need).
 
         Batches are the training batch size, so the pass never needs more memory than a training step (the fused LM
         head's chunk of logits grows with the tokens of a batch)."""
         loader = self._get_dataloader(
-            dataset=self.train_dataset,
-            description="LEAD scoring",
+            dataset=dataset,
+            description=description,
             batch_size=self.args.per_device_train_batch_size,
             sampler_fn=self._get_eval_sampler,
         )
@@ -363,72 +404,118 @@ class LEADSFTTrainer(SFTTrainer):
         was_training = model.training
         model.eval()
         self._lead_losses.clear()
-        with torch.no_grad():
-            quiet = not self.is_world_process_zero() or self.args.disable_tqdm  # the Trainer's own bar setting
-            for inputs in tqdm(loader, desc="LEAD initial scores", disable=quiet):
-                inputs = self._prepare_inputs(inputs)
-                ids = inputs.pop(SAMPLE_ID)
-                outputs = model(**inputs, fused_lm_head=True, use_cache=False)
-                self._lead_losses.record(ids, outputs.log_probs, outputs.label_mask, inputs.get("position_ids"))
-        model.train(was_training)
+        hidden: list[torch.Tensor] = []
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        # the fused forward returns no hidden states: read them from the backbone it calls
+        hook = base.base_model.register_forward_hook(lambda module, args, out: hidden.append(out.last_hidden_state))
+        ids_seen, embedded = [], {"prompts": [], "sequences": []}
+        try:
+            with torch.no_grad():
+                quiet = not self.is_world_process_zero() or self.args.disable_tqdm  # the Trainer's own bar setting
+                for inputs in tqdm(loader, desc=description, disable=quiet):
+                    inputs = self._prepare_inputs(inputs)
+                    ids = inputs.pop(SAMPLE_ID)
+                    hidden.clear()
+                    outputs = model(**inputs, fused_lm_head=True, use_cache=False)
+                    position_ids = inputs.get("position_ids")
+                    self._lead_losses.record(ids, outputs.log_probs, outputs.label_mask, position_ids)
+                    ids_seen.append(ids.cpu().numpy())
+                    for key, wanted in (("prompts", prompts), ("sequences", sequences)):
+                        if wanted:
+                            pooled = mean_hidden_states(
+                                hidden[-1],
+                                inputs["labels"],
+                                inputs.get("attention_mask"),
+                                position_ids,
+                                key == "prompts",
+                            )
+                            embedded[key].append(pooled[: len(ids)].cpu().numpy())
+        finally:
+            hook.remove()
+            model.train(was_training)
         ids, losses = self._gathered_losses()
-        scores = np.full(len(self._lead_row_of_id), np.nan)
+        n = len(dataset)  # ids are 0..n-1
+        scores = np.full(n, np.nan)
         scores[ids] = losses
-        return scores
+        result = PoolScores(scores)
+        for key, field_name in (("prompts", "prompt_embeddings"), ("sequences", "sequence_embeddings")):
+            if embedded[key]:
+                result = result._replace(**{field_name: self._gathered_rows(n, ids_seen, embedded[key])})
+        return result
+
+    def _gathered_rows(self, n: int, ids: list[np.ndarray], rows: list[np.ndarray]) -> np.ndarray:
+        """The rows each rank computed for its ids, from every rank, in id order (a collective call)."""
+        parts = [(np.concatenate(ids), np.concatenate(rows))]
+        if self.accelerator.num_processes > 1:
+            parts = gather_object(parts)
+        out = np.empty((n, parts[0][1].shape[1]), dtype=np.float32)
+        for part_ids, part_rows in parts:  # a sample repeated to even out the ranks' batches has the same row twice
+            out[part_ids] = part_rows
+        return out
+
+    def _answer_alone_losses(self) -> np.ndarray:
+        """Each sample's loss of its trained tokens alone (IFD's denominator), one pass split over the ranks."""
+        from .scoring import answer_alone_inputs, trained_tokens
+
+        pool = self.train_dataset.select(self._lead_row_of_id)  # pool samples in id order
+        answers, _ = trained_tokens(pool["input_ids"], pool["labels"] if "labels" in pool.column_names else None)
+        input_ids, labels = answer_alone_inputs(self._tokenizer, answers)
+        alone = Dataset.from_dict({"input_ids": input_ids, "labels": labels, SAMPLE_ID: np.arange(len(answers))})
+        return self._forward_pass(alone, "LEAD answers alone", prompts=False, sequences=False).losses
+
+    def _on_main_process(self, compute):
+        """`compute()` on the main process, its result sent to every rank (CPU work: k-means, no forward)."""
+        if self.accelerator.num_processes == 1:
+            return compute()
+        result = [compute() if self.accelerator.is_main_process else None]
+        return broadcast_object_list(result, from_process=0)[0]
 
     def _start_rounds(self) -> None:
         args = self.args
         compute_ifd = self._lead_clusters is None and args.lead_clusters == "ifd"
-        # One scoring pass gives both the initial IU and IFD's conditional loss
-        initial = self._score_pool() if args.lead_initial_score == "loss" or compute_ifd else None
+        # One scoring pass gives the initial IU, IFD's conditional loss and the embeddings the groups need
+        needs_pass = args.lead_initial_score == "loss" or self._lead_clusters is None
+        scores = self._score_pool() if needs_pass else None
         if self._lead_clusters is None:
             from .clustering import pool_clusters
 
             # From what the trainer trains on: the processed tokens, and labels marking the trained (answer) tokens
             pool = self.train_dataset.select(self._lead_row_of_id)  # pool samples in id order
             labels = pool["labels"] if "labels" in pool.column_names else None
-            # Rank 0 computes and caches on disk; the other ranks then read the cache
-            with self.accelerator.main_process_first():
-                result = pool_clusters(
+            alone = self._answer_alone_losses() if compute_ifd and self._lead_all_prompted else None
+            result = self._on_main_process(
+                lambda: pool_clusters(
                     self.model,
                     self._tokenizer,
                     pool["input_ids"],
                     labels,
-                    conditional_losses=initial,
+                    conditional_losses=scores.losses if compute_ifd else None,
                     how=args.lead_clusters,
                     k=args.lead_num_clusters,
                     seed=args.lead_seed,
                     batch_size=args.per_device_train_batch_size,
                     show_progress=self.is_world_process_zero(),
+                    alone_losses=alone,
+                    embeddings=scores.sequence_embeddings,
                 )
+            )
             self._lead_clusters = result.labels
             self.lead_clustering = result.describe()
         if self.lead_state is None:
             self._make_state(self._lead_clusters)
         if args.lead_initial_score == "loss":
-            self.lead_state.set_initial_scores(initial)
-        if self._lead_filter_groups == "prompts":
-            self.lead_state.set_filter_groups(self._prompt_groups())
+            self.lead_state.set_initial_scores(scores.losses)
+        if scores is not None and scores.prompt_embeddings is not None:
+            from .clustering import embedding_groups
+
+            seed = args.lead_seed
+            self.lead_state.set_filter_groups(
+                self._on_main_process(lambda: embedding_groups(scores.prompt_embeddings, seed=seed))
+            )
         self._lead_policy.reset(self.lead_state.num_clusters, seed=args.lead_seed)
         self._lead_tracker = self._make_tracker()
         self._lead_started = True
-
-    def _prompt_groups(self) -> np.ndarray:
-        """Groups of similar prompts over the pool, in id order (`lead_filter_groups="prompts"`)."""
-        from .clustering import prompt_groups
-
-        pool = self.train_dataset.select(self._lead_row_of_id)
-        label_column = "labels" if "labels" in pool.column_names else "input_ids"  # TRL's collator: labels = ids
-        with self.accelerator.main_process_first():  # rank 0 computes and caches; the others read the cache
-            return prompt_groups(
-                self.model,
-                self._tokenizer,
-                pool["input_ids"],
-                pool[label_column],
-                seed=self.args.lead_seed,
-                batch_size=self.args.per_device_train_batch_size,
-                show_progress=self.is_world_process_zero() and not self.args.disable_tqdm,
-            )
 
     def _make_tracker(self) -> UpdateTracker:
         trainable = [p for p in self.model.parameters() if p.requires_grad]
