@@ -8,8 +8,13 @@
    model, same optimizer steps (budget x 4 visits / batch 16), on the embedded pool, for LEAD's defaults and for the
    defaults with `lead_candidates`. Runs alternate in one process (one torch thread), so drift hits all alike.
 
+3. Quality at equal compute (`--quality`, from `benchmarks/selection_mixtures.py` runs in
+   benchmarks/results/cost_quality/): each LEAD setting against random and stratified subsets at the same optimizer
+   steps and at the steps that match LEAD's passes (a pass over one sample counted as a third of a training visit),
+   and each `lead_candidates` setting against the defaults over the whole pool, paired by seed.
+
     python benchmarks/cost.py [--pools 3200,32000] [--widths 64,256] [--budgets 0.025,0.05,0.1] [--candidates 2,4]
-      ->  benchmarks/results/cost.md
+      [--quality benchmarks/results/cost_quality/selection_mixtures.csv]  ->  benchmarks/results/cost.md
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from selection_mixtures import describe_machine  # noqa: E402
+from selection_mixtures import POOL_SIZE, describe_machine, paired  # noqa: E402
 
 from trl_lead.clustering import PROMPT_GROUP_SIZE  # noqa: E402
 from trl_lead.files import atomic_write  # noqa: E402
@@ -165,6 +170,7 @@ def timed_run(kind: str, pool, tokenizer, width: int, budget: float, candidates:
 
 
 def measure(pools: list[int], widths: list[int], budgets: list[float], candidates: list[float]) -> list[str]:
+    import datasets
     import torch
     import transformers
 
@@ -172,6 +178,7 @@ def measure(pools: list[int], widths: list[int], budgets: list[float], candidate
 
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
     tokenizer = build_tokenizer()
     lines = [
         "## Measured: whole wall time against SFTTrainer at the same steps",
@@ -208,6 +215,74 @@ def measure(pools: list[int], widths: list[int], budgets: list[float], candidate
     return lines + [""]
 
 
+def pass_steps(method: str, mixture: str, budget: float) -> int:
+    """Optimizer steps (batches of 16) whose compute equals LEAD's passes before the first step in
+    `benchmarks/selection_mixtures.py`'s runs: a forward over one sample is a third of a training visit."""
+    from selection import METHODS
+
+    spec = METHODS[method]
+    if spec["kind"] != "lead":
+        return 0
+    m = spec.get("lead_candidates")
+    scored = POOL_SIZE if m is None else min(POOL_SIZE, math.ceil(m * round(budget * POOL_SIZE)))
+    forwards = scored * (1.5 if mixture == "b" else 1.0)  # (b) computes IFD clusters: the answer-only pass
+    return math.ceil(forwards / (TRAIN_FORWARDS * BATCH))
+
+
+def quality(csv_path: str) -> list[str]:
+    """Paired tables of the LEAD settings against random and stratified, at the same and at equal compute."""
+    from selection import _read
+
+    score: dict[tuple[str, float], dict[tuple[str, int], dict[int, float]]] = {}
+    for row in _read(csv_path):
+        key = (row["mixture"], float(row["budget"]))
+        method = (row["method"], int(row["steps"]))
+        score.setdefault(key, {}).setdefault(method, {})[int(row["seed"])] = float(row["overall_learnable"])
+
+    def cell(values: dict[int, float], reference: dict[int, float] | None) -> str:
+        if not reference:
+            return ""
+        mean, low, high, n = paired(values, reference)
+        if math.isnan(low):
+            return f"{mean:+.1f} (n={n})"
+        return f"{mean:+.1f} [{low:+.1f}, {high:+.1f}] (n={n})"
+
+    lines = [
+        "## Quality at equal compute",
+        "",
+        "Held-out exact match (%) over the learnable families (`benchmarks/selection_mixtures.py`: warmed-up base, "
+        "batch 16, 200 optimizer steps, at most `budget` distinct samples of the 2,000-sample pool), differences "
+        "paired by seed, mean [95% t-interval]. *equal compute*: random and stratified subsets trained for 200 + s "
+        "steps, s the steps whose compute equals the LEAD setting's passes before step 1 (a forward over one sample "
+        "= a third of a training visit); *steps of passes*: that s for each setting.",
+        "",
+    ]
+    for (mixture, budget), methods in sorted(score.items()):
+        lines += [
+            f"### ({mixture}) budget {budget:.1%}",
+            "",
+            "| method | steps of passes | exact match | − random (200) | − stratified (200) | − random (equal "
+            "compute) | − stratified (equal compute) | − lead_auto |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for (method, steps), values in sorted(methods.items()):
+            if steps != 200:
+                continue
+            extra = pass_steps(method, mixture, budget)
+            mean = np.mean(list(values.values()))
+            row = [method, str(extra), f"{mean:.1f} (n={len(values)})"]
+            for baseline in ("random", "stratified"):
+                row.append(cell(values, methods.get((baseline, 200))) if extra else "")
+            for baseline in ("random", "stratified"):
+                matched = methods.get((baseline, 200 + extra)) if extra else None
+                row.append(cell(values, matched) if matched else ("" if not extra else "not run"))
+            lead = methods.get(("lead_auto", 200))
+            row.append(cell(values, lead) if method.startswith("lead_auto_") else "")
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pools", default="3200,32000")
@@ -215,6 +290,7 @@ def main() -> None:
     parser.add_argument("--budgets", default="0.025,0.05,0.1")
     parser.add_argument("--candidates", default="2,4", help="lead_candidates values measured besides the defaults")
     parser.add_argument("--arithmetic-only", action="store_true")
+    parser.add_argument("--quality", help="selection_mixtures.py CSV of the quality runs to summarise")
     parser.add_argument("--out", default=RESULT)
     options = parser.parse_args()
     candidates = [float(m) for m in options.candidates.split(",") if m]
@@ -228,6 +304,8 @@ def main() -> None:
             [float(b) for b in options.budgets.split(",")],
             candidates,
         )
+    if options.quality:
+        lines += quality(options.quality)
     lines.append(f"Command: `python benchmarks/cost.py {' '.join(sys.argv[1:])}`.")
     os.makedirs(os.path.dirname(options.out), exist_ok=True)
     with atomic_write(options.out) as f:

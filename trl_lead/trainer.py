@@ -150,7 +150,6 @@ class LEADSFTTrainer(SFTTrainer):
             )
         self._lead_dataset_size = n
         self.lead_pool_rows, all_prompted = self._keep_trainable_rows(n)
-        self._lead_all_prompted = all_prompted
         trainable = len(self.lead_pool_rows)
         if args.lead_candidates is not None:
             budget = resolve_sizes(args.lead_round_size, args.lead_budget, trainable)[1]
@@ -405,10 +404,14 @@ class LEADSFTTrainer(SFTTrainer):
         model.eval()
         self._lead_losses.clear()
         hidden: list[torch.Tensor] = []
-        unwrapped = self.accelerator.unwrap_model(self.model)
-        base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
-        # the fused forward returns no hidden states: read them from the backbone it calls
-        hook = base.base_model.register_forward_hook(lambda module, args, out: hidden.append(out.last_hidden_state))
+        hook = None
+        if prompts or sequences:
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+            # the fused forward returns no hidden states: read them from the backbone it calls
+            hook = base.base_model.register_forward_hook(
+                lambda module, args, out: hidden.append(out.last_hidden_state)
+            )
         ids_seen, embedded = [], {"prompts": [], "sequences": []}
         try:
             with torch.no_grad():
@@ -432,7 +435,8 @@ class LEADSFTTrainer(SFTTrainer):
                             )
                             embedded[key].append(pooled[: len(ids)].cpu().numpy())
         finally:
-            hook.remove()
+            if hook is not None:
+                hook.remove()
             model.train(was_training)
         ids, losses = self._gathered_losses()
         n = len(dataset)  # ids are 0..n-1
@@ -454,12 +458,17 @@ class LEADSFTTrainer(SFTTrainer):
             out[part_ids] = part_rows
         return out
 
-    def _answer_alone_losses(self) -> np.ndarray:
-        """Each sample's loss of its trained tokens alone (IFD's denominator), one pass split over the ranks."""
+    def _answer_alone_losses(self) -> np.ndarray | None:
+        """Each sample's loss of its trained tokens alone (IFD's denominator), one pass split over the ranks; `None`
+        where some sample has no prompt (IFD is undefined: the clusters then use the initial loss, with no pass)."""
         from .scoring import answer_alone_inputs, trained_tokens
 
         pool = self.train_dataset.select(self._lead_row_of_id)  # pool samples in id order
-        answers, _ = trained_tokens(pool["input_ids"], pool["labels"] if "labels" in pool.column_names else None)
+        answers, has_prompt = trained_tokens(
+            pool["input_ids"], pool["labels"] if "labels" in pool.column_names else None
+        )
+        if not has_prompt.all():
+            return None
         input_ids, labels = answer_alone_inputs(self._tokenizer, answers)
         alone = Dataset.from_dict({"input_ids": input_ids, "labels": labels, SAMPLE_ID: np.arange(len(answers))})
         return self._forward_pass(alone, "LEAD answers alone", prompts=False, sequences=False).losses
@@ -483,7 +492,7 @@ class LEADSFTTrainer(SFTTrainer):
             # From what the trainer trains on: the processed tokens, and labels marking the trained (answer) tokens
             pool = self.train_dataset.select(self._lead_row_of_id)  # pool samples in id order
             labels = pool["labels"] if "labels" in pool.column_names else None
-            alone = self._answer_alone_losses() if compute_ifd and self._lead_all_prompted else None
+            alone = self._answer_alone_losses() if compute_ifd else None
             result = self._on_main_process(
                 lambda: pool_clusters(
                     self.model,
