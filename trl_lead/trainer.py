@@ -135,10 +135,15 @@ class LEADSFTTrainer(SFTTrainer):
         self._lead_clusters = self._resolve_clusters(train_dataset, args, clusters)
         self._resolve_settings(args, n)  # sizes checked against the whole dataset before the model is loaded
         self._lead_policy = self._resolve_policy(args, policy)
+        # `lead_candidates`: drawn before TRL processes the dataset, so that tokenizing follows the budget too
+        candidate_rows = self._draw_candidates(args, n)
+        if candidate_rows is not None:
+            train_dataset = train_dataset.select(candidate_rows)
+        with_ids = train_dataset.add_column(SAMPLE_ID, np.arange(len(train_dataset)))
         if "train_dataset" in kwargs:
-            kwargs["train_dataset"] = train_dataset.add_column(SAMPLE_ID, np.arange(n))
+            kwargs["train_dataset"] = with_ids
         else:
-            pargs = (pargs[0], train_dataset.add_column(SAMPLE_ID, np.arange(n)), *pargs[2:])
+            pargs = (pargs[0], with_ids, *pargs[2:])
 
         super().__init__(model, args, *pargs, **kwargs)
 
@@ -148,15 +153,10 @@ class LEADSFTTrainer(SFTTrainer):
                 "LEAD needs each sample's whole loss on one rank; context/sequence parallelism splits it. Disable it "
                 "or set `lead_enabled=False`."
             )
-        self._lead_dataset_size = n
-        self.lead_pool_rows, all_prompted = self._keep_trainable_rows(n)
-        trainable = len(self.lead_pool_rows)
-        if args.lead_candidates is not None:
-            budget = resolve_sizes(args.lead_round_size, args.lead_budget, trainable)[1]
-            count = min(trainable, math.ceil(args.lead_candidates * budget))
-            if count < trainable:
-                clusters_of_pool = None if self._lead_clusters is None else self._lead_clusters[self.lead_pool_rows]
-                self._keep_candidates(draw_candidates(count, trainable, args.lead_seed, clusters_of_pool))
+        self._lead_dataset_size = len(train_dataset)  # the rows LEAD chooses among (the candidates, if drawn)
+        self.lead_pool_rows, all_prompted = self._keep_trainable_rows(len(train_dataset))
+        if candidate_rows is not None:
+            self.lead_pool_rows = candidate_rows[self.lead_pool_rows]  # rows of the dataset the user gave
         pool_size = len(self.lead_pool_rows)
         self._lead_filter_groups = args.lead_filter_groups
         if args.lead_filter_groups == "prompts" and args.lead_sample_filter == "small_loss" and not all_prompted:
@@ -167,8 +167,9 @@ class LEADSFTTrainer(SFTTrainer):
                 "(`lead_filter_groups='clusters'`)."
             )
             self._lead_filter_groups = "clusters"
-        # sizes are shares of the whole pool; the filter's share is of the samples it chooses among
-        self._lead_settings = self._resolve_settings(args, trainable, pool_size)
+        # sizes are shares of the whole pool (of the dataset's rows when candidates were drawn from them); the
+        # filter's share is of the samples it chooses among
+        self._lead_settings = self._resolve_settings(args, pool_size if candidate_rows is None else n, pool_size)
         if self._lead_clusters is not None:
             self._lead_clusters = self._lead_clusters[self.lead_pool_rows]
             source = "given" if clusters is not None else f"column {args.lead_cluster_column}"
@@ -265,6 +266,17 @@ class LEADSFTTrainer(SFTTrainer):
             filter_revisits=args.lead_filter_revisits,
         )
 
+    def _draw_candidates(self, args: LEADConfig, n: int) -> np.ndarray | None:
+        """The dataset rows of the candidate subsample (`lead_candidates` times the budget, stratified by the given
+        clusters), drawn once from `lead_seed`; `None` when there is none to draw or it would hold every row."""
+        if args.lead_candidates is None:
+            return None
+        budget = resolve_sizes(args.lead_round_size, args.lead_budget, n)[1]
+        count = min(n, math.ceil(args.lead_candidates * budget))
+        if count == n:
+            return None
+        return draw_candidates(count, n, args.lead_seed, self._lead_clusters)
+
     @staticmethod
     def _resolve_policy(args: LEADConfig, policy):
         if policy is None:
@@ -320,15 +332,6 @@ class LEADSFTTrainer(SFTTrainer):
             dataset = dataset.select(np.flatnonzero(keep)).remove_columns(SAMPLE_ID)
             self.train_dataset = dataset.add_column(SAMPLE_ID, np.searchsorted(pool_rows, ids[keep]))
         return pool_rows, bool(np.concatenate(prompted)[keep].all())
-
-    def _keep_candidates(self, picked: np.ndarray) -> None:
-        """Keep only the pool samples `picked` (sorted pool ids; `lead_candidates`), renumbered 0..m-1 in order."""
-        dataset = self.train_dataset
-        ids = np.asarray(dataset[SAMPLE_ID])
-        keep = np.isin(ids, picked)
-        dataset = dataset.select(np.flatnonzero(keep)).remove_columns(SAMPLE_ID)
-        self.train_dataset = dataset.add_column(SAMPLE_ID, np.searchsorted(picked, ids[keep]))
-        self.lead_pool_rows = self.lead_pool_rows[picked]
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
         if self._lead and packing and SAMPLE_ID in dataset.column_names:
