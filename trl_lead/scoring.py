@@ -640,7 +640,10 @@ def trained_tokens(
     """
     answers, has_prompt = [], np.zeros(len(input_ids), dtype=bool)
     for i, ids in enumerate(input_ids):
-        row_labels = ids if labels is None else labels[i]
-        answers.append([int(t) for t, label in zip(ids[1:], row_labels[1:]) if label != IGNORE_INDEX])
+        if labels is None:
+            answers.append([int(t) for t in ids[1:]])
+            continue
+        row_ids, row_labels = np.asarray(ids, dtype=np.int64), np.asarray(labels[i], dtype=np.int64)
+        answers.append(row_ids[1:][row_labels[1:] != IGNORE_INDEX].tolist())  # numpy: a pool has millions of tokens
         has_prompt[i] = len(row_labels) > 0 and row_labels[0] == IGNORE_INDEX
     return answers, has_prompt
