@@ -148,7 +148,7 @@ def timed_run(kind: str, pool, tokenizer, width: int, budget: float, candidates:
             dataloader_num_workers=0,
         )
         model = build_model(tokenizer, width)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         if kind == "sft":
             subset = pool.select(np.sort(np.random.default_rng(0).choice(len(pool), count, replace=False)))
             trainer = SFTTrainer(
@@ -160,9 +160,10 @@ def timed_run(kind: str, pool, tokenizer, width: int, budget: float, candidates:
         trainer.add_callback(FirstStep())
         train_start = time.perf_counter()
         trainer.train()
-        end = time.perf_counter()
+        end, cpu_end = time.perf_counter(), time.process_time()
     return {
         "wall": end - start,
+        "cpu": cpu_end - cpu_start,
         "before_step": first_step[0] - train_start,
         "steps": trainer.state.global_step,
         "train": end - first_step[0],
@@ -180,6 +181,10 @@ def measure(pools: list[int], widths: list[int], budgets: list[float], candidate
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     tokenizer = build_tokenizer()
+    # Imports and first-call set-up (scikit-learn, kernels) are paid once per process, not per run: warm both up
+    small, _ = make_instruction_pool(num_train=200, num_eval_per_family=2, seed=0)
+    for kind in ("sft", "lead"):
+        timed_run(kind, small, tokenizer, 32, 0.1, None)
     lines = [
         "## Measured: whole wall time against SFTTrainer at the same steps",
         "",
@@ -191,11 +196,13 @@ def measure(pools: list[int], widths: list[int], budgets: list[float], candidate
         "random subset of the budget's size for the same steps. *before step 1*: seconds from `train()` to the "
         "first optimizer step (LEAD's passes, clustering, groups; the dataloader's start for both). *wall*: "
         "trainer built (tokenization included) to the end of `train()`. Ratios are against SFTTrainer's wall time "
-        "in the same process, run just before.",
+        "in the same process, run just before. The machine is shared with other jobs, so wall times move with their "
+        "load; *CPU* is the process's CPU time (one torch thread), what the run would take alone, and its ratio is "
+        "the steadier one. Imports and first-call set-up are warmed up before the runs (paid once per process).",
         "",
-        "| pool | width | budget | steps | SFTTrainer wall (s) | LEAD | before step 1 (s) | wall (s) | "
-        "wall / SFTTrainer |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| pool | width | budget | steps | SFTTrainer wall / CPU (s) | LEAD | before step 1 (s) | wall / CPU (s) | "
+        "wall ratio | CPU ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for pool_size in pools:
         pool, _ = make_instruction_pool(num_train=pool_size, num_eval_per_family=2, seed=0)
@@ -206,9 +213,11 @@ def measure(pools: list[int], widths: list[int], budgets: list[float], candidate
                     lead = timed_run("lead", pool, tokenizer, width, budget, m)
                     assert lead["steps"] == sft["steps"], (lead["steps"], sft["steps"])
                     name = "defaults" if m is None else f"defaults, `lead_candidates={m:g}`"
+                    wall, cpu = lead["wall"] / sft["wall"], lead["cpu"] / sft["cpu"]
                     line = (
-                        f"| {pool_size:,} | {width} | {budget:.1%} | {sft['steps']} | {sft['wall']:.1f} | {name} | "
-                        f"{lead['before_step']:.1f} | {lead['wall']:.1f} | **{lead['wall'] / sft['wall']:.2f}x** |"
+                        f"| {pool_size:,} | {width} | {budget:.1%} | {sft['steps']} | {sft['wall']:.1f} / "
+                        f"{sft['cpu']:.1f} | {name} | {lead['before_step']:.1f} | {lead['wall']:.1f} / "
+                        f"{lead['cpu']:.1f} | {wall:.2f}x | **{cpu:.2f}x** |"
                     )
                     print(line, flush=True)
                     lines.append(line)
