@@ -14,7 +14,8 @@
    and each `lead_candidates` setting against the defaults over the whole pool, paired by seed.
 
     python benchmarks/cost.py [--pools 3200,32000] [--widths 64,256] [--budgets 0.025,0.05,0.1] [--candidates 2,4]
-      [--quality benchmarks/results/cost_quality/selection_mixtures.csv]  ->  benchmarks/results/cost.md
+      [--quality benchmarks/results/cost_quality/selection_mixtures.csv]
+      [--table benchmarks/results/confirm6/selection_mixtures.csv]  ->  benchmarks/results/cost.md
 """
 
 from __future__ import annotations
@@ -292,6 +293,47 @@ def quality(csv_path: str) -> list[str]:
     return lines
 
 
+def against_table(csv_path: str, table_csv: str, method: str) -> list[str]:
+    """`method`'s lead over random and stratified next to the defaults' in `table_csv` (the same seeds, baselines
+    and steps), and `method` against those defaults, paired by seed."""
+    from selection import _read
+    from selection_mixtures import _with_b_baselines
+
+    def scores(rows: list[dict]) -> dict[tuple[str, float, str], dict[int, float]]:
+        out: dict[tuple[str, float, str], dict[int, float]] = {}
+        for row in rows:
+            if int(row["steps"]) == 200:
+                key = (row["mixture"], float(row["budget"]), row["method"])
+                out.setdefault(key, {})[int(row["seed"])] = float(row["overall_learnable"])
+        return out
+
+    table, new = scores(_with_b_baselines(_read(table_csv))), scores(_read(csv_path))
+
+    def cell(values, reference) -> str:
+        mean, low, high, n = paired(values, reference)
+        return f"{mean:+.1f} [{low:+.1f}, {high:+.1f}] (n={n})" if n >= 2 else "n/a"
+
+    lines = [
+        f"## `{method}` against the defaults' table (`{os.path.relpath(table_csv, os.path.dirname(RESULT))}`)",
+        "",
+        "The same seeds, pools and 200 steps; the random and stratified rows are that table's. Paired by seed.",
+        "",
+        f"| mixture | budget | lead_auto − random | {method} − random | lead_auto − stratified | {method} − "
+        f"stratified | {method} − lead_auto |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for mixture, budget, name in sorted(k for k in new if k[2] == method):
+        values, old = new[(mixture, budget, name)], table.get((mixture, budget, "lead_auto"))
+        random, stratified = table.get((mixture, budget, "random")), table.get((mixture, budget, "stratified"))
+        if not (old and random and stratified):
+            continue
+        lines.append(
+            f"| ({mixture}) | {budget:.0%} | {cell(old, random)} | {cell(values, random)} | {cell(old, stratified)} | "
+            f"{cell(values, stratified)} | {cell(values, old)} |"
+        )
+    return lines + [""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pools", default="3200,32000")
@@ -300,6 +342,8 @@ def main() -> None:
     parser.add_argument("--candidates", default="2,4", help="lead_candidates values measured besides the defaults")
     parser.add_argument("--arithmetic-only", action="store_true")
     parser.add_argument("--quality", help="selection_mixtures.py CSV of the quality runs to summarise")
+    parser.add_argument("--table", help="selection_mixtures.py CSV of the defaults' table to compare against")
+    parser.add_argument("--table-method", default="lead_auto_candidates4", help="the setting compared with it")
     parser.add_argument("--out", default=RESULT)
     options = parser.parse_args()
     candidates = [float(m) for m in options.candidates.split(",") if m]
@@ -315,6 +359,8 @@ def main() -> None:
         )
     if options.quality:
         lines += quality(options.quality)
+        if options.table:
+            lines += against_table(options.quality, options.table, options.table_method)
     lines.append(f"Command: `python benchmarks/cost.py {' '.join(sys.argv[1:])}`.")
     os.makedirs(os.path.dirname(options.out), exist_ok=True)
     with atomic_write(options.out) as f:
