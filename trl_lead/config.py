@@ -115,7 +115,7 @@ class LEADConfig(SFTConfig):
         lead_filter_groups (`str`, *optional*, defaults to `"prompts"`):
             What `lead_sample_filter="small_loss"` compares a never-trained sample's initial score with: those of
             about 32 samples with the most similar prompts (`"prompts"`: k-means on the model's mean hidden state over
-            each prompt, one extra no-grad pass over the prompts, cached), or its cluster's (`"clusters"`). With
+            each prompt, read from the scoring pass: no pass of its own), or its cluster's (`"clusters"`). With
             `"prompts"`, answers to the same kind of instruction are compared across clusters, so a cluster of wrong
             answers to other clusters' prompts (a bad source) is filtered out. It needs a prompt (untrained leading
             tokens) in every sample: on a pool where some sample has none (language-modeling rows, or
