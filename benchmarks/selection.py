@@ -343,7 +343,7 @@ def _loss_iterative_trainer():
         def _begin_round(self, epoch):
             if self._lead_started:  # the first round's scores come from the trainer's own scoring pass
                 start = time.perf_counter()
-                fresh = self._score_pool()
+                fresh = self._score_pool().losses
                 self.lead_state.idu[:] = fresh
                 self.lead_state.version += 1
                 self.loss_iterative_scoring_s = getattr(self, "loss_iterative_scoring_s", 0.0) + (
