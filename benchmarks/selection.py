@@ -132,11 +132,12 @@ ISSUE12["lead_auto_gain_boltzmann_floor"] = {
     **ISSUE12["lead_auto_gain_boltzmann"],
     "lead_policy_kwargs": {"floor": 0.6},
 }
-# the default scored and selected within a candidate subsample of 2 or 4 times the budget, drawn once
+# the default scored and selected within a candidate subsample of 2, 4 or 8 times the budget, drawn once
 # (lead_candidates; stratified by the family column where it is the clusters): the passes before the first step
 # follow the budget, not the pool
 ISSUE12["lead_auto_candidates2"] = {**ISSUE12["lead_auto"], "lead_candidates": 2.0}
 ISSUE12["lead_auto_candidates4"] = {**ISSUE12["lead_auto"], "lead_candidates": 4.0}
+ISSUE12["lead_auto_candidates8"] = {**ISSUE12["lead_auto"], "lead_candidates": 8.0}
 for _name, _options in ISSUE12.items():
     METHODS[_name] = {**METHODS["lead_default"], **_options}
 # (the first four mechanisms together; measured before "small_loss" and "heldout_gain" were added)
