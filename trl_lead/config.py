@@ -130,7 +130,9 @@ class LEADConfig(SFTConfig):
             Before any pass, draw once a candidate subsample of `lead_candidates` times the budget (stratified by the
             cluster column when one is given, in proportion to each cluster's size); the scoring pass, the clusters
             and the comparison groups are computed on it alone and the rounds choose within it, so the work before
-            the first step follows the budget instead of the pool (README "Cost"). `None`: the whole pool.
+            the first step follows the budget instead of the pool. The small-loss filter then picks its share among
+            the candidates instead of the pool, so it is less selective: `None` (the whole pool) stays the default
+            until that trade is measured to pay (benchmarks/results/cost.md).
         lead_warmup_steps (`int`, *optional*, defaults to `0`):
             Optimizer steps on uniformly random samples before the first round (rounded up to whole rounds).
         lead_seed (`int`, *optional*):
