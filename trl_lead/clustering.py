@@ -688,7 +688,7 @@ def prompt_groups(
     return np.asarray(labels_out, dtype=np.int64)
 
 
-GROUPS_EXACT_MAX = 50_000
+GROUPS_EXACT_MAX = 10_000
 """Most samples `embedding_groups` groups with one k-means of `N / group_size` centres; above, groups are found inside
 coarse cells (one k-means over `N` points with `N / 32` centres costs `N^2 / 16` times the width in FLOPs: about 20
 minutes per assignment pass at 1M x 896 on 2 cores)."""
