@@ -321,8 +321,8 @@ def against_table(csv_path: str, table_csv: str, method: str) -> list[str]:
         "",
         "The same seeds, pools and 200 steps; the random and stratified rows are that table's. Paired by seed.",
         "",
-        f"| mixture | budget | lead_auto − random | {method} − random | lead_auto − stratified | {method} − "
-        f"stratified | {method} − lead_auto |",
+        f"| mixture | budget | table's lead_auto − random | {method} here − random | table's lead_auto − "
+        f"stratified | {method} here − stratified | {method} here − table's lead_auto |",
         "|---|---|---|---|---|---|---|",
     ]
     for mixture, budget, name in sorted(k for k in new if k[2] == method):
