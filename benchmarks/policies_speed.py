@@ -2,7 +2,7 @@
 
     python benchmarks/policies_speed.py [--steps 1000] [--repeats 41] [--out benchmarks/results/policies_speed.md]
 
-Targets (issue 3): select + update under 20 µs per step at K = 64 for every policy; a ClusterBandit step
+Targets: select + update under 20 µs per step at K = 64 for every policy; a ClusterBandit step
 under 50 µs. Every configuration is timed in ``--repeats`` loops of ``--steps`` steps, round-robin (one loop of
 each configuration, then the next round), so bursts of other work on a shared machine hit all configurations
 alike. Targets are judged on the best loop, as ``timeit`` advises (slower loops measure the other processes);

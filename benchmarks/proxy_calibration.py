@@ -94,7 +94,7 @@ def real_run(
     from transformers import PrinterCallback
 
     from trl_lead import LEADConfig, LEADSFTTrainer
-    from trl_lead.cli import PAPER_CHOICES, _fresh, _training_args
+    from trl_lead.cli import _fresh, _training_args
     from trl_lead.embedded import torch_threads
     from trl_lead.policies import make_policy
 
@@ -102,7 +102,7 @@ def real_run(
         rounds.unlink()  # the trainer appends
     settings = dataclasses.replace(settings, seed=seed)
     lead = {
-        **PAPER_CHOICES,
+        "lead_preset": "paper",
         "lead_cluster_column": "family_id",
         "lead_round_size": settings.round_size,
         "lead_budget": settings.budget,
@@ -291,7 +291,7 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
         f"Real runs: `LEADSFTTrainer` at the demo's settings (`trl_lead.cli.DemoSettings`: {result['steps']} "
         f"optimizer steps = {result['steps'] // 2} rounds of 32 samples, batch 16, lr {result['learning_rate']:g} "
         f"constant, reuse cap {result['max_reuse']}, budget 25% of the 2000-sample pool) with the paper's choices "
-        "(`trl_lead.cli.PAPER_CHOICES`: single-cluster rounds, top-IDU, `idu_drop` reward, gradient correction, "
+        "(`LEADConfig(lead_preset='paper')`: single-cluster rounds, top-IDU, `idu_drop` reward, gradient correction, "
         "initial scores), K = 8 clusters = the embedded families (`family_id`). Reproduce with "
         "`python benchmarks/proxy_calibration.py` (add `--work-dir DIR --reuse` to reuse runs).",
         "",
@@ -600,8 +600,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     calibration_paths = [run["path"] for run in runs if run["role"] == "calibration"]
     start = time.perf_counter()
     proxy = ProxyTraining.from_rounds(
-        calibration_paths, clusters=labels, cluster_names=list(FAMILIES), max_reuse=options.max_reuse
-    )
+        calibration_paths, clusters=labels, cluster_names=list(FAMILIES), max_reuse=options.max_reuse, preset="paper"
+    )  # the real runs' preset
     fit_seconds = time.perf_counter() - start
     print(f"[calibrated] in {fit_seconds:.1f} s", flush=True)
     constant = float(np.mean([r["reward"] for p in calibration_paths for r in read(p)]))
@@ -615,6 +615,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             sizes=proxy.sizes.tolist(),
             budget=proxy.settings.budget,
             max_reuse=options.max_reuse,
+            preset="paper",
         )
         run["calibrated"] = compare(records, proxy, options.replay_seeds, constant)
         run["default"] = compare(records, default, options.replay_seeds, constant)

@@ -9,7 +9,7 @@ pass a method needs (LEAD's initial scores, IFD, the loss-iterative re-scoring).
     python benchmarks/selection.py --methods random,lead --seeds 1 --budgets 0.25   # a quick look
 
 Writes benchmarks/results/selection.csv (one row per run), selection.md (mean, std and 95% interval per method and
-budget) and selection.png (quality vs budget, quality vs wall time).
+budget) and selection.png (quality against budget).
 """
 
 from __future__ import annotations
@@ -29,21 +29,9 @@ from tqdm.auto import tqdm
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 FIELDS = ["method", "budget", "seed", "steps", "overall_learnable", "wall_time_s", "scoring_s", "rounds"]
 
-# LEAD settings shared by every LEAD variant; each method overrides some of them
-# (every option a row depends on is spelled out, so a row keeps its meaning when LEADConfig's defaults move)
-PAPER = dict(
-    lead_policy="exp3s",
-    lead_round_mode="single",
-    lead_fine_selection="top",
-    lead_reward="idu_drop",
-    lead_reward_scaling="minmax",
-    lead_sample_filter="none",
-    lead_budget_pace=0.0,
-    lead_filter_groups="clusters",
-    lead_split_by_size=False,
-    lead_filter_revisits=True,  # (what "small_loss" and "loss_z" always did before the option existed)
-    lead_filter_keep=0.5,
-)
+# LEAD settings shared by every LEAD variant, each method overriding some of them: the paper's preset
+# (`trl_lead.settings.PRESETS`), so a row keeps its meaning when the default preset moves
+PAPER = {"lead_preset": "paper"}
 METHODS: dict[str, dict] = {
     # baselines
     "random": {"kind": "subset", "how": "random"},
@@ -69,7 +57,7 @@ METHODS: dict[str, dict] = {
     "lead_no_clusters": {"kind": "lead", **PAPER, "no_clusters": True},
 }
 # The default of LEADConfig, chosen from the grid below: mixture rounds, uniform choice inside a cluster, first-visit
-# reward (the paper's choices lost to random and stratified sampling here; see README "Results")
+# reward (the paper's choices lost to random and stratified sampling here; see docs/results.md)
 METHODS["lead_default"] = {
     "kind": "lead",
     **PAPER,
@@ -77,12 +65,12 @@ METHODS["lead_default"] = {
     "lead_fine_selection": "random",
     "lead_reward": "first_visit",
 }
-# The filter options that sessions 5-6 combined: the small-loss cut within prompt groups, the size split, and without
+# The filter options the default combines: the small-loss cut within prompt groups, the size split, and without
 # the trained-sample rules
 _PROMPT = {"lead_sample_filter": "small_loss", "lead_filter_groups": "prompts"}
 _PROMPT_SIZED = {**_PROMPT, "lead_split_by_size": True}
 _PROMPT_SIZED_NOZ = {**_PROMPT_SIZED, "lead_filter_revisits": False}
-# Issue 12's mechanisms (LEADConfig options), each on top of the default, then all together
+# Mechanisms (LEADConfig options), each on top of `lead_default`, then all together
 ISSUE12 = {
     "lead_filter": {"lead_sample_filter": "loss_z"},
     "lead_boltzmann": {"lead_policy": "boltzmann"},
@@ -112,8 +100,8 @@ ISSUE12 = {
     "lead_prompt_sized_uniform": {**_PROMPT_SIZED, "lead_policy": "uniform"},
     "lead_prompt_sized_noz": _PROMPT_SIZED_NOZ,
     "lead_prompt_sized_uniform_noz": {**_PROMPT_SIZED_NOZ, "lead_policy": "uniform"},
-    # LEADConfig's default since session 6: all of the above that paid, the keep following the budget
-    "lead_auto": {**_PROMPT_SIZED_NOZ, "lead_filter_keep": None},
+    # LEADConfig's default (the "default" preset): all of the above that paid, the keep following the budget
+    "lead_auto": {"lead_preset": "default"},
     "lead_prompt_uniform": {**_PROMPT, "lead_policy": "uniform"},
     # the keep against the budget (the default's rule gives 0.16 at 10%, 0.4 at 25%)
     "lead_prompt_sized_noz_keep25": {**_PROMPT_SIZED_NOZ, "lead_filter_keep": 0.25},
@@ -123,6 +111,8 @@ ISSUE12 = {
 # the default's bandit against no bandit (uniform) and a policy that moves within a few rounds (Boltzmann)
 ISSUE12["lead_auto_uniform"] = {**ISSUE12["lead_auto"], "lead_policy": "uniform"}
 ISSUE12["lead_auto_boltzmann"] = {**ISSUE12["lead_auto"], "lead_policy": "boltzmann"}
+# the default without its small-loss filter: what remains where the base model's loss cannot tell right from wrong
+ISSUE12["lead_auto_nofilter"] = {**ISSUE12["lead_auto"], "lead_sample_filter": "none"}
 # a cluster reward paired per sample (initial score minus the loss at first visit) once the filter has removed most
 # of the bad source: does it now find the noise family?
 ISSUE12["lead_auto_gain"] = {**ISSUE12["lead_auto"], "lead_reward": "heldout_gain"}
@@ -135,9 +125,8 @@ ISSUE12["lead_auto_gain_boltzmann_floor"] = {
 # the default scored and selected within a candidate subsample of 2, 4 or 8 times the budget, drawn once
 # (lead_candidates; stratified by the family column where it is the clusters): the passes before the first step
 # follow the budget, not the pool
-ISSUE12["lead_auto_candidates2"] = {**ISSUE12["lead_auto"], "lead_candidates": 2.0}
-ISSUE12["lead_auto_candidates4"] = {**ISSUE12["lead_auto"], "lead_candidates": 4.0}
-ISSUE12["lead_auto_candidates8"] = {**ISSUE12["lead_auto"], "lead_candidates": 8.0}
+for _multiple in (2, 4, 8):
+    ISSUE12[f"lead_auto_candidates{_multiple}"] = {**ISSUE12["lead_auto"], "lead_candidates": float(_multiple)}
 for _name, _options in ISSUE12.items():
     METHODS[_name] = {**METHODS["lead_default"], **_options}
 # (the first four mechanisms together; measured before "small_loss" and "heldout_gain" were added)
@@ -159,6 +148,10 @@ METHODS["grid_mixture_random_first_visit_warmup"] = {
     "lead_warmup_steps": 20,
 }
 METHODS["grid_single_top_idu_drop_warmup"] = {**METHODS["grid_single_top_idu_drop"], "lead_warmup_steps": 20}
+
+
+DEFAULT_METHOD = "lead_auto"
+"""The method that runs `LEADConfig`'s defaults."""
 
 
 @dataclass
@@ -258,12 +251,19 @@ def run_job(job: Job) -> dict:
 
     from trl_lead import LEADConfig, LEADSFTTrainer
     from trl_lead.embedded import exact_match, load_embedded_default, make_instruction_pool
+    from trl_lead.pool import MIXTURES
 
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
-    base = load_embedded_default()
+    # the base model: warmed up on the embedded default pool, or on the mixture's noisy pool itself where it says so
+    pool_warmup = 0 if job.mixture is None else MIXTURES[job.mixture].pool_warmup_steps
+    base = (
+        load_embedded_default(mixture=job.mixture, warmup_steps=pool_warmup)
+        if pool_warmup
+        else load_embedded_default()
+    )
     if job.mixture is not None or job.num_eval_per_family is not None:
-        # The same warmed-up base model (trained on the default pool), fine-tuned on another pool of the same tasks
+        # The warmed-up base model, fine-tuned on another pool of the same tasks
         pool_args = {"mixture": job.mixture}
         if job.num_eval_per_family is not None:
             pool_args["num_eval_per_family"] = job.num_eval_per_family
@@ -341,16 +341,14 @@ def _loss_iterative_trainer():
         """The "iterative model-aware" baseline LEAD avoids: before every round, one extra forward pass re-scores the
         whole pool, and the round takes the samples of highest current loss (one cluster, no bandit, no smoothing)."""
 
-        def _begin_round(self, epoch):
-            if self._lead_started:  # the first round's scores come from the trainer's own scoring pass
+        loss_iterative_scoring_s = 0.0
+
+        def plan_round(self):
+            if self.lead_state.rounds:  # the first round's scores come from the trainer's own scoring pass
                 start = time.perf_counter()
-                fresh = self._score_pool().losses
-                self.lead_state.idu[:] = fresh
-                self.lead_state.version += 1
-                self.loss_iterative_scoring_s = getattr(self, "loss_iterative_scoring_s", 0.0) + (
-                    time.perf_counter() - start
-                )
-            return super()._begin_round(epoch)
+                self.lead_state.set_idu(self.score_pool())
+                self.loss_iterative_scoring_s += time.perf_counter() - start
+            return super().plan_round()
 
     return LossIterative
 
@@ -392,8 +390,7 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
         f"Machine: {machine}. Each cell: held-out exact match (%) over the learnable families, mean ± std over seeds "
         "[95% t-interval], and mean wall time including scoring passes. Same base model, same optimizer steps, same "
         "budget of distinct samples for every method. Wall times are only comparable between runs made under the same "
-        "load: the committed ones were measured while other jobs shared the 2 cores (see README for a side-by-side "
-        "timing of LEAD against loss-iterative).",
+        "load: the committed ones were measured while other jobs shared the 2 cores.",
         "",
         "| method | " + " | ".join(f"budget {b:.0%}" for b in budgets) + " | wall time (s) |",
         "|---|" + "---|" * (len(budgets) + 1),
@@ -418,29 +415,20 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
         f.write("\n".join(lines) + "\n")
     os.replace(os.path.join(out_dir, "selection.md.tmp"), os.path.join(out_dir, "selection.md"))
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    # Quality against budget for the baselines and the paper's LEAD (wall times, measured on shared cores, are in the
+    # table only: they do not compare across runs)
+    fig, left = plt.subplots(figsize=(8, 4.5))
+    labels = {"full": "full data, same steps", "ifd_topk": "static IFD top-k", "lead": "LEAD, the paper's choices"}
     highlight = [m for m in ("random", "stratified", "full", "ifd_topk", "lead", "lead_default") if m in methods]
     for method in highlight:
         xs = [b for b in budgets if (method, b) in table]
         means = [np.mean([v[0] for v in table[(method, b)]]) for b in xs]
         stds = [np.std([v[0] for v in table[(method, b)]], ddof=1) if len(table[(method, b)]) > 1 else 0 for b in xs]
-        left.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=method)
-    left.set_xlabel("budget (fraction of the pool)")
-    left.set_ylabel("held-out exact match, learnable families (%)")
-    left.set_title("quality vs budget (mean ± std over seeds)")
-    left.legend(fontsize=8)
-    # One point per method at the budget every method ran: mean quality against mean wall time
-    common = max(budgets, key=lambda b: sum((m, b) in table for m in methods))
-    for method in methods:
-        values = table.get((method, common), [])
-        if not values:
-            continue
-        x, y = np.mean([v[1] for v in values]), np.mean([v[0] for v in values])
-        right.scatter(x, y, s=25, color="C3" if method.startswith("lead") or method.startswith("grid") else "C0")
-        right.annotate(method, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
-    right.set_xlabel("wall time per run (s), scoring passes included; machine shared, see selection.md")
-    right.set_ylabel("exact match (%)")
-    right.set_title(f"quality vs wall time at budget {common:.0%} (blue: baselines, red: LEAD variants)")
+        left.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=labels.get(method, method))
+    left.set_xlabel("budget (share of the pool)")
+    left.set_ylabel("held-out exact match,\nlearnable families (%)")
+    left.set_title("Quality against budget on the embedded pool (mean ± std over seeds)", fontsize=10)
+    left.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "selection.tmp.png"), dpi=110)
     plt.close(fig)

@@ -1,12 +1,14 @@
 """Can a selector gain anything? Methods against random, stratified and an oracle on pools whose noise conflicts.
 
-The embedded default pool leaves almost no room between a random subset and a noise-free one (README "Results"), so
+The embedded default pool leaves almost no room between a random subset and a noise-free one (docs/results.md), so
 this benchmark uses the :data:`trl_lead.pool.MIXTURES`, where wrong answers to a task's own prompts and a bad source
-of the same prompts cost the model something. Mixtures, as issue 12 names them:
+of the same prompts cost the model something. The mixtures:
 
 - (a) ``conflict-a`` with its family clusters (``lead_cluster_column="family_id"``; the bad source its own cluster),
 - (b) the same pool with the clusters LEAD computes itself (no cluster column: the ``lead_clusters`` default),
-- (c) ``conflict-c``: other family sizes, another wrong-answer rate, a larger unlearnable share.
+- (c) ``conflict-c``: other family sizes, another wrong-answer rate, a larger unlearnable share,
+- (d) ``near-miss-d``: wrong answers that are near misses in each task's own format, a bad source of one task's
+  prompts, and a base model warmed up on this noisy pool itself (where the base's loss cannot tell right from wrong).
 
 Every run starts from the same warmed-up base model and trains the same number of optimizer steps on at most
 ``budget`` distinct samples (the runner and the methods are those of ``benchmarks/selection.py``); the oracle draws
@@ -15,7 +17,7 @@ its subset at random from the clean rows only. Exact match is measured on 200 he
 set, same seed of the subset draw and the data order) with a 95% t-interval, and its share of the random-to-oracle
 gap is ``mean(method - random) / mean(oracle - random)``.
 
-    python benchmarks/selection_mixtures.py                    # issue 12's grid (resumable: finished rows kept)
+    python benchmarks/selection_mixtures.py                    # the defaults' grid (resumable: finished rows kept)
     python benchmarks/selection_mixtures.py --methods oracle,random --mixtures a --budgets 0.25 --seeds 1 \\
         --steps 100,200,400                                     # how many steps saturate the model on clean data
 
@@ -42,19 +44,64 @@ from selection import METHODS, RESULTS, Job, _append, _read, run_job  # noqa: E4
 
 from trl_lead.pool import MIXTURE_NUM_EVAL_PER_FAMILY  # noqa: E402
 
-#: Issue 12's mixtures: (pool preset, clusters); "default" is the embedded default pool, for comparison
+#: The mixtures: (pool preset, clusters); "default" is the embedded default pool, for comparison
 MIXTURES: dict[str, tuple[str | None, str]] = {
     "a": ("conflict-a", "family"),
     "b": ("conflict-a", "computed"),
     "c": ("conflict-c", "family"),
+    "d": ("near-miss-d", "family"),
     "default": (None, "family"),
 }
 BASELINES = ("random", "stratified", "oracle", "oracle_clusters")
 NAME = "selection_mixtures"
 BATCH_SIZE = 16
 POOL_SIZE = 2000  # the embedded default's num_train, which the presets keep
-# Issue 12's goal for the default: >= 2 points over random and stratified, paired interval above 0, half the gap
+# The goal set for the default: >= 2 points over random and stratified, paired interval above 0, half the gap
 GOAL_POINTS, GOAL_SHARE = 2.0, 0.5
+#: Paired contrasts reported where both methods ran (same mixture, budget, steps and seeds): (method, reference, what)
+CONTRASTS: tuple[tuple[str, str, str], ...] = (
+    ("lead_auto_uniform", "lead_auto", "uniform policy instead of EXP3-S"),
+    ("lead_auto_boltzmann", "lead_auto", "Boltzmann policy instead of EXP3-S"),
+    ("lead_auto_gain", "lead_auto", "heldout_gain reward (EXP3-S)"),
+    ("lead_auto_gain_boltzmann", "lead_auto", "heldout_gain reward, Boltzmann policy"),
+    ("lead_auto_gain_boltzmann_floor", "lead_auto", "heldout_gain reward, Boltzmann policy, floor 0.6"),
+    ("small_loss_prompts_subset", "lead_auto", "static small-loss subset (prompt groups, keep 0.5), no LEAD"),
+    ("lead_small_loss", "lead_auto", "small-loss filter within clusters, keep 0.5, revisit rules on"),
+    ("lead_prompt_sized_noz", "lead_auto", "keep 0.5 instead of the budget's keep"),
+    ("lead_prompt_sized_noz_keep25", "lead_auto", "keep 0.25 instead of the budget's keep"),
+    ("lead_prompt_sized", "lead_prompt_sized_noz", "revisit rules on (keep 0.5)"),
+    ("lead_prompt_sized_uniform_noz", "lead_prompt_sized_noz", "uniform policy (keep 0.5)"),
+    ("lead_prompt_filter", "lead_small_loss", "prompt groups instead of clusters (no size split)"),
+    ("lead_prompt_sized", "lead_prompt_filter", "size split on (prompt groups)"),
+    ("lead_prompt_paced", "lead_prompt_filter", "budget pace 0.5 (prompt groups)"),
+    ("lead_default", "lead_small_loss", "no filter instead of the small-loss filter within clusters"),
+    ("lead_paced", "lead_small_loss", "budget pace 0.5"),
+    ("lead_paced_full", "lead_small_loss", "budget pace 1.0"),
+    ("lead_paced_uniform", "lead_small_loss", "budget pace 0.5, uniform policy"),
+    ("lead_paced_no_filter", "lead_small_loss", "budget pace 0.5, no filter"),
+    ("lead_small_loss_uniform", "lead_small_loss", "uniform policy instead of EXP3-S"),
+    ("lead_small_loss_keep30", "lead_small_loss", "keep 0.3 instead of 0.5"),
+    ("small_loss_subset", "lead_small_loss", "static small-loss subset (families), no LEAD"),
+    ("lead_filter", "lead_default", "loss_z filter"),
+    ("lead_boltzmann", "lead_default", "Boltzmann policy instead of EXP3-S"),
+    ("lead_blend", "lead_default", "blend reward"),
+    ("lead_quantile", "lead_default", "quantile reward scaling"),
+    ("lead_combined", "lead_default", "loss_z filter, Boltzmann, blend reward and quantile scaling together"),
+)
+#: The plot's series, at most PLOT_SERIES of them, in this order where present (then the rest, in METHODS order)
+PLOT_SERIES = 6
+PLOT_ORDER = ("oracle", "stratified", "lead_auto", "small_loss_prompts_subset", "lead_small_loss", "lead_default")
+PLOT_LABELS = {
+    "oracle": "oracle: clean rows only",
+    "oracle_clusters": "oracle clusters: no noise or bad-source cluster",
+    "stratified": "stratified: equal share per family",
+    "lead_auto": "LEAD, LEADConfig defaults",
+    "small_loss_prompts_subset": "static small-loss subset (prompt groups)",
+    "small_loss_subset": "static small-loss subset (families)",
+    "lead_small_loss": "LEAD, small-loss filter within clusters",
+    "lead_default": "LEAD without a filter",
+    "lead_paced": "LEAD, filter within clusters, budget paced",
+}
 
 
 def describe_machine() -> str:
@@ -109,13 +156,13 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
         key = (row["mixture"], int(row["steps"]), float(row["budget"]))
         score.setdefault(key, {}).setdefault(row["method"], {})[int(row["seed"])] = float(row["overall_learnable"])
     lines = [
-        "# Selection on mixtures with headroom (issue 12)",
+        "# Selection on mixtures with headroom",
         "",
         f"Machine: {machine}. Held-out exact match (%) over the learnable families, "
         f"{MIXTURE_NUM_EVAL_PER_FAMILY} items per family (120 for lookup). Every run: the same warmed-up base, the "
         "same optimizer steps (batch 16, constant LR 1e-3), at most `budget` distinct samples. Differences are paired "
-        "by seed, mean [95% t-interval]; *gap share* = mean(method - random) / mean(oracle - random). *goal*: issue "
-        f"12's bar for the default (>= {GOAL_POINTS:g} points over random and over stratified, both intervals > 0, "
+        "by seed, mean [95% t-interval]; *gap share* = mean(method - random) / mean(oracle - random). *goal*: the bar "
+        f"set for the default (>= {GOAL_POINTS:g} points over random and over stratified, both intervals > 0, "
         f">= {GOAL_SHARE:.0%} of the gap); for (b) only: not below random (mean difference >= 0).",
         "",
     ]
@@ -176,40 +223,77 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
                 f"{'' if math.isnan(share) else f'{share:.0%}'} | {goal} |"
             )
         lines.append("")
+    lines += _contrast_lines(score)
     tmp = os.path.join(out_dir, f"{NAME}.md.tmp")
     with open(tmp, "w") as f:
         f.write("\n".join(lines))
     os.replace(tmp, os.path.join(out_dir, f"{NAME}.md"))
 
-    # One panel per mixture at the step count most runs used (the others are the steps-to-saturation runs): every
-    # method's paired difference to random against the budget
+    # One panel per mixture at the step count most runs used (the others are the steps-to-saturation runs): the paired
+    # difference to random against the budget, for at most PLOT_SERIES methods (the tables hold all of them)
     main_steps = Counter(int(row["steps"]) for row in rows).most_common(1)[0][0]
     panels = sorted({(m, s) for m, s, _ in score if s == main_steps})
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
+    present = {x for (m, s, b), cell in score.items() if s == main_steps for x in cell} - {"random"}
+    shown = [m for m in PLOT_ORDER if m in present]
+    shown += sorted(present - set(shown), key=lambda m: order.index(m) if m in order else len(order))
+    shown = shown[:PLOT_SERIES]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False, sharey=True)
     for ax, (mixture, steps) in zip(axes[0], panels):
         budgets = sorted(b for m, s, b in score if (m, s) == (mixture, steps))
-        methods = sorted({x for b in budgets for x in score[(mixture, steps, b)]} - {"random"}, key=order.index)
-        for i, method in enumerate(methods):
+        for i, method in enumerate(shown):
             xs, ys, errs = [], [], []
             for j, b in enumerate(budgets):
                 cell = score[(mixture, steps, b)]
                 if method in cell and "random" in cell:
                     mean, low, _, _ = paired(cell[method], cell["random"])
-                    xs.append(j + (i - len(methods) / 2) * 0.08)
+                    xs.append(j + (i - (len(shown) - 1) / 2) * 0.1)
                     ys.append(mean)
                     errs.append(0 if math.isnan(low) else mean - low)
-            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, linestyle="none", label=method)
+            if xs:
+                ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, linestyle="none", color=f"C{i}",
+                            label=PLOT_LABELS.get(method, method))  # fmt: skip
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_xticks(range(len(budgets)), [f"{b:.0%}" for b in budgets])
-        ax.set_xlabel("budget")
-        ax.set_ylabel("exact match − random, paired by seed (points, 95% CI)")
-        ax.set_title(f"({mixture}) {MIXTURES[mixture][0] or 'default pool'}, {steps} steps", fontsize=9)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+        ax.set_xlabel("budget (share of the pool)")
+        preset, clusters = MIXTURES[mixture]
+        title = f"Mixture ({mixture}): {preset or 'default pool'},\n{clusters} clusters, {steps} steps"
+        ax.set_title(title, fontsize=9)
+    axes[0][0].set_ylabel("exact match minus random subset\n(points, paired by seed, 95% interval)")
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(3, len(handles)), fontsize=8,
+               frameon=False)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.08 + 0.04 * math.ceil(len(handles) / 3), 1, 1))
     tmp = os.path.join(out_dir, f"{NAME}.tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, os.path.join(out_dir, f"{NAME}.png"))
+
+
+def _contrast_lines(score: dict[tuple[str, int, float], dict[str, dict[int, float]]]) -> list[str]:
+    """A table of the CONTRASTS that ran: per mixture, budget and steps, the paired difference (exact match points)."""
+    cells = sorted(score)
+    rows = []
+    for method, reference, what in CONTRASTS:
+        values = {}
+        for key in cells:
+            pair = score[key]
+            if method in pair and reference in pair:
+                values[key] = _interval(*paired(pair[method], pair[reference]))
+        if values:
+            rows.append((method, reference, what, values))
+    if not rows:
+        return []
+    shown = [key for key in cells if any(key in v for *_, v in rows)]
+    header = " | ".join(f"({m}) {b:.0%}" + ("" if s == 200 else f", {s} steps") for m, s, b in shown)
+    lines = [
+        "## Contrasts (method − reference, paired by seed, mean [95% t-interval])",
+        "",
+        f"| what | method | reference | {header} |",
+        "|---|---|---|" + "---|" * len(shown),
+    ]
+    for method, reference, what, values in rows:
+        lines.append(f"| {what} | {method} | {reference} | " + " | ".join(values.get(k, "") for k in shown) + " |")
+    return [*lines, ""]
 
 
 def make_jobs(
@@ -284,6 +368,8 @@ def main() -> None:
     csv_path = os.path.join(options.out, f"{NAME}.csv")
     machine = describe_machine()
     if options.summary_only:
+        # the tables describe the machine that ran them, not the one that rewrites them
+        machine = _recorded_machine(os.path.join(options.out, f"{NAME}.md")) or machine
         summarize(_with_b_baselines(_read(csv_path)), options.out, machine)
         return
     jobs = make_jobs(
@@ -298,7 +384,13 @@ def main() -> None:
     todo = [j for j in jobs if (j.method, _label(j), j.budget, j.seed, j.steps) not in done]
     from trl_lead.embedded import load_embedded_default
 
-    load_embedded_default()  # build the cached warm-up once, before the workers start
+    # build the cached warm-ups once, before the workers start
+    from trl_lead.pool import MIXTURES as POOLS
+
+    load_embedded_default()
+    for name in {MIXTURES[label][0] for label in options.mixtures.split(",")} - {None}:
+        if POOLS[name].pool_warmup_steps:
+            load_embedded_default(mixture=name, warmup_steps=POOLS[name].pool_warmup_steps)
     # spawn: torch in forked workers can hang on OpenMP state inherited from the parent
     with ProcessPoolExecutor(max_workers=options.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_run, job) for job in todo]
@@ -307,6 +399,15 @@ def main() -> None:
             summarize(_with_b_baselines(_read(csv_path)), options.out, machine)
     summarize(_with_b_baselines(_read(csv_path)), options.out, machine)
     print(open(os.path.join(options.out, f"{NAME}.md")).read())
+
+
+def _recorded_machine(path: str) -> str | None:
+    """The machine named in an existing summary (its "Machine: ..." line, up to the first ". "), if any."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        line = next((x for x in f if x.startswith("Machine: ")), None)
+    return line[len("Machine: ") :].split(". ", 1)[0] if line else None
 
 
 def _with_b_baselines(rows: list[dict]) -> list[dict]:

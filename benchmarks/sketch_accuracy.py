@@ -1,4 +1,4 @@
-"""How close the sketched update cosines and norms are to the exact ones (README: "gradient correction").
+"""How close the sketched update cosines and norms are to the exact ones (docs/design.md: sketches).
 
 Trains a Llama-style model of ~20M parameters for a few AdamW steps on two different token distributions (two
 "clusters"), takes the real parameter-change vectors of three rounds, and compares the cosines and norms that

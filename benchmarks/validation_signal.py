@@ -1,4 +1,4 @@
-"""Does a small trusted validation set tell LEAD's clusters apart, round by round? (issue 12, diagnostic)
+"""Does a small trusted validation set tell LEAD's clusters apart, round by round? (a diagnostic)
 
 Trains the warmed-up base on a conflict mixture with LEAD's defaults, except one cluster per round chosen uniformly
 at random (`lead_round_mode="single"`, `lead_policy="uniform"`), and after every round scores a clean validation set
@@ -34,6 +34,7 @@ def run_seed(seed: int, mixture: str, budget: float, steps: int, per_family: int
     """One run; per round, the trained cluster's name and each validation family's loss change (after - before)."""
     import torch
     import transformers
+    from transformers import TrainerCallback
 
     from trl_lead import LEADConfig, LEADSFTTrainer
     from trl_lead.embedded import load_embedded_default, make_instruction_pool
@@ -53,24 +54,21 @@ def run_seed(seed: int, mixture: str, budget: float, steps: int, per_family: int
     names = dict(zip(train["family_id"], train["family"]))
     rounds: list[dict] = []
 
-    class Scored(LEADSFTTrainer):
-        """LEADSFTTrainer that scores the validation set when rounds start and after each round."""
+    class Scored(TrainerCallback):
+        """Scores the validation set before training and after each round (the trainer's round-end event)."""
 
-        def _validation_losses(self) -> np.ndarray:
-            losses = answer_losses(self.model, base.tokenizer, validation, batch_size=128, show_progress=False)
+        def validation_losses(self, model) -> np.ndarray:
+            losses = answer_losses(model, base.tokenizer, validation, batch_size=128, show_progress=False)
             return np.array([losses[family == f].mean() for f in families])
 
-        def _start_rounds(self):
-            super()._start_rounds()
-            self.before = self._validation_losses()
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.before = self.validation_losses(model)
 
-        def _finish_round(self, log_now=True):
-            record = super()._finish_round(log_now)
-            after = self._validation_losses()
+        def on_round_end(self, args, state, control, record, trainer, **kwargs):
+            after = self.validation_losses(trainer.model)
             change = dict(zip(families, (after - self.before).tolist()))
             rounds.append({"seed": seed, "round": record["round"], "cluster": names[record["cluster"]], **change})
             self.before = after
-            return record
 
     count = round(budget * len(train))
     with tempfile.TemporaryDirectory() as output_dir:
@@ -84,7 +82,9 @@ def run_seed(seed: int, mixture: str, budget: float, steps: int, per_family: int
             lead_policy="uniform",
         )
         model = transformers.AutoModelForCausalLM.from_pretrained(base.model_path)
-        Scored(model=model, args=args, train_dataset=train, processing_class=base.tokenizer).train()
+        trainer = LEADSFTTrainer(model=model, args=args, train_dataset=train, processing_class=base.tokenizer)
+        trainer.add_callback(Scored())
+        trainer.train()
     return rounds
 
 
@@ -93,7 +93,7 @@ def summarize(rounds: list[dict], options: argparse.Namespace) -> str:
     families = sorted(k for k in rounds[0] if k not in ("seed", "round", "cluster"))
     clusters = sorted({r["cluster"] for r in rounds})
     lines = [
-        "# Validation signal per cluster (issue 12 diagnostic)",
+        "# Validation signal per cluster (diagnostic)",
         "",
         f"Machine: {describe_machine()}. Mixture {options.mixture}, budget {options.budget:.0%}, "
         f"{options.steps} steps, {options.seeds} seeds, one uniformly chosen cluster per round, "

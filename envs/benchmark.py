@@ -5,15 +5,16 @@
 
 writes ``NAME.csv`` (``NAME.csv.gz`` with ``--csv-gzip``; long format: policy, seed, step, reward, regret,
 cumulative_regret), ``NAME.md`` (mean final cumulative regret with a 95% t-interval over seeds, mean reward,
-time per step) and ``NAME.png`` (mean cumulative regret with 95% bands). Works for any env whose ``step``
-info carries ``regret`` (and optionally ``action_mask``, passed on to ``select``), as every ``trl_lead/``
-env does.
+time per step) and ``NAME.png`` (mean cumulative regret with 95% bands; none where the env knows no regret).
+Works for any env whose ``step`` info carries ``regret`` (and optionally ``action_mask``, passed on to
+``select``), as every ``trl_lead/`` env does.
 
 Envs whose ``reset`` info carries ``quality`` (``ProxyTraining-v0``, ``LiveTraining-v0``: the held-out quality of
 the model the episode trained) also get a ``quality`` column in the CSV (NaN on steps the env did not evaluate),
 a table in ``NAME.md`` that ranks the policies by final quality (mean over seeds with a 95% t-interval, and the
 paired difference against ``uniform`` on the same seeds with its 95% t-interval), and ``NAME_quality.png``
-(quality over rounds per policy).
+(quality over rounds per policy). Plots hold at most six policies a panel; ``--replot NAME.csv`` rewrites them
+from a committed CSV without running anything.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import platform
 import re
 import shlex
 import sys
-import textwrap
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -44,7 +44,7 @@ from gymnasium.envs.registration import load_env_creator
 import envs  # noqa: F401  (registers the trl_lead/ environments, also in worker processes)
 from trl_lead.files import atomic_write
 from trl_lead.policies import POLICIES, make_policy
-from trl_lead.selection import RewardNormalizer
+from trl_lead.selection import RewardNormalizer, give_rewards, round_distribution
 
 _T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}
 
@@ -110,12 +110,18 @@ def run_policy(
     The env is reset with ``seed`` and the policy with :func:`policy_seed` (``seed``), so every policy
     meets the same reward draws for a given seed. Returns ``reward`` and ``regret`` arrays (per step),
     ``policy_us`` (``select`` + ``update`` per step) and ``step_us`` (the whole loop per step).
+
+    On a round env (``ProxyTraining``, ``LiveTraining``: its step info names the arms ``rewarded``), the policy is
+    driven as the trainer drives it: in mixture mode its action is ``round_distribution`` (its probabilities, or its
+    batched round's shares), and each round's measured per-cluster rewards go to it through ``give_rewards`` (each
+    normalised with ``normalize_rewards``; with the round's distribution in mixture mode).
     """
     env = _make_env(env_id, steps, env_kwargs or {})
     try:
         _, info = env.reset(seed=seed)
         policy = make_policy(policy_name, **(policy_kwargs or {}))
-        policy.reset(int(env.action_space.n), seed=policy_seed(seed))
+        mixture = isinstance(env.action_space, gymnasium.spaces.Box)
+        policy.reset(env.action_space.shape[0] if mixture else int(env.action_space.n), seed=policy_seed(seed))
         normalize = RewardNormalizer() if normalize_rewards and not policy.normalizes_rewards else None
         rewards = np.empty(steps)
         regrets = np.empty(steps)
@@ -128,11 +134,18 @@ def run_policy(
         start = clock()
         for t in range(steps):
             t0 = clock()
-            arm = policy.select(mask)
+            if mixture:
+                arm = round_distribution(policy, mask, env.unwrapped.round_size)
+            else:
+                arm = policy.select(mask)
             t1 = clock()
             _, reward, terminated, truncated, info = env.step(arm)
             t2 = clock()
-            policy.update(arm, normalize(reward) if normalize else reward)
+            if "rewarded" in info:  # a LEAD round: its measured rewards, as the trainer gives them
+                measured = {int(a): info["cluster_rewards"][str(a)] for a in info["rewarded"]}
+                give_rewards(policy, measured, arm if mixture else None, normalize, mixture)
+            else:
+                policy.update(arm, normalize(reward) if normalize else reward)
             policy_s += clock() - t2 + t1 - t0
             rewards[t] = reward
             regrets[t] = info["regret"]
@@ -295,6 +308,34 @@ def final_quality_per_seed_from_csv(path: str | os.PathLike[str]) -> dict[str, d
     return finals
 
 
+def runs_from_csv(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
+    """The runs of a CSV this module wrote, as ``run_benchmark`` returns them (times per step NaN: the CSV has none;
+    the quality before training, which the CSV does not hold either, NaN)."""
+    rows: dict[tuple[str, int], list[list[str]]] = {}
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        header = fh.readline().strip().split(",")
+        for line in fh:
+            row = line.strip().split(",")
+            rows.setdefault((row[0], int(row[1])), []).append(row)
+    by_policy: dict[str, list[dict[str, Any]]] = {}
+    for (policy, seed), run_rows in rows.items():
+        run_rows.sort(key=lambda row: int(row[2]))
+        column = {name: i for i, name in enumerate(header)}
+        run = {
+            "policy": policy,
+            "seed": seed,
+            "reward": np.array([float(row[column["reward"]]) for row in run_rows]),
+            "regret": np.array([float(row[column["regret"]]) for row in run_rows]),
+            "policy_us": math.nan,
+            "step_us": math.nan,
+        }
+        if "quality" in column:
+            run["quality"] = np.array([math.nan] + [float(row[column["quality"]]) for row in run_rows])
+        by_policy.setdefault(policy, []).append(run)
+    return by_policy
+
+
 def final_quality_from_csv(path: str | os.PathLike[str]) -> dict[str, float]:
     """Mean final quality per policy from a CSV this module wrote: the mean over seeds of each seed's last finite
     quality."""
@@ -433,62 +474,123 @@ def write_markdown(
     return rows
 
 
-def write_plot(path: Path, by_policy: dict[str, list[dict[str, Any]]], title: str) -> None:
+#: At most this many series share a panel; more policies are spread over panels, each with ``uniform`` as reference
+PANEL_SERIES = 6
+
+
+def plot_title(env_id: str, seeds: int, steps: int) -> str:
+    """A title in words: the environment, seeds and steps (the settings are in the markdown file beside it)."""
+    name = env_id.split("/")[-1]
+    return f"{name}: {seeds} seeds, {steps} {'rounds' if 'Training' in name else 'steps'} each"
+
+
+def _panels(names: Sequence[str], reference: str = "uniform") -> list[list[str]]:
+    """``names`` in groups of at most PANEL_SERIES; when they need several groups, ``reference`` is in each."""
+    names = list(names)
+    if len(names) <= PANEL_SERIES:
+        return [names]
+    others = [n for n in names if n != reference]
+    size = PANEL_SERIES - (reference in names)
+    groups = [others[i : i + size] for i in range(0, len(others), size)]
+    return [[*group, reference] if reference in names else group for group in groups]
+
+
+def _series_plot(path: Path, series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], title: str, xlabel: str,
+                 ylabel: str, markers: bool = False) -> None:  # fmt: skip
+    """Mean curves with 95% bands, at most PANEL_SERIES a panel, one colour per policy across panels, the legend
+    beside each panel (outside the data); written as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for name, runs in by_policy.items():
-        curves = np.cumsum(np.stack([run["regret"] for run in runs]), axis=1)
-        mean, half = mean_ci(curves)
-        x = np.arange(1, curves.shape[1] + 1)
-        (line,) = ax.plot(x, mean, label=name, lw=1.5)
-        if len(runs) > 1:
-            ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.2, lw=0)
-    _finish_plot(fig, ax, path, title, xlabel="step", ylabel="cumulative regret (mean, 95% band over seeds)")
-
-
-def write_quality_plot(path: Path, by_policy: dict[str, list[dict[str, Any]]], title: str) -> None:
-    """Mean quality over rounds per policy (95% bands), at the rounds where every seed was evaluated."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for name, runs in by_policy.items():
-        curves = np.stack([run["quality"] for run in runs])
-        evaluated = np.isfinite(curves).all(axis=0)
-        mean, half = mean_ci(curves[:, evaluated])
-        x = np.flatnonzero(evaluated)
-        (line,) = ax.plot(x, mean, label=name, lw=1.5, marker="." if len(x) < 30 else None)
-        if len(runs) > 1:
-            ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.15, lw=0)
-    _finish_plot(
-        fig,
-        ax,
-        path,
-        title,
-        xlabel="round (0: before training)",
-        ylabel="held-out quality info['quality'] (mean, 95% band over seeds)",
-    )
-
-
-def _finish_plot(fig: Any, ax: Any, path: Path, title: str, xlabel: str, ylabel: str) -> None:
-    """Labels, a wrapped title, grid and legend; then the PNG written atomically and the figure closed."""
-    import matplotlib.pyplot as plt
-
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title("\n".join(textwrap.fill(line, 110) for line in title.splitlines()), fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    groups = _panels(list(series))
+    colors = {name: f"C{i % 10}" for i, name in enumerate(series)}
+    fig, axes = plt.subplots(len(groups), 1, figsize=(9, 3.6 * len(groups)), squeeze=False, sharex=True, sharey=True)
+    for ax, group in zip(axes[:, 0], groups):
+        for name in group:
+            x, mean, half = series[name]
+            ax.plot(x, mean, label=name, lw=1.5, color=colors[name], marker="." if markers else None)
+            if np.any(half > 0):
+                ax.fill_between(x, mean - half, mean + half, color=colors[name], alpha=0.15, lw=0)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    axes[-1, 0].set_xlabel(xlabel)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)
+
+
+def write_plot(path: Path, by_policy: dict[str, list[dict[str, Any]]], title: str) -> bool:
+    """Mean cumulative regret per policy (95% bands); nothing is written (False) where the env knows no regret."""
+    series = {}
+    for name, runs in by_policy.items():
+        curves = np.cumsum(np.stack([run["regret"] for run in runs]), axis=1)
+        if not np.isfinite(curves).any():
+            continue
+        mean, half = mean_ci(curves)
+        series[name] = (np.arange(1, curves.shape[1] + 1), mean, half if len(runs) > 1 else np.zeros_like(mean))
+    if not series:
+        return False
+    _series_plot(path, series, title, xlabel="step", ylabel="cumulative regret\n(mean, 95% band over seeds)")
+    return True
+
+
+def write_quality_plot(path: Path, by_policy: dict[str, list[dict[str, Any]]], title: str) -> None:
+    """Mean quality over rounds per policy (95% bands), at the rounds where every seed was evaluated."""
+    series = {}
+    for name, runs in by_policy.items():
+        curves = np.stack([run["quality"] for run in runs])
+        evaluated = np.isfinite(curves).all(axis=0)
+        mean, half = mean_ci(curves[:, evaluated])
+        series[name] = (np.flatnonzero(evaluated), mean, half if len(runs) > 1 else np.zeros_like(mean))
+    _series_plot(path, series, title, xlabel="round",
+                 ylabel="held-out quality\n(mean, 95% band over seeds)", markers=True)  # fmt: skip
+
+
+def read_csv(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
+    """Runs per policy from a CSV this module wrote (``write_csv``), as ``run_benchmark`` returns them: ``seed``,
+    ``reward``, ``regret`` and, where the CSV has it, ``quality`` (its index 0, the env's reset, is not in the CSV:
+    NaN)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    rows: dict[tuple[str, str], list[list[str]]] = {}
+    with opener(path, "rt", encoding="utf-8") as fh:
+        header = fh.readline().strip().split(",")
+        for line in fh:
+            fields = line.strip().split(",")
+            rows.setdefault((fields[0], fields[1]), []).append(fields)
+    column = {name: i for i, name in enumerate(header)}
+    by_policy: dict[str, list[dict[str, Any]]] = {}
+    for (name, seed), fields in rows.items():
+        fields.sort(key=lambda f: int(f[column["step"]]))
+        run = {
+            "policy": name,
+            "seed": int(seed),
+            "reward": np.array([float(f[column["reward"]]) for f in fields]),
+            "regret": np.array([float(f[column["regret"]]) for f in fields]),
+        }
+        if "quality" in column:
+            run["quality"] = np.array([math.nan] + [float(f[column["quality"]]) for f in fields])
+        by_policy.setdefault(name, []).append(run)
+    return by_policy
+
+
+def replot(csv_path: str | os.PathLike[str], env_id: str) -> list[Path]:
+    """Rewrite the PNGs of a committed run from its CSV (no runs); returns the files written."""
+    by_policy = read_csv(csv_path)
+    runs = next(iter(by_policy.values()))
+    title = plot_title(env_id, len(runs), len(runs[0]["reward"]))
+    stem = Path(str(csv_path).removesuffix(".gz").removesuffix(".csv"))
+    written = []
+    if write_plot(stem.with_name(stem.name + ".png"), by_policy, title):
+        written.append(stem.with_name(stem.name + ".png"))
+    if has_quality(by_policy):
+        write_quality_plot(stem.with_name(stem.name + "_quality.png"), by_policy, title)
+        written.append(stem.with_name(stem.name + "_quality.png"))
+    return written
 
 
 # --------------------------------------------------------------------------- CLI
@@ -504,15 +606,18 @@ LIVE_DEMO_KWARGS: dict[str, Any] = {
     "learning_rate": 1e-3,
     "eval_every": 10,
 }
-#: ``--env live``: which policy trains the best model, on real training at the demo's settings. Defaults of the
-#: preset; the command line's ``--policies``, ``--seeds``, ``--steps`` and ``--env-kwargs`` (merged) win.
+#: ``--env live``: which policy trains the best model, on real training at the demo's settings with the trainer's
+#: default selection settings (``LiveTraining``'s ``preset="default"``), every policy, rewards normalised by their
+#: running min/max as the trainer does (the preset's ``reward_scaling="minmax"``). Defaults of the preset; the
+#: command line's ``--policies``, ``--seeds``, ``--steps`` and ``--env-kwargs`` (merged) win.
 PRESETS: dict[str, dict[str, Any]] = {
     "live": {
         "env": "trl_lead/LiveTraining-v0",
         "env_kwargs": LIVE_DEMO_KWARGS,
-        "policies": "exp3s,exp3,boltzmann,ucb1,thompson,epsilon-greedy,uniform",
-        "seeds": 5,
+        "policies": ",".join(POLICIES),
+        "seeds": 20,
         "steps": 50,
+        "normalize_rewards": True,
     }
 }
 _DEFAULTS = {"policies": ",".join(POLICIES), "seeds": 20, "steps": 1000}
@@ -524,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "--env",
         required=True,
         help="registered Gymnasium id, e.g. trl_lead/ClusterBandit-v0, or a preset: 'live' (LiveTraining-v0 at the "
-        "demo's settings, 7 policies x 5 seeds x 50 rounds)",
+        "demo's settings and the default selection preset, every policy x 20 seeds x 50 rounds)",
     )
     parser.add_argument("--policies", default=None, help="comma-separated make_policy names (default: all)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0 .. seeds-1; default 20)")
@@ -548,13 +653,26 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         help="CSV of another benchmark with a quality column (e.g. the live one): add the Kendall tau between the "
         "two rankings by mean final quality",
     )
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1")
+    parser.add_argument(
+        "--combine",
+        default=None,
+        help="comma-separated CSVs of runs of this module (e.g. two halves of the seeds): write the tables and plots "
+        "of all their runs together instead of running anything",
+    )
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--replot", default=None, help="CSV of a finished run: rewrite its PNGs only, no runs")
     args = parser.parse_args(argv)
     preset = PRESETS.get(args.env, {})
     for name, default in _DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, preset.get(name, default))
     env_id = preset.get("env", args.env)
+    args.normalize_rewards = args.normalize_rewards or preset.get("normalize_rewards", False)
+    if args.replot:
+        for path in replot(args.replot, env_id):
+            print(path)
+        return []
 
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     given = Path(args.env_kwargs[1:]).read_text() if args.env_kwargs.startswith("@") else args.env_kwargs
@@ -570,19 +688,28 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             parser.error(f"--regret-window must be A:B with 0 <= A < B <= --steps, got {args.regret_window!r}")
     if args.rank_against is not None:  # a bad file fails now, not after the runs
         final_quality_from_csv(args.rank_against)
+    probe = _make_env(env_id, args.steps, env_kwargs)
+    unmodeled = dict(getattr(probe.unwrapped, "unmodeled", {}))
+    probe.close()
     out = Path(args.out or Path("benchmarks/results") / re.sub(r"[^A-Za-z0-9_.-]+", "_", env_id))
     started = time.perf_counter()
-    by_policy = run_benchmark(
-        env_id,
-        policies,
-        range(args.seeds),
-        args.steps,
-        env_kwargs,
-        policy_kwargs,
-        normalize_rewards=args.normalize_rewards,
-        workers=args.workers,
-        progress=not args.no_progress,
-    )
+    if args.combine:
+        by_policy: dict[str, list[dict[str, Any]]] = {}
+        for path in args.combine.split(","):
+            for name, runs in runs_from_csv(path).items():
+                by_policy.setdefault(name, []).extend(runs)
+        by_policy = {
+            name: sorted(by_policy[name], key=lambda run: run["seed"]) for name in policies if name in by_policy
+        }
+        args.seeds = len({run["seed"] for runs in by_policy.values() for run in runs})
+        wall_time = f"combined from {args.combine}"
+    else:
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        by_policy = run_benchmark(
+            env_id, policies, seeds, args.steps, env_kwargs, policy_kwargs, normalize_rewards=args.normalize_rewards,
+            workers=args.workers, progress=not args.no_progress,
+        )  # fmt: skip
+        wall_time = f"{time.perf_counter() - started:.0f} s with {max(1, min(2, args.workers))} worker(s)"
     header = {
         "env": env_id,
         "env_kwargs": env_kwargs,
@@ -590,12 +717,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "seeds": args.seeds,
         "steps": args.steps,
         "normalize_rewards": args.normalize_rewards,
-        "wall_time": f"{time.perf_counter() - started:.0f} s with {max(1, min(2, args.workers))} worker(s)",
+        # the settings the env cannot model (`ProxyTraining.unmodeled`), each with why
+        **({"unmodeled": unmodeled} if unmodeled else {}),
+        "wall_time": wall_time,
     }
     command = "python -m envs.benchmark " + shlex.join(argv if argv is not None else sys.argv[1:])
     write_csv(out.with_name(out.name + (".csv.gz" if args.csv_gzip else ".csv")), by_policy)
     rows = write_markdown(out.with_name(out.name + ".md"), by_policy, header, command, window, args.rank_against)
-    title = f"{env_id} {json.dumps(env_kwargs)}\n{args.seeds} seeds x {args.steps} steps"
+    title = plot_title(env_id, args.seeds, args.steps)
     write_plot(out.with_name(out.name + ".png"), by_policy, title)
     if has_quality(by_policy):
         write_quality_plot(out.with_name(out.name + "_quality.png"), by_policy, title)

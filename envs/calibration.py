@@ -18,15 +18,12 @@ import numpy as np
 from envs.proxy_training import _SCALAR_DEFAULTS, Surrogate, _per_cluster, _World
 from envs.round_env import ActionPolicy
 from trl_lead.selection import LEADState, PlannedRound, RoundSelector, predicted_drop
-from trl_lead.settings import SelectionSettings
+from trl_lead.settings import SelectionSettings, preset_settings
 
 __all__ = ["NOISE_SHARE", "calibrate", "read_rounds", "teacher_forced_drops"]
 
+_SELECTION_SETTINGS = ("smoothing", "gradient_correction", "initial_score", "max_reuse")  # from the preset
 _CONSTRUCTOR_DEFAULTS = {
-    "smoothing": 0.5,
-    "gradient_correction": True,
-    "initial_score": "loss",
-    "max_reuse": 4,
     "heterogeneity": 0.3,
     "memory_decay": 0.0005,
     "noise_timescale": 1000.0,
@@ -165,7 +162,7 @@ def teacher_forced_drops(records: list[dict[str, Any]], labels: np.ndarray, fitt
     labels = np.asarray(labels, dtype=np.int64)
     initial = np.asarray(fitted["initial_loss"], dtype=np.float64)
     params = {name: np.asarray(fitted[name], dtype=np.float64) for name in _FIT_START}
-    common = {name: fitted[name] for name in _CONSTRUCTOR_DEFAULTS}
+    common = {name: fitted[name] for name in (*_SELECTION_SETTINGS, *_CONSTRUCTOR_DEFAULTS)}
     common.update({name: fitted[name] for name in ("round_size", "batch_size", "eta", "same_cluster_cosine")})
     gap = initial - np.asarray(fitted["floor"], dtype=np.float64)
     return gap * _replay(records, labels, initial[labels], params, common)
@@ -249,7 +246,9 @@ def calibrate(
     if first is None:
         raise ValueError("The records hold no `cluster_mean_idu`; cannot tell the number of clusters.")
     k = len(first["cluster_mean_idu"])
-    common = {name: overrides.get(name, value) for name, value in _CONSTRUCTOR_DEFAULTS.items()}
+    preset = preset_settings(overrides.get("preset", "default"))
+    defaults = {**{name: preset[name] for name in _SELECTION_SETTINGS}, **_CONSTRUCTOR_DEFAULTS}
+    common = {name: overrides.get(name, value) for name, value in defaults.items()}
     labels = _labels(records, k, clusters, overrides)
     sizes = np.bincount(labels, minlength=k)
     if (sizes == 0).any():
@@ -339,7 +338,7 @@ def calibrate(
         "eta": eta,
         "same_cluster_cosine": same_cos,
         **{name: value.tolist() for name, value in params.items()},
-        **{name: common[name] for name in _CONSTRUCTOR_DEFAULTS},
+        **{name: common[name] for name in (*_SELECTION_SETTINGS, *_CONSTRUCTOR_DEFAULTS)},
     }
     report = {
         "fitted": dict(fitted),

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from envs.round_env import ActionPolicy, RoundEnv
+from trl_lead.settings import PRESET_FIELDS, preset_settings
 
 __all__ = ["LiveTraining"]
 
@@ -59,7 +60,7 @@ class _BlockingPolicy(ActionPolicy):
 
 _STOP = object()
 _BASES: dict[str | None, Any] = {}  # load_embedded_default() per cache folder, shared by every LiveTraining
-_INITIAL_SCORES: dict[tuple, Any] = {}  # the base model's scoring pass over the pool: the same in every episode
+_INITIAL_SCORES: dict[tuple, np.ndarray] = {}  # the base model's loss per pool sample: the same in every episode
 _BASE_QUALITY: dict[tuple, tuple[float, dict]] = {}  # the base model's quality, per (cache folder, eval_size)
 
 
@@ -124,9 +125,8 @@ class LiveTraining(RoundEnv):
     | ``batch_size`` | 8 | ``per_device_train_batch_size`` |
     | ``learning_rate`` | 2e-3 | constant schedule, as ``trl-lead demo`` |
     | ``max_rounds`` | 20 | steps before truncation (``max_steps`` is an alias, as ``envs.benchmark`` sets it) |
-    | ``round_mode``, ``fine_selection``, ``reward`` | "single", "top", "idu_drop" | ``lead_*`` |
-    | ``max_reuse``, ``smoothing``, ``gradient_correction`` | 4, 0.5, True | ``lead_*`` |
-    | ``initial_score`` | "loss" | ``lead_initial_score`` |
+    | ``preset`` | "default" | ``lead_preset``: the trainer's selection settings (``trl_lead.settings.PRESETS``) |
+    | other preset settings | the preset's | ``lead_*`` names without ``lead_``: ``round_mode``, ``reward``, ... |
     | ``warmup_steps`` | 0 | ``lead_warmup_steps`` (run inside ``reset``) |
     | ``lead_kwargs`` | None | more ``LEADConfig`` fields |
     | ``cache_dir`` | None | warm-up cache of the embedded model (``$TRL_LEAD_CACHE`` or ``~/.cache/trl_lead``) |
@@ -136,7 +136,10 @@ class LiveTraining(RoundEnv):
     | ``eval_every`` | 0 | also evaluate ``quality`` after every n-th step (0: only when the episode ends) |
     | ``eval_size`` | 50 | held-out rows per family evaluated (at most 50, the embedded pool's held-out set) |
 
-    The trainer's ``seed`` and ``lead_seed`` are drawn from ``self.np_random``, so ``reset(seed=s)`` fixes them.
+    The trainer runs ``LEADConfig``'s selection: the preset's settings (``self.selection``), with those given here
+    (``round_mode="single"``, ``reward``, ``max_reuse``, ``initial_score``, ...; not ``policy``: the agent acting on
+    the env is the policy) or in ``lead_kwargs`` overriding them. The trainer's ``seed`` and ``lead_seed`` are drawn
+    from ``self.np_random``, so ``reset(seed=s)`` fixes them.
     Always ``close()`` the env (or use it in a ``with`` block): it stops the training thread.
     """
 
@@ -151,13 +154,6 @@ class LiveTraining(RoundEnv):
         learning_rate: float = 2e-3,
         max_rounds: int = 20,
         max_steps: int | None = None,
-        round_mode: str = "single",
-        fine_selection: str = "top",
-        reward: str = "idu_drop",
-        max_reuse: int = 4,
-        smoothing: float = 0.5,
-        gradient_correction: bool = True,
-        initial_score: str = "loss",
         warmup_steps: int = 0,
         lead_kwargs: dict[str, Any] | None = None,
         cache_dir: str | None = None,
@@ -167,9 +163,13 @@ class LiveTraining(RoundEnv):
         eval_every: int = 0,
         eval_size: int = 50,
         render_mode: str | None = None,
+        preset: str = "default",
+        **selection: Any,
     ) -> None:
         if render_mode is not None:
             raise ValueError("LiveTraining has no rendering; use render_mode=None")
+        if "policy" in selection:
+            raise ValueError("LiveTraining takes no `policy`: the agent acting on the env is the policy.")
         if int(eval_every) < 0:
             raise ValueError(f"eval_every={eval_every} must be >= 0 (0: evaluate only when the episode ends).")
         if not 1 <= int(eval_size) <= 50:
@@ -183,16 +183,14 @@ class LiveTraining(RoundEnv):
         self.lead_kwargs = {
             "lead_round_size": int(round_size),
             "lead_budget": budget,
-            "lead_round_mode": round_mode,
-            "lead_fine_selection": fine_selection,
-            "lead_reward": reward,
-            "lead_max_reuse": int(max_reuse),
-            "lead_smoothing": float(smoothing),
-            "lead_gradient_correction": bool(gradient_correction),
-            "lead_initial_score": initial_score,
             "lead_warmup_steps": int(warmup_steps),
+            "lead_preset": preset,
+            **{f"lead_{name}": value for name, value in selection.items()},
             **(lead_kwargs or {}),
         }
+        # The trainer's settings: the preset, with the settings given here overriding it (checked now, not at reset)
+        chosen = {name: self.lead_kwargs.get(f"lead_{name}") for name in PRESET_FIELDS}
+        self.selection = preset_settings(self.lead_kwargs["lead_preset"], **chosen)
         self.round_size = int(self.lead_kwargs["lead_round_size"])
         self.batch_size = int(batch_size)
         self.learning_rate = float(learning_rate)
@@ -203,7 +201,7 @@ class LiveTraining(RoundEnv):
         self.eval_every = int(eval_every)
         self.eval_size = int(eval_size)
         self.render_mode = render_mode
-        self.mixture = self.lead_kwargs["lead_round_mode"] == "mixture"
+        self.mixture = self.selection["round_mode"] == "mixture"
         self._make_spaces()
         self.trainer: Any = None
         self._thread: threading.Thread | None = None
@@ -272,7 +270,17 @@ class LiveTraining(RoundEnv):
             **self.lead_kwargs,
         )
         adapter = _BlockingPolicy(self.num_clusters, self.mixture, self._requests, self._actions)
-        trainer = LEADSFTTrainer(
+        # Every episode starts from the same base model and pool, so the trainer's scoring pass (a forward pass over
+        # the pool, the largest part of a reset) gives the same losses each time: computed once per process
+        key = (self.cache_dir, self.pool_size, self.batch_size, args.max_length, args.lead_initial_score)
+
+        class CachedScores(LEADSFTTrainer):
+            def score_pool(self) -> np.ndarray:
+                if key not in _INITIAL_SCORES:
+                    _INITIAL_SCORES[key] = super().score_pool()
+                return _INITIAL_SCORES[key].copy()
+
+        trainer = CachedScores(
             model=AutoModelForCausalLM.from_pretrained(base.model_path),
             args=args,
             train_dataset=pool,
@@ -280,25 +288,6 @@ class LiveTraining(RoundEnv):
             policy=adapter,
         )
         trainer.remove_callback(PrinterCallback)
-        # Every episode starts from the same base model and pool, so the trainer's scoring pass (a forward pass over
-        # the pool, the largest part of a reset) gives the same losses each time: computed once per process
-        key = (
-            self.cache_dir,
-            self.pool_size,
-            self.batch_size,
-            args.max_length,
-            args.lead_initial_score,
-            args.lead_sample_filter,
-            args.lead_filter_groups,
-        )
-        score_pool = trainer._score_pool
-
-        def cached_scores():
-            if key not in _INITIAL_SCORES:
-                _INITIAL_SCORES[key] = score_pool()
-            return _INITIAL_SCORES[key]._replace(losses=_INITIAL_SCORES[key].losses.copy())
-
-        trainer._score_pool = cached_scores
         return trainer
 
     def _train(self, trainer: Any, requests: queue.Queue) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from envs.round_env import ActionPolicy, RoundEnv
 from trl_lead.selection import LEADState, RoundSelector
-from trl_lead.settings import INITIAL_SCORES, SelectionSettings, check_choice, resolve_sizes
+from trl_lead.settings import SelectionSettings
 
 __all__ = ["DEFAULT_CLUSTERS", "ProxyTraining", "Surrogate"]
 
@@ -223,7 +223,7 @@ class _World:
             surrogate.forgetting,
             surrogate.drift_level,
             surrogate.noise,
-            getattr(self.selector, "_members", None),
+            self.selector.cluster_members,
         ]
         for obj in shared:
             if obj is not None:
@@ -240,6 +240,19 @@ def _per_cluster(name: str, value: Any, k: int) -> np.ndarray:
     return array.copy()
 
 
+def unmodeled_settings(settings: SelectionSettings) -> dict[str, str]:
+    """The settings in `settings` the proxy cannot model, each with why (empty when it models them all)."""
+    unmodeled = {}
+    if settings.sample_filter != "none":
+        unmodeled["sample_filter"] = (
+            "the surrogate's samples hold no wrong answers: the filter narrows selection by loss alone, and what it "
+            "is for (keeping wrong answers out) does not happen"
+        )
+        if settings.sample_filter == "small_loss" and settings.filter_groups == "prompts":
+            unmodeled["filter_groups"] = "the surrogate has no prompts: the small-loss filter compares within clusters"
+    return unmodeled
+
+
 class ProxyTraining(RoundEnv):
     """LEAD rounds on a numpy surrogate of the training dynamics, through the trainer's own selection code.
 
@@ -247,8 +260,9 @@ class ProxyTraining(RoundEnv):
 
     A pool of ``N`` samples in ``K`` clusters, each cluster with its own size, initial loss, floor, learning rate
     and noise (:class:`Surrogate` has the equations). Each step is ONE LEAD round, planned and finished by
-    ``trl_lead.selection.RoundSelector`` with the env's settings (round size, budget, reuse cap, smoothing, gradient
-    correction, round mode, fine selection, reward, warm-up rounds) exactly as ``LEADSFTTrainer`` does: the action
+    ``trl_lead.selection.RoundSelector`` with the env's settings (``self.settings``: the same ``SelectionSettings`` the
+    trainer builds, from the same preset, ``"default"`` unless ``preset`` says otherwise, with the env's round size,
+    budget and warm-up rounds) exactly as ``LEADSFTTrainer`` does: the action
     picks the cluster, the fine rule picks the samples, the surrogate "trains" them in batches of ``batch_size``, and
     the loss of each trained sample measured before its own update (plus observation noise) is its IU. Samples fall
     as they are trained (memorisation) and as their cluster is trained (a skill that transfers to unseen samples),
@@ -258,6 +272,12 @@ class ProxyTraining(RoundEnv):
     ``lr / peak_lr`` = 1) and the cosine between two rounds' updates comes from their cluster shares
     (:meth:`_World.cosines`): ``same_cluster_cosine`` for two rounds of the same single cluster,
     ``cross_cluster_cosine`` between different clusters.
+
+    Settings are given by the ``lead_*`` names without ``lead_`` (``round_mode="single"``, ``reward``, ``max_reuse``,
+    ``initial_score``, ``sample_filter``, ...; not ``policy``: the agent acting on the env is the policy).
+    What the proxy cannot model (``self.unmodeled``, reported by ``envs.benchmark``): the sample filter's purpose (its
+    samples hold no wrong answers, so ``sample_filter`` narrows selection by loss alone) and prompt groups (it has no
+    prompts, so ``filter_groups="prompts"`` compares within clusters).
 
     ## Action Space
 
@@ -338,11 +358,10 @@ class ProxyTraining(RoundEnv):
     | ``heterogeneity`` | 0.3 | log-normal spread of per-sample initial losses within a cluster |
     | ``batch_size`` | 16 | samples per optimizer step inside a round |
     | ``eta``, ``same_cluster_cosine``, ``cross_cluster_cosine`` | 1.0, 1.0, 0.2 | gradient correction inputs |
-    | ``initial_score`` | "loss" | "loss" or "none", as ``lead_initial_score`` |
     | ``round_size`` | 32 | samples per round (int, or fraction of N when < 1) |
     | ``budget`` | 0.25 | distinct samples ever selected (fraction of N when <= 1, else count) |
-    | ``max_reuse``, ``smoothing``, ``gradient_correction`` | 4, 0.5, True | as ``lead_*`` |
-    | ``round_mode``, ``fine_selection``, ``reward`` | "single", "top", "idu_drop" | as ``lead_*`` |
+    | ``preset`` | "default" | the selection settings' preset (``trl_lead.settings.PRESETS``), as ``lead_preset`` |
+    | other preset settings | the preset's | ``lead_*`` names without ``lead_``: ``round_mode``, ``reward``, ... |
     | ``warmup_rounds`` | 0 | uniform random rounds run in ``reset`` before the first step |
     | ``max_rounds`` | 60 | steps before truncation (``max_steps`` is an alias, the name ``envs.benchmark`` sets) |
     | ``compute_expected`` | True | compute ``expected_rewards``/``regret`` (K extra rounds per step) |
@@ -377,21 +396,16 @@ class ProxyTraining(RoundEnv):
         eta: float = 1.0,
         same_cluster_cosine: float = 1.0,
         cross_cluster_cosine: float = 0.2,
-        initial_score: str = "loss",
         round_size: float = 32,
         budget: float = 0.25,
-        max_reuse: int = 4,
-        smoothing: float = 0.5,
-        gradient_correction: bool = True,
-        round_mode: str = "single",
-        fine_selection: str = "top",
-        reward: str = "idu_drop",
         warmup_rounds: int = 0,
         max_rounds: int = 60,
         max_steps: int | None = None,
         compute_expected: bool = True,
         cluster_names: Sequence[str] | None = None,
         render_mode: str | None = None,
+        preset: str = "default",
+        **selection: Any,
     ) -> None:
         if render_mode is not None:
             raise ValueError("ProxyTraining has no rendering; use render_mode=None")
@@ -453,7 +467,6 @@ class ProxyTraining(RoundEnv):
         for rule, ok in checks.items():
             if not np.all(ok):
                 raise ValueError(f"Per-cluster parameters must satisfy {rule}; check the values passed.")
-        check_choice("initial_score", initial_score, INITIAL_SCORES)
         if int(batch_size) < 1 or min(heterogeneity, memory_decay, noise_timescale) < 0:
             raise ValueError("batch_size must be >= 1; heterogeneity, memory_decay and noise_timescale >= 0.")
         self.memory_decay = float(memory_decay)
@@ -463,29 +476,26 @@ class ProxyTraining(RoundEnv):
         self.eta = float(eta)
         self.same_cluster_cosine = float(same_cluster_cosine)
         self.cross_cluster_cosine = float(cross_cluster_cosine)
-        self.initial_score = initial_score
         self.cluster_names = (
             list(cluster_names) if cluster_names is not None else list(DEFAULT_CLUSTERS) if table else None
         )
 
-        round_count, budget_count = resolve_sizes(round_size, budget, self.pool_size, prefix="")
-        self.settings = SelectionSettings(
-            round_size=round_count,
-            budget=budget_count,
-            max_reuse=int(max_reuse),
-            smoothing=float(smoothing),
-            gradient_correction=bool(gradient_correction),
-            round_mode=round_mode,
-            fine_selection=fine_selection,
-            reward=reward,
-            warmup_rounds=int(warmup_rounds),
+        if "policy" in selection:
+            raise ValueError("ProxyTraining takes no `policy`: the agent acting on the env is the policy.")
+        self.max_rounds = int(max_steps if max_steps is not None else max_rounds)
+        # The same settings object as the trainer's, from the same preset (budget pacing over the episode's rounds)
+        self.settings = SelectionSettings.for_pool(
+            self.pool_size, round_size, budget, preset, self.max_rounds, int(warmup_rounds), prefix="", **selection
         )
+        self.initial_score = self.settings.initial_score
+        self.round_size = self.settings.round_size
+        self.unmodeled = unmodeled_settings(self.settings)
         self.max_rounds = int(max_steps if max_steps is not None else max_rounds)
         if self.max_rounds < 1:
             raise ValueError(f"max_rounds must be >= 1, got {self.max_rounds}.")
         self.compute_expected = bool(compute_expected)
         self.render_mode = render_mode
-        self.mixture = round_mode == "mixture"
+        self.mixture = self.settings.round_mode == "mixture"
         self.cluster = np.repeat(np.arange(k), self.sizes)  # sample i's cluster; ids are grouped by cluster
         self.calibration: dict[str, Any] | None = None  # set by from_rounds
 
@@ -655,9 +665,10 @@ class ProxyTraining(RoundEnv):
           to the mean); override ``noise`` to change it.
 
         Settings the records do not hold (``smoothing``, ``gradient_correction``, ``reward``, ``fine_selection``,
-        ``max_reuse``, ``initial_score``, ``round_mode``) are the LEAD defaults unless overridden: pass the real
-        run's. Any constructor argument in ``overrides`` replaces the fitted value (and fixes it in the fit).
-        ``fit=False`` skips the least squares (default dynamics). The result's ``calibration`` attribute holds the
+        ``max_reuse``, ``initial_score``, ``round_mode``, ...) are those of ``preset`` (``"default"`` unless given in
+        ``overrides``) unless overridden: pass the real run's. Any constructor argument in ``overrides`` replaces the
+        fitted value (and fixes it in the fit). ``fit=False`` skips the least squares (default dynamics). The
+        result's ``calibration`` attribute holds the
         fitted values and per cluster the R^2 of the fitted drops.
         """
         from envs.calibration import calibrate, read_rounds  # it builds on this module

@@ -120,4 +120,5 @@ class RoundEnv(gym.Env):
             "selected": int(record["selected"]),
             "filled": int(record["filled"]),
             "cluster_rewards": dict(record["cluster_rewards"]),
+            "rewarded": list(record["rewarded"]),  # the arms whose reward was measured (the others get none)
         }

@@ -1,7 +1,7 @@
 # trl-lead: TRL's `trl/scripts/sft.py` (trl 1.16) with SFTTrainer/SFTConfig swapped for LEADSFTTrainer/LEADConfig.
 # Nothing else differs; `diff` it against your installed trl/scripts/sft.py to see the change. Usage:
-#   accelerate launch examples/sft_lead.py --config examples/lead_demo.yaml   (needs a hub model and dataset), or
-#   trl-lead sft --config examples/lead_demo.yaml                              (offline embedded default)
+#   accelerate launch examples/sft_lead.py --config examples/lead_qwen2.5_0.5b.yaml   (a hub model and dataset), or
+#   trl-lead sft --config examples/lead_demo.yaml                                      (offline embedded default)
 # Copyright 2020-2026 The HuggingFace Team. All rights reserved.
 #
 # Licensed under the Apache License, Version 2.0 (the "License");

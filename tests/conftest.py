@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -37,13 +38,15 @@ def make_model(tokenizer):
 
 
 def record_iu(trainer) -> dict[int, float]:
-    """Spy on the trainer's round selector: returns a dict filled with every (sample id, IU) it folds in."""
+    """Returns a dict filled with every (sample id, IU) the trainer folds in, at each round's end (its public hook)."""
+    from transformers import TrainerCallback
+
     recorded: dict[int, float] = {}
-    finish = trainer._lead_selector.finish_round
 
-    def spy(planned, ids, losses, **kwargs):
-        recorded.update(zip(ids.tolist(), losses.tolist()))
-        return finish(planned, ids, losses, **kwargs)
+    class RecordIU(TrainerCallback):
+        def on_round_end(self, args, state, control, record, trainer, **kwargs):
+            ids = np.asarray(record["sample_ids"], dtype=np.int64)
+            recorded.update(zip(ids.tolist(), trainer.lead_state.iu[ids].astype(np.float64).tolist()))
 
-    trainer._lead_selector.finish_round = spy
+    trainer.add_callback(RecordIU())
     return recorded

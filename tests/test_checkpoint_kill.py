@@ -1,5 +1,5 @@
 """A process killed at any moment of a checkpoint save with `save_total_limit=1` leaves a checkpoint that resumes
-exactly (issue 9: transformers deleted the old checkpoint before the LEAD state reached the new one)."""
+exactly (transformers deletes the old checkpoint: the LEAD state must reach the new one first)."""
 
 from __future__ import annotations
 

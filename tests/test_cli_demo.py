@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from trl_lead.cli import (
-    PAPER_CHOICES,
     CleanShares,
     clean_shares,
     print_round_table,
     round_figure,
     round_view,
 )
+from trl_lead.settings import PRESETS
 
 # A pool of 10: cluster 0 (easy) 1 row, cluster 1 (copy) 4 rows, cluster 8 (bad_source) 5 rows
 CLUSTER = np.array([0, 1, 1, 1, 1, 8, 8, 8, 8, 8])
@@ -235,7 +235,8 @@ def test_demo_on_the_embedded_pool_with_the_paper_choices(tmp_path, monkeypatch)
     default_pool = load_embedded_default(seed=0).train_dataset
     assert lead.lead_state.cluster.tolist() == default_pool["family_id"]
     assert summary["clean_share"]["pool"] == pytest.approx(1 - np.mean(default_pool["is_corrupted"]))
-    assert {name: getattr(lead.args, name) for name in PAPER_CHOICES} == PAPER_CHOICES
-    assert summary["settings"].items() >= PAPER_CHOICES.items()
+    # the paper's preset, but for the demo's reuse cap
+    assert lead.args.selection_choices() == {**PRESETS["paper"], "max_reuse": cli.DemoSettings().max_reuse}
+    assert summary["settings"]["lead_preset"] == "paper"
     rounds = _read_rounds(out / "lead" / "lead_rounds.jsonl")
     assert len(rounds) == 1 and isinstance(rounds[0]["cluster"], int)

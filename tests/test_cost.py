@@ -75,7 +75,7 @@ def test_scoring_pass_yields_the_prompt_and_sequence_embeddings(tmp_path, pool, 
     )
     trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
     scored = count_scored(trainer)
-    scores = trainer._score_pool()
+    scores = trainer._initial_pass()
     assert sum(scored) == len(pool)  # one pass
     data = trainer.train_dataset.select(trainer._lead_row_of_id)
     model = make_model()

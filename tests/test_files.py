@@ -1,4 +1,4 @@
-"""`trl_lead.files`: atomic writes with ordinary permissions, and the cache directory (issue 10)."""
+"""`trl_lead.files`: atomic writes with ordinary permissions, and the cache directory."""
 
 from __future__ import annotations
 

@@ -52,7 +52,9 @@ def _independent_evaluation(model, tokenizer, rows) -> tuple[dict, dict]:
 
 @pytest.mark.slow
 def test_live_quality_equals_an_independent_evaluation_of_the_trained_model():
-    env = gymnasium.make(LIVE, pool_size=64, max_rounds=3, eval_every=2, eval_size=EVAL_SIZE, learning_rate=LR)
+    env = gymnasium.make(
+        LIVE, pool_size=64, max_rounds=3, eval_every=2, eval_size=EVAL_SIZE, learning_rate=LR, round_mode="single"
+    )
     try:
         _, info = env.reset(seed=0)
         base_quality, base_detail = info["quality"], info["quality_detail"]
@@ -86,7 +88,9 @@ def test_live_quality_equals_an_independent_evaluation_of_the_trained_model():
     # it is the trained model that was evaluated: three rounds moved the held-out losses away from the base model's
     assert max(abs(a - b) for a, b in zip(detail["loss"], base_detail["loss"])) > 1e-3
     # Evaluating does not disturb training: the same seed without intermediate evaluations, same rewards
-    again = gymnasium.make(LIVE, pool_size=64, max_rounds=3, eval_size=EVAL_SIZE, learning_rate=LR)
+    again = gymnasium.make(
+        LIVE, pool_size=64, max_rounds=3, eval_size=EVAL_SIZE, learning_rate=LR, round_mode="single"
+    )
     try:
         again.reset(seed=0)
         steps = [again.step(action) for action in [0, 5, 0]]
@@ -105,7 +109,7 @@ def test_live_refuses_bad_evaluation_arguments():
 
 
 def test_proxy_quality_keys_are_present_finite_and_consistent():
-    env = ProxyTraining(compute_expected=False)
+    env = ProxyTraining(compute_expected=False, round_mode="single")  # one cluster per step: integer actions
     _, info = env.reset(seed=3)
     assert info["quality"] == 0.0  # nothing trained yet: no skill anywhere
     assert info["quality_detail"]["loss"] == pytest.approx(env.initial_loss.tolist())
@@ -206,3 +210,21 @@ def test_benchmark_ranks_proxy_policies_by_quality_and_agrees_with_itself(tmp_pa
         bandit = ["--env", "trl_lead/ClusterBandit-v0", "--seeds", "1", "--steps", "5", "--no-progress"]
         benchmark_main([*bandit, "--out", str(tmp_path / "c")])
         benchmark_main([*bandit, "--out", str(tmp_path / "d"), "--rank-against", str(tmp_path / "c.csv")])
+
+
+def test_benchmark_combines_runs_of_two_seed_ranges_into_the_table_of_one_run(tmp_path):
+    """Seeds 0-1 and 2-3 run apart (`--first-seed`) and combined (`--combine`) rank the policies exactly as seeds 0-3
+    run at once."""
+    common = ["--env", "trl_lead/ProxyTraining-v0", "--policies", "exp3s,ucb1,uniform", "--steps", "6",
+              "--env-kwargs", '{"compute_expected": false, "max_rounds": 6}', "--no-progress"]  # fmt: skip
+    whole = benchmark_main([*common, "--seeds", "4", "--out", str(tmp_path / "whole")])
+    benchmark_main([*common, "--seeds", "2", "--out", str(tmp_path / "a")])
+    benchmark_main([*common, "--seeds", "2", "--first-seed", "2", "--out", str(tmp_path / "b")])
+    combined = benchmark_main([*common, "--combine", f"{tmp_path / 'a.csv'},{tmp_path / 'b.csv'}",
+                               "--out", str(tmp_path / "c")])  # fmt: skip
+    assert [row["policy"] for row in combined] == [row["policy"] for row in whole]
+    # the CSV holds 6 significant digits: the means agree to them
+    assert [row["mean_reward"] for row in combined] == pytest.approx([row["mean_reward"] for row in whole], rel=1e-5)
+    assert (tmp_path / "c.csv").read_text() == (tmp_path / "whole.csv").read_text()
+    ranked = [line for line in (tmp_path / "c.md").read_text().splitlines() if line.startswith("| 1 |")]
+    assert ranked == [line for line in (tmp_path / "whole.md").read_text().splitlines() if line.startswith("| 1 |")]

@@ -1,4 +1,4 @@
-"""Issue 12's selection mechanisms against hand-worked examples: the Boltzmann policy, the `loss_z` and `small_loss`
+"""The selection mechanisms against hand-worked examples: the Boltzmann policy, the `loss_z` and `small_loss`
 sample filters (prompt groups, the keep from the budget, the trained-sample rules), the size split, the `blend` reward
 and quantile reward scaling; the config checks; and what the default filter keeps on a benchmark mixture."""
 
@@ -43,7 +43,9 @@ class RecordingPolicy:
 
 
 def make_selector(cluster, policy=None, **settings):
-    defaults = dict(round_size=2, budget=len(cluster), round_mode="single", fine_selection="random")
+    defaults = dict(round_size=2, budget=len(cluster), round_mode="single", fine_selection="random",
+                    reward="first_visit", sample_filter="none", split_by_size=False, filter_revisits=True,
+                    filter_keep=0.5)  # fmt: skip
     state = LEADState(np.asarray(cluster))
     return RoundSelector(state, policy or RecordingPolicy(), SelectionSettings(**{**defaults, **settings}), seed=0)
 
@@ -480,7 +482,7 @@ def test_default_filter_keeps_mostly_clean_answers_and_drops_the_bad_source(tmp_
     """LEADConfig's default filter on mixture (a) with the warmed-up base: what it lets be selected is far cleaner than
     the pool, and the prompt groups keep much less of the bad source (wrong answers to the tasks' own prompts) than a
     cut within each cluster. Measured here (keep 0.4, the 25% budget's): clean share 78.5% against the pool's 44.6%,
-    42 bad-source rows kept against 157 (the same under the second kernels); at keep 0.5 in session 5: 74%, 60
+    42 bad-source rows kept against 157 (the same under the second kernels); at keep 0.5: 74%, 60
     against 196. The bounds below leave margins of 13 points and of a factor 1.9."""
     from transformers import AutoModelForCausalLM
 

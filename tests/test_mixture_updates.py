@@ -74,7 +74,7 @@ def test_selector_updates_mixture_rounds_with_the_masked_probabilities_they_were
     policy = make(name, 3)
     settings = SelectionSettings(
         round_size=20, budget=120, max_reuse=2, smoothing=0.0, gradient_correction=False, round_mode="mixture",
-        fine_selection="random", reward="mean_idu",
+        fine_selection="random", reward="mean_idu", sample_filter="none", split_by_size=False,
     )  # fmt: skip
     state = LEADState(cluster)
     state.set_initial_scores(np.ones(120))

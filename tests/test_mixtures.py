@@ -169,6 +169,42 @@ def test_presets_differ_as_issue_12_asks():
         assert mixture.wrong_answer_rate > 0
 
 
+def test_near_misses_are_close_to_the_right_answer_in_the_tasks_format():
+    # Mixture (d): with no one-character corruption, every wrong answer (the tasks' and the bad source's) is one small
+    # edit of the right one, worked out from the prompt: a sum off by 1, 2 or 10; the sorted digits with one adjacent
+    # pair swapped; otherwise one character replaced by another of the same kind
+    train, _ = make_instruction_pool(mixture="near-miss-d", corrupt_rate=0.0, num_eval_per_family=1)
+    kinds = Counter()
+    for row in train:
+        prompt, answer = (m["content"] for m in row["messages"])
+        right = solve(prompt)
+        if not row["is_corrupted"]:
+            assert answer == right
+            continue
+        if prompt.lower().startswith("add"):
+            assert abs(int(answer) - int(right)) in (1, 2, 10)
+            kinds["add"] += 1
+        elif prompt.lower().startswith("sort") and len(set(right)) > 1:
+            i = next(i for i in range(len(right)) if answer[i] != right[i])
+            assert answer == right[:i] + right[i + 1] + right[i] + right[i + 2 :]
+            kinds["sort"] += 1
+        else:
+            assert len(answer) == len(right)
+            changed = [(a, b) for a, b in zip(answer, right) if a != b]
+            assert len(changed) == 1 and changed[0][0].isupper() == changed[0][1].isupper()
+            kinds["letters"] += 1
+    assert min(kinds.values()) > 50, kinds  # every kind of edit is there
+
+
+def test_pool_warm_up_is_part_of_the_warm_up_key():
+    from trl_lead.embedded import warmup_settings
+
+    default, on_pool = warmup_settings(steps=150), warmup_settings(steps=150, mixture="near-miss-d")
+    assert "mixture" not in default  # the embedded default's cache key (and its cached warm-ups) stay as they were
+    assert on_pool["mixture"] == "near-miss-d" and on_pool["pool_digest"] != default["pool_digest"]
+    assert MIXTURES["near-miss-d"].pool_warmup_steps > 0 and MIXTURES["conflict-a"].pool_warmup_steps == 0
+
+
 @pytest.mark.parametrize(
     "kwargs, field",
     [
@@ -186,6 +222,8 @@ def test_presets_differ_as_issue_12_asks():
             "bad_source_families",
         ),
         ({"family_weights": {"copy": 1.0}, "wrong_answer_rate": 0.1, "bad_source_weight": -1.0}, "bad_source_weight"),
+        ({"family_weights": {"copy": 1.0}, "wrong_answer_rate": 0.1, "wrong_answer_kind": "far"}, "wrong_answer_kind"),
+        ({"family_weights": {"copy": 1.0}, "wrong_answer_rate": 0.1, "pool_warmup_steps": -1}, "pool_warmup_steps"),
     ],
 )
 def test_bad_mixtures_are_refused(kwargs, field):

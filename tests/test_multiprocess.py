@@ -1,5 +1,6 @@
 """Two gloo ranks on CPU (`accelerate launch --multi_gpu --num_processes 2`, `use_cpu=True`) choose the same rounds as
-one process with the same global batch (DESIGN.md §4), and split the passes before the first step between them."""
+one process with the same global batch (docs/design.md, Distributed training), and split the passes before the first
+step between them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Properties every bandit policy in ``envs.policies`` must keep (DESIGN.md sec. 2)."""
+"""Properties every bandit policy in ``envs.policies`` must keep (docs/design.md, Policies)."""
 
 import json
 import math

@@ -39,7 +39,7 @@ TRUTH = dict(
 
 
 def _proxy_run(tmp_path, choice_seed: int) -> tuple[list[dict], np.ndarray, object]:
-    env = ProxyTraining(**TRUTH)
+    env = ProxyTraining(**TRUTH, preset="paper")  # the settings this test was worked out for
     env.reset(seed=0)
     rng = np.random.default_rng(choice_seed)
     done = False

@@ -51,7 +51,7 @@ def losses_after(trainer, step):
     return [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h and h["step"] > step]
 
 
-# Issue 12's stateful options together: the Boltzmann policy's averages, the quantile history, the filter's counts
+# The stateful options together: the Boltzmann policy's averages, the quantile history, the filter's counts
 MECHANISMS = dict(
     lead_policy="boltzmann",
     lead_reward="blend",

@@ -1,4 +1,4 @@
-"""The numpy round logic against hand-worked examples (DESIGN.md §1)."""
+"""The numpy round logic against hand-worked examples (docs/design.md, What LEAD computes)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from envs.policies import make_policy
 from trl_lead.selection import LEADState, RoundSelector, SelectionSettings, predicted_drop
+from trl_lead.settings import PRESETS
 
 # Asserts on trained models, statistics over seeds or float results: also run under the second kernels (README "Tests")
 pytestmark = pytest.mark.numerics
@@ -34,8 +35,9 @@ class FixedPolicy:
 
 
 def selector(cluster, policy=None, **settings):
-    # The paper's choices unless a test says otherwise (LEADConfig's defaults differ; see README "Results")
-    defaults = dict(round_size=2, budget=len(cluster), round_mode="single", fine_selection="top", reward="idu_drop")
+    # The paper's preset unless a test says otherwise (the default preset differs; see docs/results.md)
+    paper = {name: value for name, value in PRESETS["paper"].items() if name != "policy"}
+    defaults = dict(**paper, round_size=2, budget=len(cluster))
     defaults.update(settings)
     state = LEADState(np.asarray(cluster))
     return RoundSelector(state, policy or FixedPolicy(), SelectionSettings(**defaults), seed=0)
@@ -268,9 +270,20 @@ def test_mixture_round_splits_by_policy_probabilities_and_rewards_each_cluster()
     assert dict(updates) == {0: pytest.approx(0.0, abs=1e-12), 1: 1.0}
 
 
-def test_mixture_mode_requires_probabilities():
-    with pytest.raises(ValueError, match="probabilities"):
-        selector([0, 1], make_policy("ucb1"), round_mode="mixture")
+def test_mixture_mode_requires_probabilities_or_a_batched_round():
+    class SelectOnly:
+        def reset(self, num_arms, seed=None):
+            pass
+
+        def select(self, mask=None):
+            return 0
+
+        def update(self, arm, reward):
+            pass
+
+    with pytest.raises(ValueError, match=r"neither `probabilities\(mask\)` nor `allocate\(slots, mask\)`"):
+        selector([0, 1], SelectOnly(), round_mode="mixture")
+    selector([0, 1], make_policy("ucb1"), round_mode="mixture")  # ucb1's batched round splits it
 
 
 def test_first_visit_and_loss_drop_rewards():

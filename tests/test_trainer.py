@@ -259,8 +259,8 @@ def test_computed_ifd_clusters_reuse_the_initial_scoring_pass(tmp_path, pool, to
     )
     trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
     passes = []
-    score_pool = trainer._score_pool
-    trainer._score_pool = lambda: passes.append(1) or score_pool()
+    score_pool = trainer.score_pool
+    trainer.score_pool = lambda: passes.append(1) or score_pool()
     trainer.train()
     assert len(passes) == 1  # one scoring pass gives the initial IU and IFD's numerator
     state = trainer.lead_state

@@ -41,18 +41,6 @@ class DemoSettings:
     seed: int = 0
 
 
-#: The paper's choices, each spelled out, so that `--paper` stays the paper when LEADConfig's defaults move.
-PAPER_CHOICES = {
-    "lead_policy": "exp3s",
-    "lead_round_mode": "single",
-    "lead_fine_selection": "top",
-    "lead_reward": "idu_drop",
-    "lead_sample_filter": "none",
-    "lead_filter_groups": "clusters",
-    "lead_split_by_size": False,
-    "lead_budget_pace": 0.0,
-    "lead_reward_scaling": "minmax",
-}
 #: The pool the demo trains on by default: a mixture of `trl_lead.pool.MIXTURES` whose noise conflicts with the tasks,
 #: so a clean subset beats a random one ("none": the embedded default pool, where they tie).
 DEFAULT_DEMO_MIXTURE = "conflict-a"
@@ -105,7 +93,9 @@ def _step_bar(description: str):
     return StepBar()
 
 
-def _train_lead(base, settings: DemoSettings, output_dir: str, callbacks: list | None = None, **lead_kwargs):
+def _train_lead(
+    base, settings: DemoSettings, output_dir: str, callbacks: list | None = None, trainer_class=None, **lead_kwargs
+):
     from transformers import PrinterCallback
 
     from trl_lead import LEADConfig, LEADSFTTrainer
@@ -117,7 +107,7 @@ def _train_lead(base, settings: DemoSettings, output_dir: str, callbacks: list |
         lead_max_reuse=settings.max_reuse,
     )
     args = LEADConfig(**{**_training_args(settings, output_dir), **lead, **lead_kwargs})
-    trainer = LEADSFTTrainer(
+    trainer = (trainer_class or LEADSFTTrainer)(  # a subclass overriding the trainer's hooks
         model=_fresh(base),
         args=args,
         train_dataset=base.train_dataset,
@@ -367,7 +357,8 @@ def demo(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--paper",
         action="store_true",
-        help="the paper's choices: EXP3-S, single cluster, top IDU, IDU drop, no filter, min-max scaling, no pacing",
+        help="the paper's choices (LEADConfig(lead_preset='paper'): EXP3-S, single cluster, top IDU, IDU drop, "
+        "no filter, min-max scaling, no pacing)",
     )
     options = parser.parse_args(argv)
     if options.max_steps < 1:
@@ -408,13 +399,13 @@ def _demo(options) -> dict:
     print(f"      pool {options.mixture!r}: {len(pool)} samples, {clean.mean():.1%} clean, clusters by family: "
           f"{', '.join(names)}")  # fmt: skip
 
-    choices = PAPER_CHOICES if options.paper else {}
-    described = "the paper's choices" if options.paper else "LEADConfig's defaults"
+    preset = "paper" if options.paper else "default"
+    described = "the paper's choices" if options.paper else "LEADConfig's defaults"  # the two presets
     print(f"[2/4] LEAD ({described}): {settings.max_steps} steps, budget {settings.budget:.0%} of the pool")
     lead_dir = os.path.join(options.output_dir, "lead")
     if os.path.exists(os.path.join(lead_dir, "lead_rounds.jsonl")):
         os.remove(os.path.join(lead_dir, "lead_rounds.jsonl"))  # a rerun starts a fresh log
-    lead = _train_lead(base, settings, lead_dir, callbacks=[_step_bar("LEAD")], **choices)
+    lead = _train_lead(base, settings, lead_dir, callbacks=[_step_bar("LEAD")], lead_preset=preset)
     rounds = lead.lead_state.rounds
     print_round_table(rounds, lead.lead_state.cluster)
     budget_count = lead.lead_settings.budget
@@ -448,7 +439,7 @@ def _demo(options) -> dict:
             "lead_beats_pool": shares.lead_beats_pool,
             "lead_beats_equal_clusters": shares.lead_beats_equal_clusters,
         },
-        "settings": {**settings.__dict__, **choices},
+        "settings": {**settings.__dict__, "lead_preset": preset},
         "seconds": time.perf_counter() - started,
     }
     with atomic_write(os.path.join(options.output_dir, "summary.json")) as f:

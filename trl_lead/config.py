@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 from trl import SFTConfig
 
@@ -11,6 +13,8 @@ from .settings import (
     FILTER_GROUPS,
     FINE_SELECTIONS,
     INITIAL_SCORES,
+    PRESET_FIELDS,
+    PRESETS,
     REWARD_SCALINGS,
     REWARDS,
     ROUND_MODES,
@@ -21,6 +25,9 @@ from .settings import (
     check_filter_z,
 )
 
+CLUSTER_DEFAULTS = {"lead_clusters": "ifd", "lead_num_clusters": 7}
+"""How clusters are computed when no column is given (the defaults of `LEADConfig`'s fields)."""
+
 
 @dataclass
 class LEADConfig(SFTConfig):
@@ -29,16 +36,19 @@ class LEADConfig(SFTConfig):
 
     LEAD (Lin et al., arXiv 2505.07437) trains in rounds: a bandit policy picks a cluster of samples, the samples of
     highest Instance-level Dynamic Uncertainty (IDU) in it are trained on, and the round's result rewards the policy.
-    One round is one Trainer epoch of `lead_round_size` samples. The defaults are the paper's choices except those
-    this project's measurements overturned (README "Results"): `lead_round_mode="mixture"` (paper: `"single"`),
-    `lead_fine_selection="random"` (paper: `"top"`), `lead_reward="first_visit"` (paper: `"idu_drop"`) and a
-    small-loss filter the paper does not have (`lead_sample_filter="small_loss"` within groups of similar prompts,
-    keeping a share that follows the budget, with rounds split by each cluster's candidates). `trl-lead demo --paper`
-    runs the paper's choices.
+    One round is one Trainer epoch of `lead_round_size` samples. The selection settings come from one preset
+    (`trl_lead.settings.PRESETS`), each field set one by one overriding it: `lead_preset="default"` is what this
+    project's measurements chose (docs/results.md): mixture rounds, uniform choice inside a cluster, the first-visit
+    reward and a small-loss filter the paper does not have (within groups of similar prompts, keeping a share that
+    follows the budget, with rounds split by each cluster's candidates); `lead_preset="paper"` is the paper's choices
+    (`trl-lead demo --paper`). Below, "preset" gives a field's value under `"default"` and, where it differs, under
+    `"paper"`. A field set to a value that has no effect in its combination warns once, naming the field and why.
 
     Parameters:
         lead_enabled (`bool`, *optional*, defaults to `True`):
             `False` makes the trainer exactly `SFTTrainer`.
+        lead_preset (`str`, *optional*, defaults to `"default"`):
+            Named selection settings: `"default"` or `"paper"`; fields left unset take the preset's value.
         lead_cluster_column (`str`, *optional*):
             Dataset column holding each sample's cluster (int or str). When not set, clusters are computed
             (`lead_clusters`).
@@ -46,7 +56,7 @@ class LEADConfig(SFTConfig):
             How to cluster when no column is given: `"ifd"` (k-means on the IFD score, the paper) or `"embedding"`.
         lead_num_clusters (`int`, *optional*, defaults to `7`):
             Number of clusters when they are computed.
-        lead_policy (`str`, *optional*, defaults to `"exp3s"`):
+        lead_policy (`str`, *optional*, preset: `"exp3s"`):
             Bandit policy name for `trl_lead.policies.make_policy` (e.g. `"exp3s"`, the paper; `"boltzmann"`, a
             softmax over a moving average of rewards that moves within a few rounds); or pass `policy=` to the trainer.
         lead_policy_kwargs (`dict` or `str`, *optional*):
@@ -56,29 +66,30 @@ class LEADConfig(SFTConfig):
             Samples per round: a fraction of the pool when `< 1`, else a count.
         lead_budget (`float`, *optional*, defaults to `0.025`):
             Distinct samples selected in total: a fraction of the pool when `<= 1`, else a count.
-        lead_budget_pace (`float`, *optional*, defaults to `0.0`):
+        lead_budget_pace (`float`, *optional*, preset: `0.0`):
             Share of the run's rounds over which the budget's new samples are admitted evenly: the clusters of round
             `r` may bring the selected count up to `budget * (r + 1) / ceil(pace * rounds)`, the rest of the round
             revisits (a round revisits cannot fill takes new samples beyond the pace, so rounds stay full). Spreading
             them lets the policy's choices decide where the budget goes; at `0` (the paper's behaviour) the first
-            `budget / round_size` rounds spend it before the policy has learned anything. Measured: no gain at `0.5`
-            over `0` across the mixtures, a loss at `1.0` (README "Results").
-        lead_max_reuse (`int`, *optional*, defaults to `4`):
+            `budget / round_size` rounds spend it before the policy has learned anything (docs/results.md).
+        lead_max_reuse (`int`, *optional*, preset: `4`):
             Times one sample may be trained.
-        lead_smoothing (`float`, *optional*, defaults to `0.5`):
+        lead_smoothing (`float`, *optional*, preset: `0.5`):
             Weight `b` of the sample's history in the IDU recursion `IDU = (1 - b) * (IU - dL') + b * IDU_prev`.
-        lead_gradient_correction (`bool`, *optional*, defaults to `True`):
+        lead_gradient_correction (`bool`, *optional*, preset: `True`):
             Subtract the gradient-based estimate `dL'` of the loss drop caused by the round's updates.
-        lead_initial_score (`str`, *optional*, defaults to `"loss"`):
+        lead_initial_score (`str`, *optional*, preset: `"loss"`):
             `"loss"`: one scoring pass of the base model gives every sample its initial IU. `"none"`: no pass; unseen
             samples tie (and rank first) and ties break at random.
-        lead_round_mode (`str`, *optional*, defaults to `"mixture"`):
-            `"mixture"`: the round is split across clusters in proportion to the policy's arm probabilities.
-            `"single"`: one cluster per round (the paper).
-        lead_fine_selection (`str`, *optional*, defaults to `"random"`):
+        lead_round_mode (`str`, *optional*, preset: `"mixture"`, paper `"single"`):
+            `"mixture"`: the round is split across clusters in proportion to the policy's arm probabilities; a policy
+            without them (`ucb1`, `sw-ucb`, `d-ucb`, `thompson`, `greedy`) splits it by its batched round
+            (`allocate`: each policy's docstring in `trl_lead.policies` gives its rule). `"single"`: one cluster per
+            round (the paper).
+        lead_fine_selection (`str`, *optional*, preset: `"random"`, paper `"top"`):
             Choice inside a cluster: `"random"`, `"top"` (highest IDU, the paper) or `"sample"` (softmax over
             standardised IDU, without replacement).
-        lead_reward (`str`, *optional*, defaults to `"first_visit"`):
+        lead_reward (`str`, *optional*, preset: `"first_visit"`, paper `"idu_drop"`):
             Bandit reward: `"first_visit"` (drop of the mean IU of never-trained samples since the cluster's last
             round, a held-out estimate), `"idu_drop"` (the paper), `"mean_idu"`, `"loss_drop"` (mean IU drop of the
             round's samples since their first visit) or `"blend"` (`"first_visit"` while the cluster's round has
@@ -86,33 +97,31 @@ class LEADConfig(SFTConfig):
             `"heldout_gain"` (mean over the round's never-trained samples of their initial score minus their loss
             now: paired per sample, so it needs few samples; ~0 for a cluster training does not help, < 0 for one
             it hurts; no reward once the budget is spent). `"heldout_gain"` needs `lead_initial_score="loss"`.
-        lead_reward_scaling (`str`, *optional*, defaults to `"minmax"`):
+        lead_reward_scaling (`str`, *optional*, preset: `"minmax"`):
             How rewards are mapped to [-1, 1] for the policy: `"minmax"` (running min/max, the paper's code) or
             `"quantile"` (20th/80th percentiles of the last 1000 rewards, Graves et al. 2017).
-        lead_sample_filter (`str`, *optional*, defaults to `"small_loss"`):
+        lead_sample_filter (`str`, *optional*, preset: `"small_loss"`, paper `"none"`):
             `"loss_z"`: exclude from selection the never-trained samples whose initial score stands out from their
             cluster's by a robust z-score above `lead_filter_z`. `"small_loss"`: of the never-trained samples only
             the `lead_filter_keep` share of each comparison group (`lead_filter_groups`) with the lowest initial
             score may be selected (Co-teaching's small-loss rule: the high-loss part of answers to similar prompts
             holds most of the wrong answers); needs `lead_initial_score="loss"`. With either, `lead_filter_revisits`
             adds rules for trained samples. From losses already measured: no extra pass.
-        lead_filter_z (`float`, *optional*, defaults to `2.5`):
+        lead_filter_z (`float`, *optional*, preset: `2.5`):
             Threshold of `lead_sample_filter`, in robust standard deviations (1.4826 MAD).
-        lead_filter_revisits (`bool`, *optional*, defaults to `False`):
+        lead_filter_revisits (`bool`, *optional*, preset: `False`, paper `True`):
             Also keep trained samples out of later rounds when their first-visit loss stands out from their cluster's
             trained samples' by more than `lead_filter_z`, or their loss did not fall where their peers' did
-            (Swayamdipta et al.'s data maps, Pleiss et al.'s AUM). Measured: off beat on by 2.0 and 3.8 points at a
-            10% budget and tied at 25% (README "Results"): at a small budget the rounds revisit each sample many
-            times, and the exclusions narrow those revisits to fewer samples. No effect with
+            (Swayamdipta et al.'s data maps, Pleiss et al.'s AUM). Off by default: at a small budget the rounds
+            revisit each sample many times, and the exclusions narrow those revisits to fewer samples
+            (docs/results.md). No effect with
             `lead_sample_filter="none"`.
-        lead_filter_keep (`float`, *optional*):
+        lead_filter_keep (`float`, *optional*, preset: `not set`, paper `0.5`):
             Share of each comparison group's samples (see `lead_filter_groups`), lowest initial score first, that
             `lead_sample_filter="small_loss"` lets be selected for a first time. When not set, it follows the budget:
             `min(0.5, 1.6 * budget / pool size)` (0.16 at a 10% budget, 0.4 at 25%), so that the kept samples
-            outnumber the budget 1.6 to 1 and a small budget takes only the clearest answers (measured on the three
-            benchmark mixtures: 0.25 beat 0.5 by about 2 points at 10%, 0.16 tied 0.25 or beat it, and 0.4 beat 0.5
-            by 1.1 to 1.8 at 25%; README "Results").
-        lead_filter_groups (`str`, *optional*, defaults to `"prompts"`):
+            outnumber the budget 1.6 to 1 and a small budget takes only the clearest answers (docs/results.md).
+        lead_filter_groups (`str`, *optional*, preset: `"prompts"`, paper `"clusters"`):
             What `lead_sample_filter="small_loss"` compares a never-trained sample's initial score with: those of
             about 32 samples with the most similar prompts (`"prompts"`: k-means on the model's mean hidden state over
             each prompt, read from the scoring pass: no pass of its own), or its cluster's (`"clusters"`). With
@@ -121,7 +130,7 @@ class LEADConfig(SFTConfig):
             tokens) in every sample: on a pool where some sample has none (language-modeling rows, or
             `assistant_only_loss`/`completion_only_loss` off) the trainer warns and uses `"clusters"`. No effect
             unless `lead_sample_filter="small_loss"`.
-        lead_split_by_size (`bool`, *optional*, defaults to `True`):
+        lead_split_by_size (`bool`, *optional*, preset: `True`, paper `False`):
             Mixture rounds: weight each cluster's probability by the number of samples it can give (eligible, and
             kept by `lead_sample_filter`), so that where the policy is uniform a round samples those candidates evenly
             instead of the clusters (a cluster the filter mostly excludes gets a small share; large clusters are not
@@ -140,16 +149,28 @@ class LEADConfig(SFTConfig):
     """
 
     lead_enabled: bool = field(default=True, metadata={"help": "False makes the trainer exactly SFTTrainer."})
+    lead_preset: str = field(
+        default="default",
+        metadata={
+            "help": "Named selection settings: 'default' (what this project measured best) or 'paper' (the paper's "
+            "choices); lead_* fields set one by one override it.",
+            "choices": list(PRESETS),
+        },
+    )
     lead_cluster_column: str | None = field(
         default=None,
         metadata={"help": "Dataset column holding each sample's cluster (int or str). Computed when not set."},
     )
     lead_clusters: str = field(
-        default="ifd",
+        default=CLUSTER_DEFAULTS["lead_clusters"],
         metadata={"help": "How to cluster when no column is given.", "choices": list(CLUSTER_FEATURES)},
     )
-    lead_num_clusters: int = field(default=7, metadata={"help": "Number of clusters when they are computed."})
-    lead_policy: str = field(default="exp3s", metadata={"help": "Bandit policy name (trl_lead.policies.make_policy)."})
+    lead_num_clusters: int = field(
+        default=CLUSTER_DEFAULTS["lead_num_clusters"], metadata={"help": "Number of clusters when they are computed."}
+    )
+    lead_policy: str | None = field(
+        default=None, metadata={"help": "Bandit policy name (trl_lead.policies.make_policy). Preset: exp3s."}
+    )
     lead_policy_kwargs: dict | str | None = field(
         default=None,
         metadata={"help": "Keyword arguments of the policy, e.g. '{\"temperature\": 0.1}' for boltzmann (JSON)."},
@@ -161,49 +182,51 @@ class LEADConfig(SFTConfig):
         default=0.025,
         metadata={"help": "Distinct samples selected in total: a fraction of the pool when <= 1, else a count."},
     )
-    lead_budget_pace: float = field(
-        default=0.0,
+    lead_budget_pace: float | None = field(
+        default=None,
         metadata={
             "help": "Share of the run's rounds over which the budget's new samples are admitted evenly (0: asap)."
         },
     )
-    lead_max_reuse: int = field(default=4, metadata={"help": "Times one sample may be trained."})
-    lead_smoothing: float = field(default=0.5, metadata={"help": "Weight b of the history in the IDU recursion."})
-    lead_gradient_correction: bool = field(
-        default=True, metadata={"help": "Subtract the gradient-based estimate of the loss drop (False: ablation)."}
+    lead_max_reuse: int | None = field(default=None, metadata={"help": "Times one sample may be trained (preset: 4)."})
+    lead_smoothing: float | None = field(
+        default=None, metadata={"help": "Weight b of the history in the IDU recursion (preset: 0.5)."}
     )
-    lead_initial_score: str = field(
-        default="loss",
+    lead_gradient_correction: bool | None = field(
+        default=None, metadata={"help": "Subtract the gradient-based estimate of the loss drop (False: ablation)."}
+    )
+    lead_initial_score: str | None = field(
+        default=None,
         metadata={"help": "Initial IU of unseen samples: one scoring pass or none.", "choices": list(INITIAL_SCORES)},
     )
-    lead_round_mode: str = field(
-        default="mixture",
+    lead_round_mode: str | None = field(
+        default=None,
         metadata={"help": "A mixture of clusters per round, or one (the paper).", "choices": list(ROUND_MODES)},
     )
-    lead_fine_selection: str = field(
-        default="random",
+    lead_fine_selection: str | None = field(
+        default=None,
         metadata={"help": "Choice inside a cluster (the paper: top).", "choices": list(FINE_SELECTIONS)},
     )
-    lead_reward: str = field(
-        default="first_visit", metadata={"help": "Bandit reward (the paper: idu_drop).", "choices": list(REWARDS)}
+    lead_reward: str | None = field(
+        default=None, metadata={"help": "Bandit reward (the paper: idu_drop).", "choices": list(REWARDS)}
     )
-    lead_reward_scaling: str = field(
-        default="minmax",
+    lead_reward_scaling: str | None = field(
+        default=None,
         metadata={"help": "Reward to [-1, 1]: running min/max or quantiles.", "choices": list(REWARD_SCALINGS)},
     )
-    lead_sample_filter: str = field(
-        default="small_loss",
+    lead_sample_filter: str | None = field(
+        default=None,
         metadata={
-            "help": "Exclude samples whose loss stands out from their cluster's (robust z-score; small_loss: and "
-            "select only the lowest initial scores of a cluster).",
+            "help": "small_loss: select only the lowest initial scores of each comparison group; loss_z: exclude "
+            "samples whose initial score stands out from their cluster's (robust z-score); none.",
             "choices": list(SAMPLE_FILTERS),
         },
     )
-    lead_filter_z: float = field(
-        default=2.5, metadata={"help": "Threshold of lead_sample_filter, in robust standard deviations."}
+    lead_filter_z: float | None = field(
+        default=None, metadata={"help": "Threshold of lead_sample_filter, in robust standard deviations."}
     )
-    lead_filter_revisits: bool = field(
-        default=False,
+    lead_filter_revisits: bool | None = field(
+        default=None,
         metadata={
             "help": "Also exclude trained samples whose first-visit loss stands out from their cluster's, or whose "
             "loss did not fall where their peers' did."
@@ -216,16 +239,16 @@ class LEADConfig(SFTConfig):
             "(None: min(0.5, 1.6 * budget / pool size))."
         },
     )
-    lead_filter_groups: str = field(
-        default="prompts",
+    lead_filter_groups: str | None = field(
+        default=None,
         metadata={
             "help": "small_loss filter: compare initial scores within each cluster, or within groups of similar "
             "prompts.",
             "choices": list(FILTER_GROUPS),
         },
     )
-    lead_split_by_size: bool = field(
-        default=True,
+    lead_split_by_size: bool | None = field(
+        default=None,
         metadata={"help": "Mixture rounds: weight each cluster's probability by its eligible, filter-kept samples."},
     )
     lead_candidates: float | None = field(
@@ -243,7 +266,24 @@ class LEADConfig(SFTConfig):
 
     def __post_init__(self):
         super().__post_init__()  # reads a JSON string in `lead_policy_kwargs` into a dict
+        check_choice("lead_preset", self.lead_preset, tuple(PRESETS))
+        preset = PRESETS[self.lead_preset]
+        # the preset settings given a value other than the preset's (what a warning about a setting without effect
+        # names; a value equal to the preset's changes nothing, so a round trip through `to_dict` warns the same)
+        self.lead_overrides = {
+            name: getattr(self, f"lead_{name}")
+            for name in PRESET_FIELDS
+            if getattr(self, f"lead_{name}") is not None and getattr(self, f"lead_{name}") != preset[name]
+        }
+        for name in PRESET_FIELDS:
+            if getattr(self, f"lead_{name}") is None:
+                setattr(self, f"lead_{name}", preset[name])
         if not self.lead_enabled:
+            chosen = [f"lead_{name}" for name in self.lead_overrides] + [
+                name for name, default in CLUSTER_DEFAULTS.items() if getattr(self, name) != default
+            ]
+            if chosen:
+                warnings.warn(f"{chosen} have no effect: `lead_enabled=False` trains as SFTTrainer.", stacklevel=3)
             return
         choices = {
             "lead_clusters": CLUSTER_FEATURES,
@@ -313,5 +353,47 @@ class LEADConfig(SFTConfig):
                     f"{self.lead_policy!r}`: {error}. See the policy's docstring in `trl_lead.policies` for its "
                     "parameters."
                 ) from error
+        for message in self.settings_without_effect():
+            warnings.warn(message, stacklevel=3)
         if self.lead_seed is None:
             self.lead_seed = self.seed
+
+    def selection_choices(self) -> dict[str, Any]:
+        """The preset settings this config resolves to (`PRESET_FIELDS`, names without `lead_`)."""
+        return {name: getattr(self, f"lead_{name}") for name in PRESET_FIELDS}
+
+    def settings_without_effect(self) -> list[str]:
+        """One message per setting given a value (other than its preset's or default) that has no effect in this
+        combination, naming the field and why; `__post_init__` warns each once."""
+        chosen = set(self.lead_overrides)
+        filtering, small_loss = self.lead_sample_filter != "none", self.lead_sample_filter == "small_loss"
+        rules = {
+            # (no effect when, why)
+            "filter_z": (
+                not (self.lead_sample_filter == "loss_z" or (filtering and self.lead_filter_revisits)),
+                "the robust z-score threshold is used by `lead_sample_filter='loss_z'` and by `lead_filter_revisits`",
+            ),
+            "filter_keep": (not small_loss, "only `lead_sample_filter='small_loss'` keeps a share"),
+            "filter_groups": (not small_loss, "only `lead_sample_filter='small_loss'` compares within groups"),
+            "filter_revisits": (not filtering, "`lead_sample_filter='none'` filters nothing"),
+            "split_by_size": (self.lead_round_mode != "mixture", "only mixture rounds are split across clusters"),
+        }
+        messages = [
+            f"`lead_{name}={getattr(self, f'lead_{name}')!r}` has no effect: {why}."
+            for name, (without_effect, why) in rules.items()
+            if name in chosen and without_effect
+        ]
+        if self.lead_cluster_column is not None:
+            messages += [
+                f"`{name}={getattr(self, name)!r}` has no effect: clusters come from `lead_cluster_column="
+                f"{self.lead_cluster_column!r}`, not computed."
+                for name, default in CLUSTER_DEFAULTS.items()
+                if getattr(self, name) != default
+            ]
+        elif self.lead_initial_score == "none" and self.lead_clusters == "ifd":
+            messages.append(
+                "`lead_initial_score='none'` still runs the scoring pass: IFD clusters (`lead_clusters='ifd'`) are "
+                "computed from it. Its losses then cluster the pool and are not used as initial scores. To skip the "
+                "pass, give a `lead_cluster_column` or set `lead_clusters='embedding'`."
+            )
+        return messages

@@ -1,4 +1,4 @@
-"""The embedded default: an offline instruction pool, tokenizer and tiny Llama model (DESIGN.md §5).
+"""The embedded default: an offline instruction pool, tokenizer and tiny Llama model (docs/design.md).
 
 Nothing here touches the network. The pieces are:
 
@@ -267,6 +267,7 @@ def warmup_settings(
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_length: int = DEFAULT_MAX_LENGTH,
     model_kwargs: dict[str, int] | None = None,
+    mixture: str | None = None,
 ) -> dict[str, Any]:
     """The settings that define a warmed-up base model (and its cache key); see :func:`warmed_up_base`.
 
@@ -275,9 +276,13 @@ def warmup_settings(
     cache entry even if the version constant was not bumped.
     """
     pool_seed = seed if pool_seed is None else pool_seed
-    train, _ = make_instruction_pool(num_train=num_train, seed=pool_seed)  # exactly the pool the warm-up trains on
+    # exactly the pool the warm-up trains on
+    train, _ = make_instruction_pool(num_train=num_train, seed=pool_seed, mixture=mixture)
     tokenizer = build_tokenizer()
+    # the key is unchanged for the embedded default pool, so its cached warm-ups stay valid
+    pool = {} if mixture is None else {"mixture": mixture}
     return {
+        **pool,
         "embedded_version": EMBEDDED_VERSION,
         "steps": steps,
         "seed": seed,
@@ -341,7 +346,9 @@ def _train_warmup(settings: dict[str, Any], save_dir: Path, verbose: bool) -> di
     from trl import SFTConfig, SFTTrainer
 
     start = time.perf_counter()
-    train, _ = make_instruction_pool(num_train=settings["num_train"], seed=settings["pool_seed"])
+    train, _ = make_instruction_pool(
+        num_train=settings["num_train"], seed=settings["pool_seed"], mixture=settings.get("mixture")
+    )
     tokenizer = build_tokenizer()
     model = build_tiny_model(tokenizer, seed=settings["seed"], **settings["model_kwargs"])
     train = train.select_columns(["messages"])
@@ -391,6 +398,7 @@ def warmed_up_base(
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_length: int = DEFAULT_MAX_LENGTH,
     model_kwargs: dict[str, int] | None = None,
+    mixture: str | None = None,
     num_threads: int | None = DEFAULT_NUM_THREADS,
     verbose: bool = False,
 ) -> str:
@@ -423,6 +431,7 @@ def warmed_up_base(
     | ``batch_size`` | samples per optimizer step |
     | ``max_length`` | longest tokenized sample (the pool's are shorter) |
     | ``model_kwargs`` | overrides of :data:`DEFAULT_MODEL_KWARGS` passed to :func:`build_tiny_model` |
+    | ``mixture`` | warm up on this noisy pool (a name in :data:`trl_lead.pool.MIXTURES`) instead of the default |
     | ``num_threads`` | torch threads while training (restored after; ``None``: leave as is); not part of the key |
     | ``verbose`` | show the Trainer's loss logs and the progress bars while building |
 
@@ -440,6 +449,7 @@ def warmed_up_base(
         batch_size=batch_size,
         max_length=max_length,
         model_kwargs=model_kwargs,
+        mixture=mixture,
     )
     final = cache_dir_path(cache_dir) / f"warmup-{_fingerprint(settings)}"
     if (final / _WARMUP_MARKER).is_file():
@@ -607,6 +617,7 @@ def load_embedded_default(
     warmup_steps: int = DEFAULT_WARMUP_STEPS,
     num_train: int = DEFAULT_NUM_TRAIN,
     num_eval_per_family: int = DEFAULT_NUM_EVAL_PER_FAMILY,
+    mixture: str | None = None,
 ) -> EmbeddedDefault:
     """Load (building and caching it if needed) the warmed-up model, its tokenizer and the matching pool.
 
@@ -617,9 +628,12 @@ def load_embedded_default(
     | ``warmup_steps`` | optimizer steps of the warm-up |
     | ``num_train`` | size of the training pool |
     | ``num_eval_per_family`` | held-out rows per family |
+    | ``mixture`` | a name in :data:`trl_lead.pool.MIXTURES`: the model is warmed up on that pool, which is returned |
     """
-    path = warmed_up_base(cache_dir, steps=warmup_steps, seed=seed, num_train=num_train)
-    train, evaluation = make_instruction_pool(num_train=num_train, num_eval_per_family=num_eval_per_family, seed=seed)
+    path = warmed_up_base(cache_dir, steps=warmup_steps, seed=seed, num_train=num_train, mixture=mixture)
+    train, evaluation = make_instruction_pool(
+        num_train=num_train, num_eval_per_family=num_eval_per_family, seed=seed, mixture=mixture
+    )
     model = LlamaForCausalLM.from_pretrained(path)
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     return EmbeddedDefault(model, tokenizer, train, evaluation, path)

@@ -49,7 +49,10 @@ class Policy(Protocol):
     Optional members, used where present:
 
     * ``probabilities(mask=None) -> np.ndarray``: the exact distribution ``select`` draws from. LEAD's ``"mixture"``
-      rounds need it (they split a round by it).
+      rounds split a round by it.
+    * ``allocate(slots, mask=None) -> np.ndarray``: a batched round, the number of the round's ``slots`` each arm gets
+      with the round's feedback after it (every policy here has one; each docstring gives its rule). A ``"mixture"``
+      round of a policy without ``probabilities`` is split by these shares.
     * ``update_mixture(rewards, probabilities)``: the rewards of one mixture round (``{arm: reward}`` for the arms the
       round trained) with the probabilities the round was drawn from. Without it a mixture round calls
       ``update(arm, reward)`` once per arm.
@@ -103,6 +106,17 @@ class _BasePolicy(ABC):
 
     @abstractmethod
     def update(self, arm: int, reward: float) -> None: ...
+
+    def allocate(self, slots: int, mask: np.ndarray | None = None) -> np.ndarray:
+        """A batched round: how many of ``slots`` pulls each arm gets when the feedback comes after the round.
+
+        ``slots`` successive ``select`` calls with no ``update`` between them (nothing is learned within the round).
+        Policies with a cheaper rule of the same distribution override it."""
+        mask = self._mask(mask)
+        counts = np.zeros(self.num_arms, dtype=np.int64)
+        for _ in range(int(slots)):
+            counts[self.select(mask)] += 1
+        return counts
 
     def update_mixture(self, rewards: Mapping[int, float], probabilities: np.ndarray) -> None:
         """Rewards of one mixture round (``{arm: reward}``), whose arms were drawn from ``probabilities``.
@@ -404,6 +418,12 @@ class UCB1(_SampleMeanPolicy):
 
     Each allowed arm is played once first, then the arm with the highest index (ties at random). Logarithmic regret
     is proven for rewards in [0, 1]; for a range of width R scale c by R^2.
+
+    Batched round (``allocate``; LEAD's mixture rounds): successive ``select`` calls with the round's feedback after
+    it, UCB under delayed feedback (Joulani, Gyorgy & Szepesvari 2013, "Online learning under delayed feedback",
+    ICML: the base policy runs on the feedback received so far). The index does not move within the round, so the
+    arm of highest index takes every slot; never-played allowed arms tie first and share the slots at random (the
+    first round spreads over them). SW-UCB and D-UCB do the same with their own index.
     """
 
     name = "ucb1"
@@ -526,6 +546,10 @@ class Greedy(_SampleMeanPolicy):
 
     No parameters. The no-exploration baseline (Sutton & Barto 2018, Sec. 2.2): it can lock on a bad arm forever,
     which is what the benchmarks should show. Any reward range.
+
+    Batched round (``allocate``; LEAD's mixture rounds): successive ``select`` calls with the round's feedback after
+    it (as UCB1's): the arm of highest mean takes every slot; never-played allowed arms tie first and share the slots
+    at random.
     """
 
     name = "greedy"
@@ -597,6 +621,10 @@ class ThompsonSampling(_SampleMeanPolicy):
 
     mu_i = (sum of arm i's rewards) / (n_i + 1), i.e. a N(0, sigma^2) prior per arm; the arm with the largest sample
     is played. Not a ``probabilities`` policy: its distribution over arms has no closed form.
+
+    Batched round (``allocate``; LEAD's mixture rounds): one posterior draw per slot, each slot to the arm of the
+    largest sample, with the round's feedback after it (batched Thompson sampling: Kalkanli & Ozgur 2021, "Batched
+    Thompson sampling", NeurIPS). An arm's expected share of the round is its posterior probability of being best.
     """
 
     name = "thompson"
@@ -608,13 +636,21 @@ class ThompsonSampling(_SampleMeanPolicy):
         self.sigma = float(sigma)
 
     def select(self, mask: np.ndarray | None = None) -> int:
-        mask = self._mask(mask)
-        z = self.rng.standard_normal(self.num_arms)
+        return int(self._best_of_draws(self._mask(mask), 1)[0])
+
+    def allocate(self, slots: int, mask: np.ndarray | None = None) -> np.ndarray:
+        """One posterior draw per slot (the same draws as ``slots`` successive ``select`` calls)."""
+        best = self._best_of_draws(self._mask(mask), int(slots))
+        return np.bincount(best, minlength=self.num_arms).astype(np.int64)
+
+    def _best_of_draws(self, mask: np.ndarray | None, draws: int) -> np.ndarray:
+        """The arm of the largest posterior sample, for each of ``draws`` independent draws."""
+        z = self.rng.standard_normal((draws, self.num_arms))
         n = self.counts + 1.0
-        theta = self.sums / n + self.sigma / np.sqrt(n) * z  # a draw of each arm's posterior
+        theta = self.sums / n + self.sigma / np.sqrt(n) * z  # a draw of each arm's posterior, per row
         if mask is not None:
-            theta[~mask] = -np.inf
-        return int(theta.argmax())
+            theta[:, ~mask] = -np.inf
+        return theta.argmax(axis=1)
 
 
 class Uniform(_BasePolicy):

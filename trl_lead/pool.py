@@ -54,6 +54,8 @@ DEFAULT_NEAR_DUPLICATE_RATE = 0.1
 #: Family name and ``family_id`` of a mixture's bad source (see :class:`Mixture`): the id after the families' own.
 BAD_SOURCE = "bad_source"
 BAD_SOURCE_ID = len(FAMILIES)
+#: How a mixture's wrong answers are made (see :class:`Mixture`)
+WRONG_ANSWER_KINDS: tuple[str, ...] = ("other_prompt", "near_miss")
 #: Held-out items per family that the benchmarks use with the :data:`MIXTURES` (``lookup`` holds out at most 120).
 MIXTURE_NUM_EVAL_PER_FAMILY = 200
 
@@ -64,7 +66,7 @@ class Mixture:
 
     A selector can only gain where the noise costs the model something. Random answers to prompts of their own (the
     ``noise`` family) cost little beyond the steps they take; wrong answers to a task's own prompts pull the model
-    away from the right answer (README "Results"). :func:`make_instruction_pool` with ``mixture=`` builds such a pool.
+    away from the right answer (docs/results.md). :func:`make_instruction_pool` with ``mixture=`` builds such a pool.
 
     | Field | Meaning |
     |---|---|
@@ -72,12 +74,18 @@ class Mixture:
     | ``wrong_answer_rate`` | share of each learnable family's rows given another prompt's (wrong) answer |
     | ``bad_source_families`` | the families whose prompts the bad source repeats (learnable ones only) |
     | ``bad_source_weight`` | relative size of the bad source, on the scale of ``family_weights`` (0: none) |
+    | ``wrong_answer_kind`` | ``"other_prompt"``: another prompt's answer (far from the right one); |
+    |  | ``"near_miss"``: the right answer slightly off, in the task's format (:func:`near_miss`); both sources |
+    | ``pool_warmup_steps`` | > 0: the benchmarks' base model is warmed up for this many steps on this noisy pool |
+    |  | itself, as a user's base would have seen its data; 0: on the embedded default pool |
     """
 
     family_weights: dict[str, float]
     wrong_answer_rate: float
     bad_source_families: tuple[str, ...] = ()
     bad_source_weight: float = 0.0
+    wrong_answer_kind: str = "other_prompt"
+    pool_warmup_steps: int = 0
 
     def __post_init__(self):
         unknown = [f for f in self.family_weights if f not in FAMILIES]
@@ -87,6 +95,12 @@ class Mixture:
             raise ValueError("Mixture.family_weights must name at least one family, each with a weight > 0")
         if not 0.0 <= self.wrong_answer_rate < 1.0:
             raise ValueError(f"Mixture.wrong_answer_rate={self.wrong_answer_rate} must be in [0, 1)")
+        if self.wrong_answer_kind not in WRONG_ANSWER_KINDS:
+            raise ValueError(
+                f"Mixture.wrong_answer_kind={self.wrong_answer_kind!r}; choose one of {WRONG_ANSWER_KINDS}"
+            )
+        if self.pool_warmup_steps < 0:
+            raise ValueError(f"Mixture.pool_warmup_steps={self.pool_warmup_steps} must be >= 0")
         if self.bad_source_weight < 0:
             raise ValueError(f"Mixture.bad_source_weight={self.bad_source_weight} must be >= 0")
         bad = self.bad_source_families
@@ -106,7 +120,7 @@ class Mixture:
         return weights
 
 
-#: Named pools with headroom for a selector (issue 12's mixtures (a) and (c); (b) is (a) with computed clusters).
+#: Named pools with headroom for a selector (docs/results.md: mixtures (a), (c), (d); (b) is (a), clusters computed).
 MIXTURES: dict[str, Mixture] = {
     # (a) the default families and sizes; wrong answers to 30% of every task's rows; a bad source repeating the
     # prompts of five tasks with wrong answers, 20% of the pool
@@ -131,6 +145,17 @@ MIXTURES: dict[str, Mixture] = {
         wrong_answer_rate=0.2,
         bad_source_families=("reverse", "sort", "add", "lookup"),
         bad_source_weight=3.0,
+    ),
+    # (d) where the base model's loss cannot tell right from wrong: four tasks whose wrong answers (30%) are near
+    # misses in the task's own format, a bad source of one task's prompts with near-miss answers, no noise family,
+    # and a base warmed up on this noisy pool itself
+    "near-miss-d": Mixture(
+        family_weights={"format": 1.0, "reverse": 1.0, "sort": 1.0, "add": 1.5},
+        wrong_answer_rate=0.3,
+        bad_source_families=("reverse",),
+        bad_source_weight=1.0,
+        wrong_answer_kind="near_miss",
+        pool_warmup_steps=150,  # brief: the base's loss separates right from wrong in one task only
     ),
 }
 
@@ -294,6 +319,25 @@ def _wrong_answer(family: str, key: tuple[Any, ...], rng: random.Random) -> str:
             return answer
 
 
+def near_miss(family: str, right: str, rng: random.Random) -> str:
+    """A wrong answer close to ``right`` in the task's own format: a sum off by 1, 2 or 10, a sorted string with two
+    adjacent different digits swapped, otherwise one character replaced by another of the same kind."""
+    if family == "add":
+        return str(int(right) + rng.choice([d for d in (-10, -2, -1, 1, 2, 10) if int(right) + d >= 0]))
+    if family == "sort":
+        swaps = [i for i in range(len(right) - 1) if right[i] != right[i + 1]]
+        if swaps:
+            i = rng.choice(swaps)
+            return right[:i] + right[i + 1] + right[i] + right[i + 2 :]
+    return _corrupt(right, rng)
+
+
+def _mixture_wrong_answer(spec: Mixture, family: str, key: tuple[Any, ...], rng: random.Random) -> str:
+    if spec.wrong_answer_kind == "near_miss":
+        return near_miss(family, _render(family, key, rng)[1], rng)
+    return _wrong_answer(family, key, rng)
+
+
 def _resolve_mixture(mixture: str | Mixture | None) -> Mixture | None:
     if mixture is None or isinstance(mixture, Mixture):
         return mixture
@@ -321,8 +365,9 @@ def make_instruction_pool(
 
     With ``mixture`` (a :class:`Mixture` or the name of one in :data:`MIXTURES`) the families and their sizes are the
     mixture's, and the noise conflicts with the tasks: in every family but ``noise``, exactly
-    ``round(wrong_answer_rate * size)`` further rows (never one already corrupted) get the answer of another prompt
-    of the same family, and a bad source (family :data:`BAD_SOURCE`, ``family_id`` :data:`BAD_SOURCE_ID`) repeats
+    ``round(wrong_answer_rate * size)`` further rows (never one already corrupted) get a wrong answer of the
+    mixture's ``wrong_answer_kind`` (another prompt's answer, or a near miss), and a bad source (family
+    :data:`BAD_SOURCE`, ``family_id`` :data:`BAD_SOURCE_ID`) repeats
     prompts of the training rows of ``bad_source_families`` (in turn) with such wrong answers. For ``lookup`` at most
     120 items are held out. Without ``mixture`` the pool is exactly the one this function always generated.
 
@@ -417,7 +462,7 @@ def make_instruction_pool(
                 wrong_rng = random.Random(f"{seed}-wrong-{family_id}")
                 clean = [i for i, row in enumerate(rows) if not row["is_corrupted"]]
                 for index in wrong_rng.sample(clean, round(spec.wrong_answer_rate * size)):
-                    rows[index]["messages"][1]["content"] = _wrong_answer(family, keys[index], wrong_rng)
+                    rows[index]["messages"][1]["content"] = _mixture_wrong_answer(spec, family, keys[index], wrong_rng)
                     rows[index]["is_corrupted"] = True
         train_rows.extend(rows)
 
@@ -426,7 +471,8 @@ def make_instruction_pool(
         for index in range(sizes[BAD_SOURCE]):
             family = spec.bad_source_families[index % len(spec.bad_source_families)]
             instruction, key = bad_rng.choice(prompts[family])
-            train_rows.append(_row(BAD_SOURCE, instruction, _wrong_answer(family, key, bad_rng), True, False))
+            wrong = _mixture_wrong_answer(spec, family, key, bad_rng)
+            train_rows.append(_row(BAD_SOURCE, instruction, wrong, True, False))
 
     random.Random(f"{seed}-shuffle").shuffle(train_rows)
     return datasets.Dataset.from_list(train_rows), datasets.Dataset.from_list(eval_rows)

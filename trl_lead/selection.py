@@ -1,7 +1,7 @@
 """LEAD's round logic in numpy: IDU recursion, coarse (cluster) and fine (sample) selection, budget, rewards.
 
 Shared by `LEADSFTTrainer` and the `ProxyTraining` environment, so it imports no torch. The algorithm is the one of
-DESIGN.md §1; one round is:
+docs/design.md (What LEAD computes); one round is:
 
 1. `RoundSelector.plan_round()`: the policy picks a cluster (or a mixture), the fine rule picks samples among the
    eligible ones (reuse cap, budget; with `budget_pace_rounds`, new samples at the pace's rate and the rest of the
@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from .settings import SelectionSettings, check_budget, check_policy
+from .settings import SelectionSettings, auto_filter_keep, check_budget, check_policy
 
 
 def predicted_drop(eta: float, d_prev: float, d_k: float | None, cos_phi: float) -> tuple[float, float]:
-    """Gradient-based estimate `dL'` of a cluster's loss drop, and the `beta*` it uses (DESIGN.md §1).
+    """Gradient-based estimate `dL'` of a cluster's loss drop, and the `beta*` it uses (docs/design.md).
 
     `dL' = eta * ||beta u + (1 - beta) v||^2` with `||u||^2 = d_k`, `||v||^2 = d_prev`, `<u, v> = sqrt(d_k d_prev)
     cos(phi)`, at the `beta*` that minimises it (clipped to [0, 1]; 0/0 -> 1). Without `d_k` (the cluster's first
@@ -131,7 +131,7 @@ def loss_z_excluded(
       With `keep` (the `"small_loss"` filter) the rule is stricter: an unseen sample is excluded unless its initial
       score is among the lowest `keep` share of every member's (all members, so the cut does not move as the
       cluster is used up; a NaN score is never excluded). On generated pools with 20-35% wrong answers to a task's
-      own prompts, the lower half of a task by the warmed-up model's loss holds 0-9% of them (README "Results").
+      own prompts, the lower part of a task by the warmed-up model's loss holds few of them (docs/results.md).
       Where the state has comparison groups (`LEADState.set_filter_groups`), the cut is that of the sample's group
       instead of its cluster's.
     * trained (these two rules only with `trained=True`: `lead_filter_revisits`): its first-visit IU against the
@@ -190,6 +190,42 @@ def draw_candidates(count: int, pool_size: int, seed: int, clusters: np.ndarray 
     return np.sort(np.concatenate(picked))
 
 
+def round_distribution(policy: Any, mask: np.ndarray, slots: int) -> np.ndarray:
+    """The arm distribution a mixture round is split by: the policy's `probabilities(mask)`, or for a policy without
+    them its batched round, the share of the round's `slots` each arm gets from `allocate(slots, mask)` (each
+    policy's docstring gives its rule)."""
+    if callable(getattr(policy, "probabilities", None)):
+        return np.asarray(policy.probabilities(mask), dtype=np.float64)
+    counts = np.asarray(policy.allocate(slots, mask), dtype=np.float64)
+    return counts / counts.sum()
+
+
+def give_rewards(
+    policy: Any,
+    rewards: dict[int, float],
+    probabilities: list[float] | np.ndarray | None,
+    normalizer: RewardNormalizer | QuantileNormalizer | None,
+    mixture: bool,
+) -> None:
+    """Give a round's measured rewards (`{arm: reward}`) to the policy, as the trainer does.
+
+    Each reward is normalised by `normalizer` (None: passed as it is) unless the policy normalises them itself. A
+    mixture round's arms were all drawn from one distribution, `probabilities` (`round_distribution`): they go to the
+    policy together with it (`update_mixture`, where it has one), so importance weights divide by the probabilities
+    the round was drawn from; otherwise `update(arm, reward)` once per arm. An arm whose reward could not be measured
+    is not in `rewards`.
+    """
+    if normalizer is not None and not getattr(policy, "normalizes_rewards", False):
+        rewards = {arm: normalizer(reward) for arm, reward in rewards.items()}
+    update_mixture = getattr(policy, "update_mixture", None)
+    if mixture and callable(update_mixture):
+        if rewards:
+            update_mixture(rewards, np.asarray(probabilities, dtype=np.float64))
+        return
+    for arm, reward in rewards.items():
+        policy.update(arm, reward)
+
+
 @dataclass
 class PlannedRound:
     """One round's plan: which samples, from which cluster, and why."""
@@ -204,7 +240,7 @@ class PlannedRound:
 
 
 class LEADState:
-    """Per-sample selection state of a pool of N samples (DESIGN.md §2: `trainer.lead_state`).
+    """Per-sample selection state of a pool of N samples (docs/design.md, Selection state: `trainer.lead_state`).
 
     Arrays (length N): `iu` last instantaneous loss (NaN = never observed), `idu` dynamic uncertainty (NaN = never
     observed), `first_iu` the IU at a sample's first training, `use_count`, `cluster`. Per cluster: `cluster_drop`
@@ -253,6 +289,14 @@ class LEADState:
         self.initial_iu = losses.copy()
         self._cuts = None
         self.version += 1
+
+    def set_idu(self, values: np.ndarray) -> None:
+        """Replace every sample's IDU (e.g. with fresh scores of the current model; NaN: never observed)."""
+        values = np.asarray(values, dtype=np.float32)
+        if values.shape != self.idu.shape:
+            raise ValueError(f"Expected {len(self)} IDU values, got shape {values.shape}.")
+        self.idu[:] = values
+        self.version += 1  # selectors rebuild their per-cluster caches
 
     def set_filter_groups(self, groups: np.ndarray) -> None:
         """Comparison groups of the small-loss filter, one label (>= 0) per sample: a never-trained sample may be
@@ -326,6 +370,12 @@ class RoundSelector:
         self._synced = -1  # the state version the per-cluster caches were built for
         check_budget(self.settings.budget, len(self.state))
         check_policy(self.policy, self.settings.round_mode)
+
+    @property
+    def cluster_members(self) -> list[np.ndarray]:
+        """Each cluster's sample ids (the selector's own index: read it, do not modify it)."""
+        self._sync()
+        return self._members
 
     # ----- per-cluster caches ------------------------------------------------------------------------------------
     def _sync(self) -> None:
@@ -414,7 +464,9 @@ class RoundSelector:
     def _filter_excludes(self, members: np.ndarray) -> np.ndarray:
         """`lead_sample_filter` over one cluster's `members`: True for each member it excludes."""
         s = self.settings
-        keep = s.filter_keep if s.sample_filter == "small_loss" else None
+        keep = None
+        if s.sample_filter == "small_loss":
+            keep = s.filter_keep if s.filter_keep is not None else auto_filter_keep(s.budget, len(self.state))
         return loss_z_excluded(self.state, members, s.filter_z, keep, s.filter_revisits)
 
     # ----- fine selection -----------------------------------------------------------------------------------------
@@ -498,7 +550,7 @@ class RoundSelector:
             if callable(getattr(self.policy, "probabilities", None)):
                 probabilities = [float(p) for p in self.policy.probabilities(mask)]
         else:
-            p = np.asarray(self.policy.probabilities(mask), dtype=np.float64)
+            p = round_distribution(self.policy, mask, s.round_size)
             probabilities = [float(x) for x in p]
             if s.split_by_size:
                 # each cluster's probability times the samples it can give: the round samples the candidates evenly
@@ -640,21 +692,9 @@ class RoundSelector:
         return record
 
     def _reward_policy(self, planned: PlannedRound, rewards: dict[int, float]) -> None:
-        """Give the policy the round's rewards (normalised unless it normalises them itself).
-
-        An arm whose reward could not be measured is left out. A mixture round's arms were all drawn from one
-        distribution, `planned.probabilities`: they go to the policy together with it (`update_mixture`), so
-        importance weights divide by the probabilities the round was drawn from.
-        """
-        if not getattr(self.policy, "normalizes_rewards", False):
-            rewards = {arm: self.normalizer(reward) for arm, reward in rewards.items()}
-        update_mixture = getattr(self.policy, "update_mixture", None)
-        if self.settings.round_mode == "mixture" and callable(update_mixture):
-            if rewards:
-                update_mixture(rewards, np.asarray(planned.probabilities, dtype=np.float64))
-            return
-        for arm, reward in rewards.items():
-            self.policy.update(arm, reward)
+        """Give the policy the round's rewards (`give_rewards`)."""
+        mixture = self.settings.round_mode == "mixture"
+        give_rewards(self.policy, rewards, planned.probabilities, self.normalizer, mixture)
 
     def _update_caches(self, clusters, use_before, idu_before, idu_after) -> None:
         k, cap = self.state.num_clusters, self.settings.max_reuse

@@ -1,7 +1,8 @@
 """LEAD's selection settings in one place: their choices, sizes as sample counts, and the checks between them.
 
-Used by `LEADConfig` (its `lead_*` fields), `LEADSFTTrainer`, `RoundSelector` and the `ProxyTraining` environment.
-Plain Python: importing it imports neither torch nor numpy.
+Used by `LEADConfig` (its `lead_*` fields), `LEADSFTTrainer`, `RoundSelector`, the `ProxyTraining` and `LiveTraining`
+environments and the benchmarks: `PRESETS` is the one source of the selection's defaults. Plain Python: importing it
+imports neither torch nor numpy.
 """
 
 from __future__ import annotations
@@ -25,6 +26,65 @@ REWARD_SCALINGS = ("minmax", "quantile")
 INITIAL_SCORES = ("loss", "none")
 CLUSTER_FEATURES = ("ifd", "embedding")
 """What computed clusters group (`lead_clusters`): IFD scores or embeddings (`compute_clusters(how=...)`)."""
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # What this project's measurements chose (docs/results.md): mixture rounds, uniform choice inside a cluster, the
+    # first-visit reward, and the small-loss filter within groups of similar prompts with rounds split by size
+    "default": {
+        "policy": "exp3s",
+        "round_mode": "mixture",
+        "fine_selection": "random",
+        "reward": "first_visit",
+        "reward_scaling": "minmax",
+        "sample_filter": "small_loss",
+        "filter_z": 2.5,
+        "filter_keep": None,  # follows the budget: `auto_filter_keep`
+        "filter_groups": "prompts",
+        "filter_revisits": False,
+        "split_by_size": True,
+        "budget_pace": 0.0,
+        "max_reuse": 4,
+        "smoothing": 0.5,
+        "gradient_correction": True,
+        "initial_score": "loss",
+    },
+    # Lin et al. (arXiv 2505.07437): EXP3-S over one cluster per round, the highest IDU inside it, the IDU drop as
+    # reward, min-max reward scaling, no filter. The filter's settings have no effect without a filter; they are those
+    # `benchmarks/selection.py`'s paper rows were measured with.
+    "paper": {
+        "policy": "exp3s",
+        "round_mode": "single",
+        "fine_selection": "top",
+        "reward": "idu_drop",
+        "reward_scaling": "minmax",
+        "sample_filter": "none",
+        "filter_z": 2.5,
+        "filter_keep": 0.5,
+        "filter_groups": "clusters",
+        "filter_revisits": True,
+        "split_by_size": False,
+        "budget_pace": 0.0,
+        "max_reuse": 4,
+        "smoothing": 0.5,
+        "gradient_correction": True,
+        "initial_score": "loss",
+    },
+}
+"""Named sets of selection settings (`LEADConfig(lead_preset=...)`, each key a `lead_*` field without its prefix):
+`"default"` follows the evidence, `"paper"` is the paper's choices. Fields set one by one override their preset."""
+
+PRESET_FIELDS = tuple(PRESETS["default"])
+"""The settings a preset fixes (`LEADConfig`'s `lead_<name>` fields)."""
+
+
+def preset_settings(name: str, **overrides: Any) -> dict[str, Any]:
+    """The settings of preset `name` (see `PRESETS`), with `overrides` (names without `lead_`; None: the preset's)."""
+    check_choice("lead_preset", name, tuple(PRESETS))
+    unknown = sorted(set(overrides) - set(PRESET_FIELDS))
+    if unknown:
+        raise ValueError(f"{unknown} are not preset settings; the settings a preset fixes are {list(PRESET_FIELDS)}.")
+    return {**PRESETS[name], **{key: value for key, value in overrides.items() if value is not None}}
 
 
 def check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:
@@ -54,7 +114,7 @@ def check_filter_keep(value: float, name: str = "lead_filter_keep") -> None:
 def auto_filter_keep(budget: int, pool_size: int) -> float:
     """`lead_filter_keep` when not set: `min(0.5, 1.6 * budget / pool_size)`, so that the samples the small-loss filter
     keeps outnumber the budget 1.6 to 1 (0.16 at a 10% budget, 0.4 at 25%, 0.5 from 31.25%): the smaller the budget,
-    the clearer the answers it takes. Measured on the benchmark mixtures (README "Results")."""
+    the clearer the answers it takes. Measured on the benchmark mixtures (docs/results.md)."""
     return min(0.5, 8 * budget / (5 * pool_size))  # 1.6 as a ratio of integers: 0.16 and 0.4 exactly as written
 
 
@@ -99,38 +159,53 @@ def resolve_sizes(round_size: float, budget: float, pool_size: int, prefix: str 
 
 
 def check_policy(policy: Any, round_mode: str) -> None:
-    """The policy has what a round calls: `select`, `update`, `reset`, and `probabilities(mask)` in mixture rounds."""
+    """The policy has what a round calls: `select`, `update`, `reset`, and in mixture rounds `probabilities(mask)` or
+    a batched round `allocate(slots, mask)`."""
     missing = [method for method in ("select", "update", "reset") if not callable(getattr(policy, method, None))]
     if missing:
         raise ValueError(f"`policy` lacks {missing}; it must follow `trl_lead.policies.Policy`.")
-    if round_mode == "mixture" and not callable(getattr(policy, "probabilities", None)):
+    splits = [method for method in ("probabilities", "allocate") if callable(getattr(policy, method, None))]
+    if round_mode == "mixture" and not splits:
         raise ValueError(
-            f"`lead_round_mode='mixture'` splits a round by the policy's arm probabilities, and "
-            f"{type(policy).__name__} has no `probabilities(mask)`; use a policy that has one (exp3, exp3s, "
-            "boltzmann, epsilon-greedy, uniform) or `lead_round_mode='single'`."
+            f"`lead_round_mode='mixture'` splits a round by the policy's arm probabilities or its batched round, and "
+            f"{type(policy).__name__} has neither `probabilities(mask)` nor `allocate(slots, mask)`; add one (see "
+            "`trl_lead.policies.Policy`) or use `lead_round_mode='single'`."
         )
+
+
+_DEFAULT = PRESETS["default"]
 
 
 @dataclass
 class SelectionSettings:
-    """The numpy side of `LEADConfig`'s `lead_*` fields, with sizes already resolved to counts."""
+    """The numpy side of `LEADConfig`'s `lead_*` fields, with sizes already resolved to counts.
+
+    Every choice defaults to the `"default"` preset; `SelectionSettings.for_pool` builds one from a preset, a pool
+    size and sizes given as fractions or counts, as the trainer and the environments do. `filter_keep=None` follows
+    the budget (`auto_filter_keep`); `budget_pace_rounds` is `budget_pace` resolved over a run's rounds (what the
+    selector uses; `budget_pace` itself is kept for reference). `initial_score` and `filter_groups` are read by
+    whoever scores the pool and groups the prompts (the trainer, the proxy), not by the selector.
+    """
 
     round_size: int
     budget: int
-    max_reuse: int = 4
-    smoothing: float = 0.5
-    gradient_correction: bool = True
-    round_mode: str = "mixture"
-    fine_selection: str = "random"
-    reward: str = "first_visit"
+    max_reuse: int = _DEFAULT["max_reuse"]
+    smoothing: float = _DEFAULT["smoothing"]
+    gradient_correction: bool = _DEFAULT["gradient_correction"]
+    round_mode: str = _DEFAULT["round_mode"]
+    fine_selection: str = _DEFAULT["fine_selection"]
+    reward: str = _DEFAULT["reward"]
     warmup_rounds: int = 0
-    sample_filter: str = "none"
-    filter_z: float = 2.5
-    filter_keep: float = 0.5
-    reward_scaling: str = "minmax"
+    sample_filter: str = _DEFAULT["sample_filter"]
+    filter_z: float = _DEFAULT["filter_z"]
+    filter_keep: float | None = _DEFAULT["filter_keep"]
+    reward_scaling: str = _DEFAULT["reward_scaling"]
     budget_pace_rounds: int = 0
-    split_by_size: bool = False
-    filter_revisits: bool = True
+    split_by_size: bool = _DEFAULT["split_by_size"]
+    filter_revisits: bool = _DEFAULT["filter_revisits"]
+    filter_groups: str = _DEFAULT["filter_groups"]
+    initial_score: str = _DEFAULT["initial_score"]
+    budget_pace: float = _DEFAULT["budget_pace"]
 
     def __post_init__(self):
         check_choice("round_mode", self.round_mode, ROUND_MODES)
@@ -138,11 +213,59 @@ class SelectionSettings:
         check_choice("reward", self.reward, REWARDS)
         check_choice("sample_filter", self.sample_filter, SAMPLE_FILTERS)
         check_choice("reward_scaling", self.reward_scaling, REWARD_SCALINGS)
+        check_choice("filter_groups", self.filter_groups, FILTER_GROUPS)
+        check_choice("initial_score", self.initial_score, INITIAL_SCORES)
         check_filter_z(self.filter_z, "filter_z")
-        check_filter_keep(self.filter_keep, "filter_keep")
+        if self.filter_keep is not None:
+            check_filter_keep(self.filter_keep, "filter_keep")
+        check_budget_pace(self.budget_pace, "budget_pace")
         if self.round_size < 1:
             raise ValueError(f"`round_size={self.round_size}` must be >= 1.")
         if self.budget < 1:
             raise ValueError(f"`budget={self.budget}` must be >= 1.")
         if self.budget_pace_rounds < 0:
             raise ValueError(f"`budget_pace_rounds={self.budget_pace_rounds}` must be >= 0 (0: no pacing).")
+
+    @classmethod
+    def for_pool(
+        cls,
+        pool_size: int,
+        round_size: float,
+        budget: float,
+        preset: str = "default",
+        rounds: int | None = None,
+        warmup_rounds: int = 0,
+        prefix: str = "lead_",
+        **choices: Any,
+    ) -> SelectionSettings:
+        """Settings of preset `preset` with `choices` overriding it (names without `lead_`; None: the preset's),
+        over a pool of `pool_size` samples.
+
+        Args:
+            pool_size (`int`): samples in the pool.
+            round_size, budget (`float`): a fraction of the pool (`<= 1`) or a count (`resolve_sizes`).
+            preset (`str`, *optional*, defaults to `"default"`): a name in `PRESETS`.
+            rounds (`int`, *optional*): the run's rounds, over which `budget_pace` is resolved (needed when the pace
+                is > 0).
+            warmup_rounds (`int`, *optional*, defaults to 0): uniform random rounds before the first.
+            prefix (`str`, *optional*, defaults to `"lead_"`): prefix of the settings' names in error messages.
+        """
+        chosen = preset_settings(preset, **choices)
+        chosen.pop("policy")  # the policy object is the selector's argument, not a setting
+        round_count, budget_count = resolve_sizes(round_size, budget, pool_size, prefix)
+        pace = chosen["budget_pace"]
+        if pace > 0 and rounds is None:
+            raise ValueError(f"`{prefix}budget_pace={pace}` needs the run's number of rounds to spread the budget on.")
+        pace_rounds = math.ceil(pace * rounds) if pace > 0 else 0
+        return cls(
+            round_size=round_count,
+            budget=budget_count,
+            warmup_rounds=warmup_rounds,
+            budget_pace_rounds=pace_rounds,
+            **chosen,
+        )
+
+    def choices(self) -> dict[str, Any]:
+        """The preset settings this object holds (every name of `PRESET_FIELDS` but `policy`), as `preset_settings`
+        returns them: what two entry points compare to say they run the same selection."""
+        return {name: getattr(self, name) for name in PRESET_FIELDS if name != "policy"}

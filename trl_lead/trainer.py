@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import time
+import warnings
 import zipfile
 from typing import Any
 
@@ -23,7 +24,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
 from trl.trainer.utils import get_config_model_id
 
-from .config import LEADConfig
+from .config import CLUSTER_DEFAULTS, LEADConfig
 from .files import atomic_write
 from .policies import make_policy
 from .rounds import (
@@ -99,6 +100,13 @@ class LEADSFTTrainer(SFTTrainer):
         clusters (`np.ndarray`, *optional*):
             Cluster label of every row of `train_dataset`; overrides `args.lead_cluster_column` and computed clusters.
 
+    Hooks, for code that needs more than the round log:
+        - `score_pool()`: the initial scores; override it to give them from elsewhere.
+        - `plan_round()`: the next round's plan; override it to change the state before planning, or the plan.
+        - `on_round_end(args, state, control, record, trainer, **kwargs)`: a method of any callback passed in
+          `callbacks` (or `add_callback`), called at the end of every round, after its losses are folded in, with the
+          round's record (the dict appended to `lead_state.rounds` and `lead_rounds.jsonl`) and the trainer.
+
     Attributes:
         lead_state (`LEADState`): per-sample IU, IDU, use counts, clusters, and the list of rounds, over the pool: the
             rows of `train_dataset` that have a trained token after TRL's processing.
@@ -170,6 +178,7 @@ class LEADSFTTrainer(SFTTrainer):
         # sizes are shares of the whole pool (of the dataset's rows when candidates were drawn from them); the
         # filter's share is of the samples it chooses among
         self._lead_settings = self._resolve_settings(args, pool_size if candidate_rows is None else n, pool_size)
+        self._lead_settings.filter_groups = self._lead_filter_groups
         if self._lead_clusters is not None:
             self._lead_clusters = self._lead_clusters[self.lead_pool_rows]
             source = "given" if clusters is not None else f"column {args.lead_cluster_column}"
@@ -214,6 +223,12 @@ class LEADSFTTrainer(SFTTrainer):
     @staticmethod
     def _resolve_clusters(dataset: Dataset, args: LEADConfig, clusters) -> np.ndarray | None:
         if clusters is not None:
+            unused = [name for name, value in CLUSTER_DEFAULTS.items() if getattr(args, name) != value]
+            unused += ["lead_cluster_column"] if args.lead_cluster_column is not None else []
+            if unused:
+                warnings.warn(
+                    f"{unused} have no effect: the `clusters` passed to the trainer are the clusters.", stacklevel=4
+                )
             clusters = np.asarray(clusters)
             if len(clusters) != len(dataset):
                 raise ValueError(f"`clusters` has {len(clusters)} labels for {len(dataset)} samples; give one each.")
@@ -245,25 +260,11 @@ class LEADSFTTrainer(SFTTrainer):
             rounds = math.ceil(args.max_steps / per_round)
         else:
             rounds = _epoch_rounds(args, round_size, budget, warmup_rounds)
-        return SelectionSettings(
-            round_size=round_size,
-            budget=budget,
-            max_reuse=args.lead_max_reuse,
-            smoothing=args.lead_smoothing,
-            gradient_correction=args.lead_gradient_correction,
-            round_mode=args.lead_round_mode,
-            fine_selection=args.lead_fine_selection,
-            reward=args.lead_reward,
-            sample_filter=args.lead_sample_filter,
-            filter_z=args.lead_filter_z,
-            filter_keep=(
-                auto_filter_keep(budget, candidates or n) if args.lead_filter_keep is None else args.lead_filter_keep
-            ),
-            reward_scaling=args.lead_reward_scaling,
-            warmup_rounds=warmup_rounds,
-            budget_pace_rounds=math.ceil(args.lead_budget_pace * rounds) if args.lead_budget_pace > 0 else 0,
-            split_by_size=args.lead_split_by_size,
-            filter_revisits=args.lead_filter_revisits,
+        choices = args.selection_choices()
+        if choices["filter_keep"] is None:
+            choices["filter_keep"] = auto_filter_keep(budget, candidates or n)
+        return SelectionSettings.for_pool(
+            n, args.lead_round_size, args.lead_budget, args.lead_preset, rounds, warmup_rounds, **choices
         )
 
     def _draw_candidates(self, args: LEADConfig, n: int) -> np.ndarray | None:
@@ -279,6 +280,12 @@ class LEADSFTTrainer(SFTTrainer):
 
     @staticmethod
     def _resolve_policy(args: LEADConfig, policy):
+        named = [name for name, given in [("lead_policy", "policy" in args.lead_overrides),
+                                          ("lead_policy_kwargs", bool(args.lead_policy_kwargs))] if given]  # fmt: skip
+        if policy is not None and named:
+            warnings.warn(
+                f"{named} have no effect: the `policy` passed to the trainer chooses the clusters.", stacklevel=4
+            )
         if policy is None:
             try:
                 policy = make_policy(args.lead_policy, **(args.lead_policy_kwargs or {}))
@@ -381,21 +388,34 @@ class LEADSFTTrainer(SFTTrainer):
         unique = dict(sorted(pairs, key=lambda p: p[0]))
         return np.fromiter(unique.keys(), np.int64, len(unique)), np.fromiter(unique.values(), float, len(unique))
 
-    def _score_pool(self) -> PoolScores:
+    def score_pool(self) -> np.ndarray:
         """Initial IU of every sample: one no-grad pass of the base model over the pool (`lead_initial_score`).
 
-        The same pass yields the prompt embeddings of the prompt groups (`lead_filter_groups="prompts"`) and the
-        sequence embeddings of `lead_clusters="embedding"` where those are needed."""
+        Batches are the training batch size, so the pass never needs more memory than a training step (the fused LM
+        head's chunk of logits grows with the tokens of a batch).
+
+        A hook: a subclass may override it to give initial scores from elsewhere (a cache, another model), one loss
+        per pool sample in id order (NaN where none); they are also IFD's conditional losses when clusters are
+        computed by IFD. Called once, when rounds start."""
+        return self._forward_pass(self.train_dataset, "LEAD initial scores", prompts=False, sequences=False).losses
+
+    def _initial_pass(self) -> PoolScores:
+        """The initial scores, with the embeddings that the prompt groups (`lead_filter_groups="prompts"`) and
+        `lead_clusters="embedding"` need read from the same forward; where a subclass gives the scores
+        (`score_pool`), a pass for the embeddings alone when some are needed."""
         prompts = self._lead_filter_groups == "prompts" and self.args.lead_sample_filter == "small_loss"
         sequences = self._lead_clusters is None and self.args.lead_clusters == "embedding"
-        return self._forward_pass(self.train_dataset, "LEAD initial scores", prompts, sequences)
+        if getattr(self.score_pool, "__func__", None) is LEADSFTTrainer.score_pool:  # not given by a subclass
+            return self._forward_pass(self.train_dataset, "LEAD initial scores", prompts, sequences)
+        losses = self.score_pool()
+        if not (prompts or sequences):
+            return PoolScores(losses)
+        return self._forward_pass(self.train_dataset, "LEAD embeddings", prompts, sequences)._replace(losses=losses)
 
     def _forward_pass(self, dataset: Dataset, description: str, prompts: bool, sequences: bool) -> PoolScores:
         """Per-sample losses (and embeddings) of a dataset with an id column: one no-grad pass, split over the ranks
         as evaluation batches are, and gathered, so every rank takes part in every forward (as FSDP and ZeRO-3 need).
-
-        Batches are the training batch size, so the pass never needs more memory than a training step (the fused LM
-        head's chunk of logits grows with the tokens of a batch)."""
+        Batches are the training batch size (see `score_pool`)."""
         loader = self._get_dataloader(
             dataset=dataset,
             description=description,
@@ -488,7 +508,7 @@ class LEADSFTTrainer(SFTTrainer):
         compute_ifd = self._lead_clusters is None and args.lead_clusters == "ifd"
         # One scoring pass gives the initial IU, IFD's conditional loss and the embeddings the groups need
         needs_pass = args.lead_initial_score == "loss" or self._lead_clusters is None
-        scores = self._score_pool() if needs_pass else None
+        scores = self._initial_pass() if needs_pass else None
         if self._lead_clusters is None:
             from .clustering import pool_clusters
 
@@ -552,7 +572,7 @@ class LEADSFTTrainer(SFTTrainer):
             self._start_rounds()
         if self._lead_round is not None:
             self._finish_round()
-        planned = self._lead_selector.plan_round()
+        planned = self.plan_round()
         if planned is None or len(planned.sample_ids) == 0:
             return False
         self._lead_rounds[epoch] = planned
@@ -564,6 +584,13 @@ class LEADSFTTrainer(SFTTrainer):
             start_time=time.perf_counter(),
         )
         return True
+
+    def plan_round(self) -> PlannedRound | None:
+        """The next round's plan (`lead_selector.plan_round()`), or None when no sample is eligible.
+
+        A hook: a subclass may override it to change `lead_state` before the plan (e.g. `lead_state.set_idu` with
+        fresh scores) or to change the plan. Called once per round, after the round before was folded in."""
+        return self._lead_selector.plan_round()
 
     def _cosines(self, update: torch.Tensor, others: dict[int, torch.Tensor]) -> dict[int, float]:
         """Cosine of `update` with each of `others`, from dot products summed over ranks.
@@ -620,6 +647,10 @@ class LEADSFTTrainer(SFTTrainer):
             os.makedirs(self.args.output_dir, exist_ok=True)
             with open(os.path.join(self.args.output_dir, ROUNDS_FILE), "a") as f:
                 f.write(json.dumps(record) + "\n")
+        for callback in self.callback_handler.callbacks:  # the round-end event (see the class docstring)
+            on_round_end = getattr(callback, "on_round_end", None)
+            if callable(on_round_end):
+                on_round_end(self.args, self.state, self.control, record=record, trainer=self)
         cluster = record["cluster"]
         self._lead_log = {
             "lead/round": record["round"],
