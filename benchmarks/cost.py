@@ -343,7 +343,7 @@ def main() -> None:
     parser.add_argument("--widths", default="64,256")
     parser.add_argument("--budgets", default="0.025,0.05,0.1")
     parser.add_argument("--candidates", default="2,4", help="lead_candidates values measured besides the defaults")
-    parser.add_argument("--arithmetic-only", action="store_true")
+    parser.add_argument("--no-measure", action="store_true", help="no training runs (arithmetic, --quality tables)")
     parser.add_argument("--quality", help="selection_mixtures.py CSV of the quality runs to summarise")
     parser.add_argument("--table", help="selection_mixtures.py CSV of the defaults' table to compare against")
     parser.add_argument("--table-method", default="lead_auto_candidates4", help="the setting compared with it")
@@ -353,7 +353,13 @@ def main() -> None:
     lines = ["# What selection costs before and during training", "", f"Machine: {describe_machine()}.", ""]
     lines += arithmetic(candidates)
     print("\n".join(lines), flush=True)
-    if not options.arithmetic_only:
+    if options.no_measure:
+        lines += [
+            "Whole runs against SFTTrainer: `cost_3200.md` and `cost_32000.md` (this script with `--pools 3200` and "
+            "`--pools 32000`).",
+            "",
+        ]
+    else:
         lines += measure(
             [int(p) for p in options.pools.split(",")],
             [int(w) for w in options.widths.split(",")],
