@@ -109,7 +109,8 @@ def groups_main(sizes: list[int]) -> None:
             f"{m['ari']:.3f} |"
         )
         print(lines[-1], flush=True)
-    lines += ["", "Target: at most 5 minutes at 1M on 2 cores. Command: `python benchmarks/scale.py --groups ...`."]
+    command = f"OMP_NUM_THREADS=2 python benchmarks/scale.py --groups {','.join(map(str, sizes))}"
+    lines += ["", f"Target: at most 5 minutes at 1M on 2 cores. Command: `{command}`."]
     path = os.path.join(os.path.dirname(__file__), "results", "scale_groups.md")
     with open(path + ".tmp", "w") as f:
         f.write("\n".join(lines) + "\n")
