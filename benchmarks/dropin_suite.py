@@ -29,7 +29,7 @@ import warnings
 warnings.filterwarnings("ignore")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from datasets import Dataset, IterableDataset  # noqa: E402
+from datasets import Dataset, IterableDataset, concatenate_datasets  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
@@ -179,6 +179,22 @@ def packing_bfd(r):
     r.trains("text", config=r.config(packing=True, max_length=32))
 
 
+def packing_seq_lengths(r):
+    trainer = r.trains("text", config=r.config(packing=True, max_length=32))
+    sequences = sum(len(lengths) for lengths in trainer.train_dataset["seq_lengths"])
+    assert sequences == len(POOL), (sequences, len(POOL))  # every sample, packed or one per row
+
+
+def eval_packing_false(r):
+    trainer = r.trains(
+        "text",
+        config=r.config(packing=True, eval_packing=False, max_length=32, eval_strategy="steps", eval_steps=1),
+        eval_dataset=rows("text").select(range(6)),
+    )
+    assert "seq_lengths" in trainer.train_dataset.column_names
+    assert "seq_lengths" not in trainer.eval_dataset.column_names and len(trainer.eval_dataset) == 6
+
+
 def packing_wrapped(r):
     if r.lead:  # deliberate: wrapped packing cuts samples, LEAD refuses it with the reason
         raises(lambda: r.config(packing=True, packing_strategy="wrapped"), "packing_strategy='wrapped'")
@@ -197,6 +213,13 @@ def packing_with_eval(r):
 def eval_dataset_steps(r):
     trainer = r.trains(config=r.config(eval_strategy="steps", eval_steps=1), eval_dataset=HELD_OUT)
     assert [h["step"] for h in trainer.state.log_history if "eval_loss" in h] == [1, 2]
+
+
+def eval_steps_log_shape(r):  # no step logged (logging_steps > max_steps): the evaluations come first
+    trainer = r.trainer(config=r.config(eval_strategy="steps", eval_steps=1, logging_steps=10), eval_dataset=HELD_OUT)
+    trainer.train()
+    assert "eval_loss" in trainer.state.log_history[0], trainer.state.log_history[0]
+    assert [h["step"] for h in trainer.state.log_history] == [1, 2, 2]  # two evaluations, then the summary
 
 
 def eval_dict(r):
@@ -266,6 +289,46 @@ def prompt_tuning(r):
     r.trains(peft_config=PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=4))
 
 
+def prompt_tuning_log(r):  # the last entry (the summary) carries the metrics of the steps after the last log
+    from peft import PromptTuningConfig, TaskType
+
+    config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=4)
+    trainer = r.trainer(config=r.config(logging_steps=10), peft_config=config)
+    trainer.train()
+    assert "mean_token_accuracy" in trainer.state.log_history[-1], trainer.state.log_history[-1]
+
+
+def prompt_tuning_peft_model_log(r):
+    from peft import PromptTuningConfig, TaskType, get_peft_model
+
+    peft_model = get_peft_model(model(), PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=4))
+    trainer = r.trainer(config=r.config(logging_steps=10), model=peft_model)
+    trainer.train()
+    assert "mean_token_accuracy" in trainer.state.log_history[-1], trainer.state.log_history[-1]
+
+
+def moe_aux_loss_log(r):
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    config = Qwen3MoeConfig(
+        vocab_size=len(TOKENIZER),
+        hidden_size=16,
+        intermediate_size=32,
+        moe_intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=8,
+        num_experts=4,
+        num_experts_per_tok=2,
+        output_router_logits=True,
+        pad_token_id=TOKENIZER.pad_token_id,
+    )
+    trainer = r.trainer(config=r.config(logging_steps=10), model=Qwen3MoeForCausalLM(config))
+    trainer.train()
+    assert "aux_loss" in trainer.state.log_history[-1], trainer.state.log_history[-1]
+
+
 def gradient_checkpointing(r):
     r.trains(config=r.config(gradient_checkpointing=True))
 
@@ -307,6 +370,30 @@ def num_train_epochs(r):
     else:
         expected = math.ceil(len(POOL) / 2)
     assert trainer.state.global_step == expected, (trainer.state.global_step, expected)
+
+
+def two_row_dataset(r):
+    r.trains(POOL.select(range(2)))
+
+
+def five_row_dataset(r):
+    r.trains(POOL.select(range(5)))
+
+
+def masked_rows_leave_two(r):
+    data = Dataset.from_list([{"prompt": user(e), "completion": answer(e)} for e in POOL.select(range(2))])
+    data = concatenate_datasets([data, Dataset.from_list([{"prompt": "x" * 80, "completion": "y"}] * 2)])
+    trainer = r.trains(data, config=r.config(max_length=40))
+    assert len(trainer.train_dataset) == 2  # the two fully masked rows are dropped
+
+
+def schedule_ends_at_zero(r):
+    # SFTTrainer: the linear schedule reaches 0 at `max_steps`. LEAD on this 24-row pool: the default budget (one
+    # sample, trained at most 4 times) fills 4 of the 6 steps; the run stops there, its schedule planned for 4
+    trainer = r.trainer(config=r.config(max_steps=6))
+    trainer.train()
+    assert trainer.state.global_step == trainer.state.max_steps == (4 if r.lead else 6), trainer.state.global_step
+    assert trainer.lr_scheduler.get_last_lr()[0] == 0.0, trainer.lr_scheduler.get_last_lr()
 
 
 def save_and_resume(r):

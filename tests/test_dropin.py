@@ -33,20 +33,30 @@ COMMON = dict(
 )
 
 
+SHARED = dict(COMMON, save_strategy="no", max_length=64, learning_rate=0.0, max_steps=4)
+
+
 def lead_config(tmp_path, **settings) -> LEADConfig:
     """The default LEAD settings (computed clusters) on a small pool: 2 rounds of 8 samples, 2 steps each."""
-    values = dict(
-        COMMON,
-        output_dir=str(tmp_path / "out"),
-        save_strategy="no",
-        max_length=64,
-        learning_rate=0.0,
-        max_steps=4,
-        lead_round_size=8,
-        lead_budget=0.5,
-    )
+    values = dict(SHARED, output_dir=str(tmp_path / "out"), lead_round_size=8, lead_budget=0.5)
     values.update(settings)
     return LEADConfig(**values)
+
+
+# Given clusters and no scoring pass, for tests of what does not depend on how the clusters were computed
+GIVEN_CLUSTERS = dict(
+    lead_cluster_column="family_id",
+    lead_initial_score="none",
+    lead_sample_filter="none",
+    lead_filter_groups="clusters",
+)
+
+
+def both_configs(tmp_path, **settings) -> tuple[SFTConfig, LEADConfig]:
+    """SFTTrainer's config and LEADSFTTrainer's (`lead_config`) with the same `settings`."""
+    values = dict(SHARED, output_dir=str(tmp_path / "sft"))
+    values.update({k: v for k, v in settings.items() if not k.startswith("lead_")})
+    return SFTConfig(**values), lead_config(tmp_path, **settings)
 
 
 @pytest.fixture
@@ -180,7 +190,7 @@ def check_clusters(trainer: LEADSFTTrainer, feature: str) -> None:
     else:
         values = loss
     clusters = np.unique(state.cluster)
-    assert len(clusters) == trainer.args.lead_num_clusters
+    assert len(clusters) == min(trainer.args.lead_num_clusters, len(state))  # a smaller pool: one per sample
     for low, high in zip(clusters[:-1], clusters[1:]):  # numbered by increasing centre, no overlap
         assert values[state.cluster == low].max() <= values[state.cluster == high].min() + 1e-4
 
@@ -337,3 +347,225 @@ def test_trl_errors_come_through_and_iterable_pools_are_refused(tmp_path, small_
         LEADSFTTrainer(
             model=make_model(), args=lead_config(tmp_path), train_dataset=iterable, processing_class=tokenizer
         )
+
+
+# ----- the same log, datasets and run length as SFTTrainer ----------------------------------------------------------
+def tiny_moe(tokenizer):
+    """A randomly initialised Qwen3-MoE (4 experts, 2 per token) whose forward returns the router's aux loss."""
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen3MoeConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        moe_intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=8,
+        num_experts=4,
+        num_experts_per_tok=2,
+        output_router_logits=True,  # SFTTrainer adds the aux loss (`router_aux_loss_coef` of it) to the loss
+        router_aux_loss_coef=0.01,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return Qwen3MoeForCausalLM(config)
+
+
+def prompt_tuning():
+    from peft import PromptTuningConfig, TaskType
+
+    return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=4)
+
+
+def prompt_tuned(model):
+    from peft import get_peft_model
+
+    return get_peft_model(model, prompt_tuning())
+
+
+MODELS = {
+    # name: (model builder, trainer kwargs, evaluation on, keys SFTTrainer's last entry has)
+    "dense": (lambda make_model, tokenizer: make_model(), {}, True, set()),
+    # without evaluation, the last entry (the summary) carries the metrics of the steps after the last log
+    "moe": (lambda make_model, tokenizer: tiny_moe(tokenizer), {}, False, {"aux_loss", "mean_token_accuracy"}),
+    "prompt-tuning": (
+        lambda make_model, tokenizer: make_model(),
+        {"peft_config": prompt_tuning()},
+        False,
+        {"mean_token_accuracy"},
+    ),
+    "prompt-tuning-model": (
+        lambda make_model, tokenizer: prompt_tuned(make_model()),
+        {},
+        False,
+        {"mean_token_accuracy"},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_log_history_has_sft_trainers_entries(tmp_path, small_pool, tokenizer, make_model, monkeypatch, name):
+    """`log_history` has SFTTrainer's entries with the same keys, logging steps not being round ends, plus on each
+    training entry the `lead/*` metrics of the last round finished since the training entry before it;
+    `lead_rounds.jsonl` has every round."""
+    monkeypatch.setenv("TRL_LEAD_CACHE", str(tmp_path / "cache"))
+    build, kwargs, evaluation, last_keys = MODELS[name]
+    settings = dict(GIVEN_CLUSTERS, logging_steps=3, max_steps=4, lead_round_size=4)  # rounds of one step
+    if evaluation:
+        settings.update(eval_strategy="steps", eval_steps=2)
+    sft_args, lead_args = both_configs(tmp_path, **settings)
+    runs = []
+    for trainer_cls, args in ((SFTTrainer, sft_args), (LEADSFTTrainer, lead_args)):
+        trainer = trainer_cls(
+            model=build(make_model, tokenizer),
+            args=args,
+            train_dataset=small_pool,
+            eval_dataset=small_pool.select(range(4)) if evaluation else None,
+            processing_class=tokenizer,
+            **kwargs,
+        )
+        trainer.train()
+        runs.append(trainer.state.log_history)
+    theirs, ours = runs
+    assert [set(h) for h in theirs] == [{k for k in h if not k.startswith("lead/")} for h in ours]
+    if evaluation:  # eval at 2 and 4 (the last step); training entries at 3 and the summary
+        assert [h["step"] for h in ours] == [2, 3, 4, 4] and "eval_loss" in ours[0]
+    else:
+        assert [h["step"] for h in ours] == [3, 4] and last_keys <= set(ours[-1])
+    with open(tmp_path / "out" / "lead_rounds.jsonl") as f:
+        rounds = [json.loads(line) for line in f]
+    assert [(r["round"], r["step"]) for r in rounds] == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    training = [h for h in ours if "loss" in h or "train_loss" in h]
+    assert [h.get("lead/round") for h in training] == [2, 3]
+    for entry in training:
+        record = rounds[entry["lead/round"]]
+        assert entry["lead/reward"] == record["reward"] and entry["lead/selected"] == record["selected"]
+
+
+def test_moe_loss_has_the_aux_loss_as_sft_trainer_adds_it(tmp_path, small_pool, tokenizer, monkeypatch):
+    """On one training batch, LEAD's loss equals SFTTrainer's and the model's own (token mean of the NLL plus
+    `router_aux_loss_coef` times the router's aux loss) to 1e-6."""
+    monkeypatch.setenv("TRL_LEAD_CACHE", str(tmp_path / "cache"))
+    sft_args, lead_args = both_configs(tmp_path, max_steps=1)
+    model = tiny_moe(tokenizer)
+    sft = SFTTrainer(model=model, args=sft_args, train_dataset=small_pool, processing_class=tokenizer)
+    lead = LEADSFTTrainer(model=model, args=lead_args, train_dataset=small_pool, processing_class=tokenizer)
+    batch = lead.data_collator([lead.train_dataset[i] for i in range(4)])
+    assert "lead_id" in batch
+    model.train()
+    with torch.no_grad():
+        ours = float(lead.compute_loss(model, dict(batch)))
+        theirs = float(sft.compute_loss(model, {k: v for k, v in batch.items() if k != "lead_id"}))
+        inputs = {k: v for k, v in batch.items() if k != "lead_id"}
+        outputs = model(**inputs, output_router_logits=True)  # transformers' loss: NLL + coef * aux
+        aux = float(outputs.aux_loss)
+    assert model.config.router_aux_loss_coef * aux > 1e-3  # large enough to be seen
+    assert ours == pytest.approx(theirs, abs=1e-6) and ours == pytest.approx(float(outputs.loss), abs=1e-6)
+    lead._lead_losses.clear()
+
+
+def test_packing_gives_each_row_its_sequence_lengths(tmp_path, small_pool, tokenizer, make_model, monkeypatch):
+    """Packed like TRL's rows, each pool row lists the lengths of the sequences it holds: its one sample, so the
+    count of sequences is the count of rows; the evaluation set is packed, or not, exactly as SFTTrainer's."""
+    monkeypatch.setenv("TRL_LEAD_CACHE", str(tmp_path / "cache"))
+    held_out = small_pool.select(range(8))
+    for eval_packing in (False, None):
+        sft_args, lead_args = both_configs(tmp_path, packing=True, eval_packing=eval_packing)
+        trainers = [
+            cls(model=make_model(), args=args, train_dataset=small_pool, eval_dataset=held_out, processing_class=tok)
+            for cls, args, tok in ((SFTTrainer, sft_args, tokenizer), (LEADSFTTrainer, lead_args, tokenizer))
+        ]
+        sft, lead = trainers
+        pool = lead.train_dataset
+        assert pool["seq_lengths"] == [[len(ids)] for ids in pool["input_ids"]]
+        assert sum(map(len, pool["seq_lengths"])) == len(pool) == len(small_pool)
+        # SFTTrainer's packed rows hold the same sequences, several to a row
+        assert sorted(n for row in sft.train_dataset["seq_lengths"] for n in row) == sorted(
+            map(len, pool["input_ids"])
+        )
+        columns = ["input_ids", "seq_lengths"] if eval_packing is None else ["input_ids"]
+        assert ("seq_lengths" in lead.eval_dataset.column_names) == (eval_packing is None)
+        assert (
+            lead.eval_dataset.select_columns(columns).to_list() == sft.eval_dataset.select_columns(columns).to_list()
+        )
+
+
+def small_pool_rows(pool, tokenizer, name: str) -> Dataset:
+    if name == "2 rows":
+        return pool.select(range(2))
+    if name == "5 rows":
+        return pool.select(range(5))
+    # 4 rows, 2 of them a prompt longer than max_length: TRL drops them (fully masked), 2 trainable samples are left
+    long_prompt = [{"role": "user", "content": "x" * 90}, {"role": "assistant", "content": "y"}]
+    rows = [pool[0]["messages"], long_prompt, pool[1]["messages"], long_prompt]
+    return Dataset.from_list([{"messages": m} for m in rows])
+
+
+@pytest.mark.parametrize("name", ["2 rows", "5 rows", "2 of 4 rows trainable"])
+def test_small_pools_use_one_cluster_per_sample(tmp_path, pool, tokenizer, make_model, monkeypatch, caplog, name):
+    """Fewer trainable samples than `lead_num_clusters` (7): as many clusters as samples, with a warning."""
+    monkeypatch.setenv("TRL_LEAD_CACHE", str(tmp_path / "cache"))
+    data = small_pool_rows(pool, tokenizer, name)
+    samples = 5 if name == "5 rows" else 2
+    # LEAD's default sizes: rounds and budget of one sample, which trains at most 4 times
+    args = lead_config(tmp_path, assistant_only_loss=True, max_steps=3, lead_round_size=0.01, lead_budget=0.025)
+    with caplog.at_level(logging.WARNING, logger="trl_lead.trainer"):
+        trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=data, processing_class=tokenizer)
+    assert f"`lead_num_clusters=7` is more than the {samples} trainable samples; computing {samples}" in caplog.text
+    spy = Spy(trainer)
+    trainer.train()
+    assert trainer.state.global_step == 3 and len(trainer.lead_state) == samples
+    check_trains_and_records(trainer, spy, rounds=3)
+    check_clusters(trainer, "ifd")  # one cluster per sample
+
+
+SCHEDULES = {"linear": lambda t: 1 - t, "cosine": lambda t: 0.5 * (1 + math.cos(math.pi * t))}
+
+
+@pytest.mark.parametrize(
+    "asked, schedule",
+    [({"max_steps": 20}, "linear"), ({"max_steps": -1, "num_train_epochs": 3}, "cosine")],
+    ids=["max_steps", "num_train_epochs"],
+)
+def test_a_run_the_budget_cannot_fill_warns_and_anneals(
+    tmp_path, small_pool, tokenizer, make_model, monkeypatch, caplog, asked, schedule
+):
+    """A budget of 4 samples trained at most twice fills 8 sample visits: 2 rounds of 4 in 2 steps of 2, fewer than
+    asked (20 steps; 3 passes over the budget, 6 steps). The warning says so before training; the run makes 4 steps
+    with the schedule planned for 4, so its learning rate ends at 0; the user's config is left as it was."""
+    monkeypatch.setenv("TRL_LEAD_CACHE", str(tmp_path / "cache"))
+    settings = dict(GIVEN_CLUSTERS, lead_round_size=4, lead_budget=4, lead_max_reuse=2, per_device_train_batch_size=2)
+    args = lead_config(tmp_path, learning_rate=1e-3, lr_scheduler_type=schedule, **settings, **asked)
+    with caplog.at_level(logging.WARNING, logger="trl_lead.trainer"):
+        trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=small_pool, processing_class=tokenizer)
+    fix = "`max_steps=4`" if "num_train_epochs" not in asked else "lower `num_train_epochs` to 2"
+    assert "training stops at step 4" in caplog.text and "raise `lead_max_reuse`" in caplog.text
+    assert fix in caplog.text and trainer.lead_max_steps == 4
+    trainer.train()
+    assert trainer.state.global_step == trainer.state.max_steps == 4
+    rates = [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]
+    np.testing.assert_allclose(rates, [1e-3 * SCHEDULES[schedule](t / 4) for t in range(4)], rtol=1e-6)
+    assert trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+    assert (args.max_steps, args.num_train_epochs) == (asked["max_steps"], asked.get("num_train_epochs", 3.0))
+    assert int(trainer.lead_state.use_count.sum()) == 8 and trainer.lead_state.use_count.max() == 2
+
+
+def test_short_rounds_are_trained_once_each(tmp_path, small_pool, tokenizer, make_model, monkeypatch):
+    """Rounds the budget and reuse cap leave short (a budget of 2 samples, rounds of 3) end their Trainer epochs
+    early: each is still one epoch, trained once, and the run ends at the budget's steps, 2 rounds of 2 samples at
+    one sample per step, every visit trained."""
+    monkeypatch.setenv("TRL_LEAD_CACHE", str(tmp_path / "cache"))
+    settings = dict(lead_round_size=3, lead_budget=2, lead_max_reuse=2, per_device_train_batch_size=1)
+    args = lead_config(tmp_path, max_steps=40, **GIVEN_CLUSTERS, **settings)
+    trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=small_pool, processing_class=tokenizer)
+    spy = Spy(trainer)
+    trainer.train()
+    assert [len(planned) for planned in spy.planned] == [2, 2]
+    assert trainer.state.global_step == trainer.lead_max_steps == 4
+    check_trains_and_records(trainer, spy, rounds=2)
+    assert trainer.lead_state.use_count.max() == 2

@@ -163,8 +163,8 @@ def test_readme_python_quickstart_trains_two_steps(tmp_path, monkeypatch, stand_
     assert trainer.state.global_step == 2
     assert len(trainer.lead_state.rounds) >= 2
     assert np.isfinite(trainer.lead_state.iu[trainer.lead_state.use_count > 0]).all()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    assert losses and all(np.isfinite(losses))
+    # as with SFTTrainer, two steps under `logging_steps` log no step: the summary has the run's mean loss
+    assert np.isfinite(trainer.state.log_history[-1]["train_loss"])
 
 
 def test_readme_custom_policy_decides_the_rounds(tmp_path, pool, tokenizer, make_model):

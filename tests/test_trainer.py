@@ -160,7 +160,8 @@ def test_budget_pace_spreads_new_samples_over_the_first_rounds_of_the_run(tmp_pa
         train_dataset=pool,
         processing_class=tokenizer,
     )  # fmt: skip
-    assert epochs.lead_settings.budget_pace_rounds == 3 and epochs.args.max_steps == 5 * 2
+    assert epochs.lead_settings.budget_pace_rounds == 3 and epochs.lead_max_steps == 5 * 2
+    assert epochs.args.max_steps == -1  # the user's config is left as it was
     unpaced = LEADSFTTrainer(
         model=make_model(), args=lead_args(tmp_path, lead_budget=12, max_steps=4),  # the default: no pacing
         train_dataset=pool, processing_class=tokenizer,

@@ -13,12 +13,13 @@ import zipfile
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 from accelerate.utils import broadcast_object_list, gather_object
 from datasets import Dataset, IterableDataset, IterableDatasetDict
 from torch.utils.data import Sampler
 from tqdm.auto import tqdm
-from transformers import Trainer, TrainerCallback
+from transformers import TrainerCallback
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
@@ -50,9 +51,9 @@ class _RoundSampler(Sampler):
     """One Trainer epoch = one LEAD round. The round is chosen when the epoch's iterator is created, which the
     Trainer does after the previous epoch's last optimizer step, so the choice sees every loss of the last round.
 
-    The epoch is read from the Trainer's step count (every epoch has the same number of steps), not from
-    `set_epoch`: when resuming mid-epoch under several processes, accelerate's skipping wrapper does not forward
-    `set_epoch` to this sampler."""
+    The epoch is the index of the round it trains, read from the rounds so far, not from `set_epoch`: when resuming
+    mid-epoch under several processes, accelerate's skipping wrapper does not forward `set_epoch` to this sampler;
+    nor from the step count, since the last rounds the reuse cap leaves short end their epochs early."""
 
     def __init__(self, trainer: LEADSFTTrainer, round_size: int):
         self.trainer = trainer
@@ -66,12 +67,20 @@ class _RoundSampler(Sampler):
 
     def __iter__(self):
         trainer = self.trainer
-        epoch = trainer.state.global_step // _steps_per_round(trainer.args, self.round_size)
+        in_flight = trainer._lead_round
+        if in_flight is not None and trainer.state.global_step < in_flight.end_step:
+            epoch = in_flight.epoch  # a resume inside the round, or its iterator made again
+        elif in_flight is not None:
+            epoch = in_flight.epoch + 1
+        else:
+            epoch = len(trainer.lead_state.rounds) if trainer.lead_state is not None else 0
         return iter(trainer._round_rows(epoch).tolist())
 
 
 class _FinishRoundAtLastStep(TrainerCallback):
-    """Folds a round's losses in right after its last optimizer step, before the Trainer logs or saves."""
+    """Folds a round's losses in right after its last optimizer step, before the Trainer logs or saves; a round that
+    training stops inside (`max_steps`, early stopping) is folded in at the end of its epoch, before the Trainer's
+    summary log."""
 
     def __init__(self, trainer: LEADSFTTrainer):
         self.trainer = trainer
@@ -79,8 +88,11 @@ class _FinishRoundAtLastStep(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         trainer = self.trainer
         if trainer._lead_round is not None and state.global_step >= trainer._lead_round.end_step:
-            trainer._finish_round(log_now=False)
-            control.should_log = True  # the Trainer's own log of this step carries the round's metrics
+            trainer._finish_round()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.trainer._lead_round is not None and control.should_training_stop:
+            self.trainer._finish_round()
 
 
 class LEADSFTTrainer(SFTTrainer):
@@ -185,10 +197,15 @@ class LEADSFTTrainer(SFTTrainer):
             self.lead_clustering = {"feature": source}
         else:
             self.lead_clustering: dict[str, Any] | None = None  # what the computed clusters came from
+        self._lead_num_clusters = min(args.lead_num_clusters, pool_size)  # clusters to compute
         if self._lead_clusters is None and args.lead_num_clusters > pool_size:
-            raise ValueError(
-                f"`lead_num_clusters={args.lead_num_clusters}` is more than the {pool_size} trainable samples; set it "
-                f"to at most {pool_size}."
+            logger.warning(
+                "LEAD: `lead_num_clusters=%d` is more than the %d trainable samples; computing %d clusters, one per "
+                "sample. Set `lead_num_clusters` to at most %d to silence this.",
+                args.lead_num_clusters,
+                pool_size,
+                pool_size,
+                pool_size,
             )
         self.data_collator = CollatorWithIds(self.data_collator)
         rows = np.asarray(self.train_dataset[SAMPLE_ID])
@@ -205,11 +222,7 @@ class LEADSFTTrainer(SFTTrainer):
         self._lead_tracker: UpdateTracker | None = None  # made when rounds start: the model is prepared by then
         self._lead_updates: dict[int, torch.Tensor] = {}  # per cluster: the update of the round that last trained it
         self.add_callback(_FinishRoundAtLastStep(self))
-        if args.max_steps <= 0:
-            # One epoch of the Trainer is one round: turn `num_train_epochs` passes over the budget into steps
-            settings = self._lead_settings
-            rounds = _epoch_rounds(args, settings.round_size, settings.budget, settings.warmup_rounds)
-            self.args.max_steps = rounds * _steps_per_round(args, settings.round_size)
+        self._warn_if_budget_ends_the_run_early()
 
     @property
     def lead_settings(self) -> SelectionSettings | None:
@@ -219,7 +232,56 @@ class LEADSFTTrainer(SFTTrainer):
     def lead_selector(self) -> RoundSelector | None:
         return self._lead_selector
 
+    @property
+    def lead_max_steps(self) -> int | None:
+        """Optimizer steps of the run (the Trainer's `state.max_steps` once it trains): `max_steps`, or without it
+        `num_train_epochs` passes over the budget plus the warm-up, at most what the budget and `lead_max_reuse`
+        allow (`None` with LEAD off)."""
+        if self._lead_settings is None:
+            return None
+        settings = self._lead_settings
+        return _run_steps(self.args, settings.round_size, settings.budget, settings.warmup_rounds)[1]
+
     # ----- set-up, all checks before any training work ---------------------------------------------------------------
+    def _warn_if_budget_ends_the_run_early(self) -> None:
+        """Say, before training, when the budget and reuse cap cannot fill the steps or epochs asked for."""
+        args, settings = self.args, self._lead_settings
+        asked, taken = _run_steps(args, settings.round_size, settings.budget, settings.warmup_rounds)
+        if taken >= asked:
+            return
+        if args.max_steps > 0:
+            per_round = _steps_per_round(args, settings.round_size)
+            reuse = math.ceil(math.ceil(asked / per_round) * settings.round_size / settings.budget)
+            asked_by, fixes = (
+                f"`max_steps={asked}`",
+                f"raise `lead_max_reuse` to {reuse} (or `lead_budget`) to train {asked} steps, or set "
+                f"`max_steps={taken}` to plan this length",
+            )
+        elif args.num_train_epochs > args.lead_max_reuse:  # else only the last pass's rounding into rounds falls short
+            asked_by, fixes = (
+                f"`num_train_epochs={args.num_train_epochs}` (passes over the budget)",
+                (
+                    f"raise `lead_max_reuse` to {math.ceil(args.num_train_epochs)} to train them, or lower "
+                    f"`num_train_epochs` to {args.lead_max_reuse}"
+                ),
+            )
+        else:
+            return
+        logger.warning(
+            "LEAD: the budget of %d samples, each trained at most `lead_max_reuse=%d` times, fills %d optimizer steps "
+            "(rounds of %d samples), fewer than the %d that %s asks for: training stops at step %d, and the "
+            "learning-rate schedule is planned for %d steps. To change it, %s.",
+            settings.budget,
+            args.lead_max_reuse,
+            taken,
+            settings.round_size,
+            asked,
+            asked_by,
+            taken,
+            taken,
+            fixes,
+        )
+
     @staticmethod
     def _resolve_clusters(dataset: Dataset, args: LEADConfig, clusters) -> np.ndarray | None:
         if clusters is not None:
@@ -255,11 +317,7 @@ class LEADSFTTrainer(SFTTrainer):
         round_size, budget = resolve_sizes(args.lead_round_size, args.lead_budget, n)
         per_round = _steps_per_round(args, round_size)
         warmup_rounds = math.ceil(args.lead_warmup_steps / per_round)
-        # the run's rounds: from `max_steps`, or as `__init__` derives `max_steps` from `num_train_epochs`
-        if args.max_steps > 0:
-            rounds = math.ceil(args.max_steps / per_round)
-        else:
-            rounds = _epoch_rounds(args, round_size, budget, warmup_rounds)
+        rounds = math.ceil(_run_steps(args, round_size, budget, warmup_rounds)[1] / per_round)  # the run's rounds
         choices = args.selection_choices()
         if choices["filter_keep"] is None:
             choices["filter_keep"] = auto_filter_keep(budget, candidates or n)
@@ -347,13 +405,35 @@ class LEADSFTTrainer(SFTTrainer):
             # whose positions restart at every sample, as BFD does: samples stay whole, one loss per segment.
             if args.max_length is None:
                 raise ValueError("When packing is enabled, `max_length` can't be `None`.")  # TRL's check
-            packing = False
+            dataset = super()._prepare_dataset(dataset, processing_class, args, False, formatting_func, dataset_name)
+            # As TRL's packed rows, each row lists the lengths of the sequences it holds: here its one sample
+            lengths = pc.list_value_length(dataset.with_format("arrow")["input_ids"]).to_pylist()
+            return dataset.add_column("seq_lengths", [[n] for n in lengths])
         return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         if self._lead and SAMPLE_ID not in self._signature_columns:
             self._signature_columns = [*self._signature_columns, SAMPLE_ID]
+
+    def set_initial_training_values(self, args, dataloader):
+        values = super().set_initial_training_values(args, dataloader)
+        if not self._lead:
+            return values
+        _, steps_per_epoch, num_examples, _, total_batch_size, steps_in_epoch, _ = values
+        max_steps = self.lead_max_steps
+        # The run and its learning-rate schedule end at the steps the budget allows (not at `args.max_steps`, left
+        # as the user set it). Epochs: one per round; the last rounds, left short by the reuse cap, may end their
+        # epochs early, and an epoch with no round ends training, so `max_steps` epochs always suffice.
+        return (
+            max_steps,
+            steps_per_epoch,
+            num_examples,
+            max_steps * total_batch_size,
+            total_batch_size,
+            steps_in_epoch,
+            max_steps,
+        )
 
     def _get_train_sampler(self, train_dataset=None):
         if not self._lead:
@@ -524,7 +604,7 @@ class LEADSFTTrainer(SFTTrainer):
                     labels,
                     conditional_losses=scores.losses if compute_ifd else None,
                     how=args.lead_clusters,
-                    k=args.lead_num_clusters,
+                    k=self._lead_num_clusters,
                     seed=args.lead_seed,
                     batch_size=args.per_device_train_batch_size,
                     show_progress=self.is_world_process_zero(),
@@ -618,8 +698,9 @@ class LEADSFTTrainer(SFTTrainer):
             result[k] = float(sums[1 + i]) / norm if norm > 0 else 1.0
         return result
 
-    def _finish_round(self, log_now: bool = True) -> dict[str, Any]:
-        """Fold the round in flight's losses in: IU/IDU, the policy's reward, the round log and its metrics."""
+    def _finish_round(self) -> dict[str, Any]:
+        """Fold the round in flight's losses in: IU/IDU, the policy's reward, the round log and its metrics (which
+        the Trainer's next training log entry carries, see `log`)."""
         planned = self._lead_round.planned
         ids, losses = self._gathered_losses()
         update = self._lead_tracker.snapshot() - self._lead_round.start_params
@@ -662,10 +743,6 @@ class LEADSFTTrainer(SFTTrainer):
             # eligible samples of the round's clusters that lead_sample_filter excluded (0 with the filter off)
             "lead/filtered": record["filtered"],
         }
-        if log_now:
-            # Outside a training step (after the last one): log on our own, without TRL's per-step metrics
-            Trainer.log(self, self._lead_log)
-            self._lead_log = None
         return record
 
     def _pool_description(self) -> dict[str, Any]:
@@ -676,9 +753,10 @@ class LEADSFTTrainer(SFTTrainer):
         }
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        # A round that ended at this step adds its metrics to the step's log (calling `log` from inside the step
-        # would reset the Trainer's `should_log` and drop the step's loss)
-        if self._lead_log and "loss" in logs:
+        # As SFTTrainer adds its own metrics: the last round finished since the previous entry adds its metrics to
+        # the Trainer's next training entry (a step's, with `loss`, or the run's summary, with `train_loss`), so
+        # `log_history` has SFTTrainer's entries; `lead_rounds.jsonl` has every round
+        if self._lead_log and ("loss" in logs or "train_loss" in logs):
             logs = {**logs, **self._lead_log}
             self._lead_log = None
         super().log(logs, start_time)
@@ -692,7 +770,7 @@ class LEADSFTTrainer(SFTTrainer):
             self.load_lead_state(resume_from_checkpoint)
         output = super().train(resume_from_checkpoint, *args, **kwargs)
         if self._lead and self._lead_round is not None:
-            self._finish_round()  # fold in the last round's losses
+            self._finish_round()  # fold in the last round's losses (a stop the callback missed: round log only)
         return output
 
     # ----- checkpoints -----------------------------------------------------------------------------------------------
@@ -811,9 +889,21 @@ class LEADSFTTrainer(SFTTrainer):
                 f.write(lines)
 
 
-def _epoch_rounds(args: LEADConfig, round_size: int, budget: int, warmup_rounds: int) -> int:
-    """Rounds of a run without `max_steps`: `num_train_epochs` passes over the budget, plus the warm-up."""
-    return math.ceil(args.num_train_epochs * budget / round_size) + warmup_rounds
+def _run_steps(args: LEADConfig, round_size: int, budget: int, warmup_rounds: int) -> tuple[int, int]:
+    """Optimizer steps of a run: those asked, and those it takes.
+
+    Asked: `max_steps`, or without it `num_train_epochs` passes over the budget plus the warm-up, in rounds of
+    `round_size` (one round per Trainer epoch). Taken: at most the steps that the budget's `budget * lead_max_reuse`
+    sample visits fill in full rounds and one last round of the rest. The rounds of a run use every visit, so it
+    reaches these steps unless the reuse cap leaves its last rounds so short that they need fewer steps in all (only
+    possible when `round_size` is not a multiple of the samples per step)."""
+    per_round = _steps_per_round(args, round_size)
+    if args.max_steps > 0:
+        asked = args.max_steps
+    else:
+        asked = (math.ceil(args.num_train_epochs * budget / round_size) + warmup_rounds) * per_round
+    full_rounds, rest = divmod(budget * args.lead_max_reuse, round_size)
+    return asked, min(asked, full_rounds * per_round + _steps_per_round(args, rest))
 
 
 def _steps_per_round(args: LEADConfig, round_size: int) -> int:
