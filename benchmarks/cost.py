@@ -15,7 +15,7 @@
 
     python benchmarks/cost.py [--pools 3200,32000] [--widths 64,256] [--budgets 0.025,0.05,0.1] [--candidates 2,4]
       [--quality benchmarks/results/cost_quality/selection_mixtures.csv]
-      [--table benchmarks/results/confirm6/selection_mixtures.csv]  ->  benchmarks/results/cost.md
+      [--table benchmarks/results/mixtures_fresh_seeds/selection_mixtures.csv]  ->  benchmarks/results/cost.md
 """
 
 from __future__ import annotations
