@@ -125,9 +125,9 @@ def run(kind: str, order: list[int] | None = None) -> dict:
 
 def demo_scoring(seed: int = 0) -> dict:
     """At the demo's settings (`trl-lead demo`: the embedded base, the conflict-a pool, its LEADConfig defaults), the
-    seconds of LEAD's one scoring pass over the pool (the initial scores the small-loss filter ranks), and of its pass
-    over the prompts for the filter's prompt groups (computed afresh: its disk cache is bypassed), against the seconds
-    of the whole training run. There is no other held-out scoring: the defaults score nothing per round."""
+    seconds of LEAD's one scoring pass over the pool (the initial scores the small-loss filter ranks, and the prompt
+    embeddings), and of the k-means that groups those embeddings for the filter, against the seconds of the whole
+    training run. There is no other held-out scoring: the defaults score nothing per round."""
     import tempfile
 
     import trl_lead.clustering
@@ -149,16 +149,16 @@ def demo_scoring(seed: int = 0) -> dict:
                 spent.append(time.perf_counter() - start)
 
     grouped = []
-    prompt_groups = trl_lead.clustering.prompt_groups
+    embedding_groups = trl_lead.clustering.embedding_groups
 
     def timed_groups(*args, **kwargs):
         start = time.perf_counter()
         try:
-            return prompt_groups(*args, **{**kwargs, "use_cache": False})
+            return embedding_groups(*args, **kwargs)
         finally:
             grouped.append(time.perf_counter() - start)
 
-    trl_lead.clustering.prompt_groups = timed_groups  # the trainer imports it when it needs it
+    trl_lead.clustering.embedding_groups = timed_groups  # the trainer imports it when it needs it
     with tempfile.TemporaryDirectory() as output_dir:
         start = time.perf_counter()
         trainer = train_lead(base, DemoSettings(seed=seed), output_dir, trainer_class=TimedScoring)
@@ -236,16 +236,14 @@ def main(argv: list[str] | None = None) -> None:
         f"`lead_sample_filter={demo[0]['filter']}`), 3 seeds, each in a fresh process: LEAD's one scoring pass over "
         "the pool (the initial scores the small-loss filter ranks by; the defaults score nothing per round) took "
         + ", ".join(f"{d['scoring_s']:.1f} s" for d in demo)
-        + ", and its pass over the prompts for the prompt groups (uncached) "
+        + ", and the k-means grouping the prompt embeddings that pass yields "
         + ", ".join(f"{d['grouping_s']:.1f} s" for d in demo)
         + ", against "
         + ", ".join(f"{rest:.1f} s" for rest in demo_rest)
         + f" for the rest of the run: **{100 * np.median(demo_share):.0f}%** and "
-        f"**{100 * np.median(group_share):.0f}%** of the training time (medians). Each is one forward pass over the "
-        "pool (the prompts alone: shorter) against "
-        "forward and backward passes over budget x reuse samples, so their share grows with the pool: a pool 40x the "
-        "budget (the default 2.5%) costs more than the training. The prompt groups are cached on disk, so a second "
-        "run on the same model and pool skips that pass.",
+        f"**{100 * np.median(group_share):.0f}%** of the training time (medians). The pass is one forward over the "
+        "pool against forward and backward passes over budget x reuse samples, so its share grows with the pool "
+        "(`lead_candidates` bounds it by a multiple of the budget: benchmarks/cost.py).",
     ]
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "overhead.md")
     with atomic_write(path) as f:

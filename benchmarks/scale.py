@@ -6,10 +6,17 @@ For N in (1M, 10M) samples and K = 64 clusters: bytes per sample of `LEADState` 
 member index, and the median wall time of
 `RoundSelector.plan_round` (choosing one round: policy, eligibility, masks, top-IDU in the cluster) and of
 `finish_round` (IDU update, reward, per-cluster means) over 20 rounds of 10,000 samples, after a warm-up round.
+
+    OMP_NUM_THREADS=2 python benchmarks/scale.py --groups 100000,1000000  ->  benchmarks/results/scale_groups.md
+
+The comparison groups of the small-loss filter (`trl_lead.clustering.embedding_groups`, about 32 samples each) of N
+896-wide embeddings (Qwen2.5-0.5B's width): N / 32 kinds of prompt, each a random centre plus noise; wall time and
+how well the groups recover the kinds (adjusted Rand index on a 20,000-sample subset).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import time
@@ -58,7 +65,65 @@ def measure(n: int, k: int = 64, rounds: int = 20, round_size: int = 10_000) -> 
     }
 
 
+def measure_groups(n: int, width: int = 896) -> dict[str, float]:
+    from sklearn.metrics import adjusted_rand_score
+
+    from trl_lead.clustering import PROMPT_GROUP_SIZE, embedding_groups
+
+    rng = np.random.default_rng(0)
+    kinds = n // PROMPT_GROUP_SIZE
+    truth = rng.integers(0, kinds, n)
+    x = rng.standard_normal((kinds, width), dtype=np.float32)[truth]
+    x += 0.5 * rng.standard_normal((n, width), dtype=np.float32)
+    start, cpu = time.perf_counter(), time.process_time()
+    groups = embedding_groups(x, seed=0)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    sizes = np.bincount(groups)
+    check = rng.choice(n, min(n, 20_000), replace=False)
+    return {
+        "seconds": seconds,
+        "cpu": cpu,
+        "groups": int((sizes > 0).sum()),
+        "median_size": float(np.median(sizes[sizes > 0])),
+        "ari": adjusted_rand_score(truth[check], groups[check]),
+    }
+
+
+def groups_main(sizes: list[int]) -> None:
+    lines = [
+        "# Comparison groups at scale",
+        "",
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}), "
+        f"{platform.platform()}, shared with other jobs (the wall time moves with their load; the CPU time of the 2 "
+        "threads, halved, is what an idle machine would take). `embedding_groups` on N x 896 float32 embeddings, "
+        "N / 32 kinds of prompt (random centres, noise 0.5 per coordinate); adjusted Rand index against the kinds on "
+        "20,000 samples.",
+        "",
+        "| N | wall (s) | CPU time, both threads (s) | groups | median group size | adjusted Rand index |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n in sizes:
+        m = measure_groups(n)
+        lines.append(
+            f"| {n:,} | {m['seconds']:.0f} | {m['cpu']:.0f} | {m['groups']:,} | {m['median_size']:.0f} | "
+            f"{m['ari']:.3f} |"
+        )
+        print(lines[-1], flush=True)
+    command = f"OMP_NUM_THREADS=2 python benchmarks/scale.py --groups {','.join(map(str, sizes))}"
+    lines += ["", f"Target: at most 5 minutes at 1M on 2 cores. Command: `{command}`."]
+    path = os.path.join(os.path.dirname(__file__), "results", "scale_groups.md")
+    with open(path + ".tmp", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(path + ".tmp", path)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--groups", help="comma-separated pool sizes: measure the comparison groups instead")
+    options = parser.parse_args()
+    if options.groups:
+        groups_main([int(n) for n in options.groups.split(",")])
+        return
     lines = [
         "# Selection state at scale",
         "",

@@ -122,6 +122,11 @@ ISSUE12["lead_auto_gain_boltzmann_floor"] = {
     **ISSUE12["lead_auto_gain_boltzmann"],
     "lead_policy_kwargs": {"floor": 0.6},
 }
+# the default scored and selected within a candidate subsample of 2, 4 or 8 times the budget, drawn once
+# (lead_candidates; stratified by the family column where it is the clusters): the passes before the first step
+# follow the budget, not the pool
+for _multiple in (2, 4, 8):
+    ISSUE12[f"lead_auto_candidates{_multiple}"] = {**ISSUE12["lead_auto"], "lead_candidates": float(_multiple)}
 for _name, _options in ISSUE12.items():
     METHODS[_name] = {**METHODS["lead_default"], **_options}
 # (the first four mechanisms together; measured before "small_loss" and "heldout_gain" were added)

@@ -370,7 +370,7 @@ def main() -> None:
     if options.summary_only:
         # the tables describe the machine that ran them, not the one that rewrites them
         machine = _recorded_machine(os.path.join(options.out, f"{NAME}.md")) or machine
-        summarize(_with_b_baselines(read_rows(csv_path)), options.out, machine)
+        summarize(with_b_baselines(read_rows(csv_path)), options.out, machine)
         return
     jobs = make_jobs(
         options.methods.split(","),
@@ -398,8 +398,8 @@ def main() -> None:
         futures = [pool.submit(_run, job) for job in todo]
         for future in tqdm(as_completed(futures), total=len(futures), desc="selection on mixtures"):
             append_row(csv_path, future.result())
-            summarize(_with_b_baselines(read_rows(csv_path)), options.out, machine)
-    summarize(_with_b_baselines(read_rows(csv_path)), options.out, machine)
+            summarize(with_b_baselines(read_rows(csv_path)), options.out, machine)
+    summarize(with_b_baselines(read_rows(csv_path)), options.out, machine)
     print(open(os.path.join(options.out, f"{NAME}.md")).read())
 
 
@@ -412,7 +412,7 @@ def _recorded_machine(path: str) -> str | None:
     return line[len("Machine: ") :].split(". ", 1)[0] if line else None
 
 
-def _with_b_baselines(rows: list[dict]) -> list[dict]:
+def with_b_baselines(rows: list[dict]) -> list[dict]:
     """(b) is (a)'s pool: its baseline rows are (a)'s (subsets ignore clusters)."""
     has_b = {(r["steps"], r["budget"]) for r in rows if r["mixture"] == "b"}
     copies = [

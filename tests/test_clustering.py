@@ -523,3 +523,16 @@ def test_append_eos_scores_the_tokens_sft_trains_on(tokenizer, pool, make_model)
         assert math.isclose(losses[i], manual_mean_ce(model, ids, len(prompt_ids)), abs_tol=1e-5)
     plain = answer_losses(model, tokenizer, rows, batch_size=4, show_progress=False)
     assert not np.allclose(plain, losses)
+
+
+@pytest.mark.parametrize("exact_max", [10_000, 100])
+def test_embedding_groups_find_the_prompt_kinds_exactly_and_inside_cells(exact_max):
+    # 40 kinds of prompt, 50 samples each on average, far apart: groups of 50 are the kinds, whether found by one
+    # k-means (exact_max above N) or inside coarse cells after PCA (below)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 64)).astype(np.float32) * 3
+    kinds = rng.integers(0, 40, 2000)
+    x = centres[kinds] + 0.3 * rng.normal(size=(2000, 64)).astype(np.float32)
+    groups = clustering.embedding_groups(x, group_size=50, seed=0, exact_max=exact_max)
+    assert groups.shape == (2000,) and len(np.unique(groups)) == 40
+    assert adjusted_rand_score(kinds, groups) == 1.0

@@ -58,6 +58,7 @@ __all__ = [
     "KMEANS_FULL_MAX_ELEMENTS",
     "cluster_embeddings",
     "compute_clusters",
+    "embedding_groups",
     "plot_clusters_2d",
     "pool_clusters",
     "PoolClusters",
@@ -487,6 +488,8 @@ def pool_clusters(
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
     show_progress: bool = True,
+    alone_losses: np.ndarray | Sequence[float] | None = None,
+    embeddings: np.ndarray | None = None,
 ) -> PoolClusters:
     r"""
     Cluster labels of a pool as a trainer processed it: its token ids and labels (the answer tokens are those whose
@@ -526,6 +529,12 @@ def pool_clusters(
             `False` neither reads nor writes the cache.
         show_progress (`bool`, *optional*, defaults to `True`):
             Show progress bars.
+        alone_losses (`np.ndarray`, *optional*):
+            With `how="ifd"`: each sample's loss of its trained tokens alone, already computed (the trainer splits
+            that pass over its ranks); `model` then runs no forward.
+        embeddings (`np.ndarray`, *optional*):
+            With `how="embedding"`: each sample's L2-normalised mean hidden state over its first 512 tokens, already
+            computed (the trainer takes them from its scoring pass); `model` then runs no forward.
 
     Returns:
         [`PoolClusters`].
@@ -554,6 +563,8 @@ def pool_clusters(
         parts.update(what="pool_embedding", max_length=512)
 
         def features_fn() -> np.ndarray:
+            if embeddings is not None:
+                return np.asarray(embeddings, dtype=np.float32)
             sequences = [list(ids[:512]) for ids in input_ids]
             return _embed_ids(model, sequences, _pad_id(tokenizer), batch_size, True, show_progress)
 
@@ -567,6 +578,8 @@ def pool_clusters(
         def features_fn() -> np.ndarray:
             if feature == "initial_loss":
                 return conditional
+            if alone_losses is not None:
+                return conditional / np.maximum(_check_losses(alone_losses, n), 1e-12)
             alone = _alone_losses(model, tokenizer, (None, answers), batch_size, None, show_progress)
             return conditional / np.maximum(alone, 1e-12)
 
@@ -673,6 +686,46 @@ def prompt_groups(
         show_progress,
     )
     return np.asarray(labels_out, dtype=np.int64)
+
+
+GROUPS_EXACT_MAX = 10_000
+"""Most samples `embedding_groups` groups with one k-means of `N / group_size` centres; above, groups are found inside
+coarse cells (one k-means over `N` points with `N / 32` centres costs `N^2 / 16` times the width in FLOPs: about 20
+minutes per assignment pass at 1M x 896 on 2 cores)."""
+
+
+def embedding_groups(
+    embeddings: np.ndarray,
+    group_size: int = PROMPT_GROUP_SIZE,
+    seed: int | None = 0,
+    exact_max: int = GROUPS_EXACT_MAX,
+) -> np.ndarray:
+    """Groups of about `group_size` samples with similar embeddings, as [`prompt_groups`] clusters its prompt
+    embeddings (the trainer passes those of its scoring pass).
+
+    Up to `exact_max` samples: k-means with `k = ceil(N / group_size)`. Above: the embeddings are reduced by PCA to
+    `PCA_DIMS` dimensions, split into `ceil(sqrt(k))` coarse cells by k-means, and each cell into groups of about
+    `group_size` by its own k-means, so the work grows as `N^1.5` instead of `N^2`; the group labels are numbered
+    cell after cell."""
+    if not (isinstance(group_size, int) and group_size >= 1):
+        raise ValueError(f"`group_size={group_size!r}` must be an int >= 1 (samples per group).")
+    seed = _check_seed(seed)
+    x = _check_x(embeddings)
+    n = x.shape[0]
+    k = min(math.ceil(n / group_size), n)
+    if n <= exact_max or k == 1:
+        return cluster_embeddings(x, k, "kmeans", seed, show_progress=False)
+    if x.shape[1] > PCA_DIMS:
+        x = _pca(x, PCA_DIMS, seed)
+    cells = _kmeans(x, math.ceil(math.sqrt(k)), seed)
+    labels = np.empty(n, dtype=np.int64)
+    offset = 0
+    for cell in range(int(cells.max()) + 1):
+        members = np.flatnonzero(cells == cell)
+        groups = min(max(1, round(len(members) / group_size)), len(members))
+        labels[members] = offset + (_kmeans(x[members], groups, seed) if groups > 1 else 0)
+        offset += groups
+    return labels
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -124,7 +124,7 @@ class LEADConfig(SFTConfig):
         lead_filter_groups (`str`, *optional*, preset: `"prompts"`, paper `"clusters"`):
             What `lead_sample_filter="small_loss"` compares a never-trained sample's initial score with: those of
             about 32 samples with the most similar prompts (`"prompts"`: k-means on the model's mean hidden state over
-            each prompt, one extra no-grad pass over the prompts, cached), or its cluster's (`"clusters"`). With
+            each prompt, read from the scoring pass: no pass of its own), or its cluster's (`"clusters"`). With
             `"prompts"`, answers to the same kind of instruction are compared across clusters, so a cluster of wrong
             answers to other clusters' prompts (a bad source) is filtered out. It needs a prompt (untrained leading
             tokens) in every sample: on a pool where some sample has none (language-modeling rows, or
@@ -135,6 +135,13 @@ class LEADConfig(SFTConfig):
             kept by `lead_sample_filter`), so that where the policy is uniform a round samples those candidates evenly
             instead of the clusters (a cluster the filter mostly excludes gets a small share; large clusters are not
             starved). No effect with `lead_round_mode="single"`.
+        lead_candidates (`float`, *optional*):
+            Before any pass, draw once a candidate subsample of `lead_candidates` times the budget (stratified by the
+            cluster column when one is given, in proportion to each cluster's size); the scoring pass, the clusters
+            and the comparison groups are computed on it alone and the rounds choose within it, so the work before
+            the first step follows the budget instead of the pool. The small-loss filter then picks its share among
+            the candidates instead of the pool, so it is less selective: `None` (the whole pool) stays the default
+            until that trade is measured to pay (benchmarks/results/cost.md).
         lead_warmup_steps (`int`, *optional*, defaults to `0`):
             Optimizer steps on uniformly random samples before the first round (rounded up to whole rounds).
         lead_seed (`int`, *optional*):
@@ -244,6 +251,12 @@ class LEADConfig(SFTConfig):
         default=None,
         metadata={"help": "Mixture rounds: weight each cluster's probability by its eligible, filter-kept samples."},
     )
+    lead_candidates: float | None = field(
+        default=None,
+        metadata={
+            "help": "Score and select within a subsample of this many times the budget, drawn once (None: all)."
+        },
+    )
     lead_warmup_steps: int = field(
         default=0, metadata={"help": "Optimizer steps on random samples before the first round."}
     )
@@ -306,6 +319,11 @@ class LEADConfig(SFTConfig):
             raise ValueError(f"`lead_num_clusters={self.lead_num_clusters}` must be >= 1.")
         if not 0.0 <= self.lead_smoothing < 1.0:
             raise ValueError(f"`lead_smoothing={self.lead_smoothing}` must lie in [0, 1): it weights the history.")
+        if self.lead_candidates is not None and not self.lead_candidates >= 1:
+            raise ValueError(
+                f"`lead_candidates={self.lead_candidates}` must be >= 1 (a multiple of the budget: the candidates "
+                "must hold the budget), or None for the whole pool."
+            )
         if self.lead_warmup_steps < 0:
             raise ValueError(f"`lead_warmup_steps={self.lead_warmup_steps}` must be >= 0.")
         if self.packing and self.packing_strategy != "bfd":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -35,6 +35,60 @@ def per_sample_loss(log_probs: torch.Tensor, label_mask: torch.Tensor, position_
     sums = torch.zeros(num_segments, device=log_probs.device).index_add_(0, segment, token_loss[0])
     counts = torch.zeros(num_segments, device=log_probs.device).index_add_(0, segment, label_mask[0].float())
     return sums, counts
+
+
+EMBEDDED_TOKENS = 512  # tokens of a sample (from its start) that its embeddings average, as `scoring.embed`'s default
+
+
+def mean_hidden_states(
+    hidden: torch.Tensor,
+    labels: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+    prompt_only: bool,
+) -> torch.Tensor:
+    """Each sample's last hidden states averaged over its first `EMBEDDED_TOKENS` tokens, or over its prompt (the
+    tokens before its first trained one) among them, L2-normalised: float32, one row per sample.
+
+    In a causal model a position's hidden state depends only on the tokens up to it, so the prompt's states of a
+    forward over the whole sample equal those of a forward over the prompt alone: the scoring pass yields the prompt
+    embeddings of `clustering.prompt_groups` without a pass of their own. Padded batches have one sample per row,
+    padding-free ones (one row, `position_ids` restarting at 0) one per segment, as in `per_sample_loss`."""
+    width = hidden.size(-1)
+    if position_ids is not None and hidden.size(0) == 1 and bool((position_ids[0, 1:] == 0).any()):
+        position = position_ids[0]
+        segment = torch.cumsum(position == 0, 0) - 1
+        valid = torch.ones_like(position, dtype=torch.bool)
+    else:
+        rows, length = labels.shape
+        position = torch.arange(length, device=labels.device).repeat(rows)
+        segment = torch.arange(rows, device=labels.device).repeat_interleave(length)
+        valid = torch.ones(rows * length, dtype=torch.bool, device=labels.device)
+        if attention_mask is not None:
+            valid = attention_mask.reshape(-1).bool()
+    labels = labels.reshape(-1)
+    keep = valid & (position < EMBEDDED_TOKENS)
+    num_segments = int(segment.max()) + 1
+    if prompt_only:
+        trained = ((labels != -100) & (position >= 1)).long()
+        seen = torch.cumsum(trained, 0)  # trained tokens up to and including each position, over the whole batch
+        before = torch.zeros(num_segments, dtype=seen.dtype, device=seen.device)
+        before = before.scatter_reduce(0, segment, seen - trained, reduce="amin", include_self=False)
+        keep &= seen == before[segment]  # no trained token yet in this sample
+    weights = keep.float().unsqueeze(-1)
+    hidden = hidden.reshape(-1, width).float() * weights
+    sums = torch.zeros(num_segments, width, device=hidden.device).index_add_(0, segment, hidden)
+    counts = torch.zeros(num_segments, 1, device=hidden.device).index_add_(0, segment, weights)
+    return torch.nn.functional.normalize(sums / counts, dim=-1)
+
+
+class PoolScores(NamedTuple):
+    """What one no-grad pass over the pool yields, in id order: each sample's loss (its initial IU and IFD's
+    numerator) and, where asked for, its prompt embedding and its whole-sequence embedding (`mean_hidden_states`)."""
+
+    losses: np.ndarray
+    prompt_embeddings: np.ndarray | None = None
+    sequence_embeddings: np.ndarray | None = None
 
 
 class CollatorWithIds:

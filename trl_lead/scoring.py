@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 __all__ = [
     "IGNORE_INDEX",
+    "answer_alone_inputs",
     "answer_losses",
     "embed",
     "ifd_scores",
@@ -427,24 +428,33 @@ def _alone_prefix(tokenizer: Any) -> list[int]:
     return []
 
 
-def _alone_losses(model, tokenizer, pairs, batch_size, max_length, show_progress) -> np.ndarray:
-    _, answers = pairs
+def answer_alone_inputs(
+    tokenizer: Any, answers: Sequence[Sequence[int]], max_length: int | None = None
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids and labels that score each answer alone: IFD's denominator.
+
+    The answer follows the tokenizer's BOS token (EOS when it has no BOS), and every answer token is labelled; with
+    neither token the answer's first token starts the sequence unscored. `max_length` keeps the first
+    `max_length - 1` answer tokens. The labels follow TRL's convention (`-100`: not scored), so the sequences can go
+    through a trainer's collator and forward."""
     prefix = _alone_prefix(tokenizer)
-    seqs, starts = [], []
-    for i, ans in enumerate(answers):
-        if max_length is not None:
-            ans = ans[: max_length - 1]
-        if prefix:
-            seqs.append(prefix + ans)
-            starts.append(1)
-        else:
-            if len(ans) < 2:
-                raise ValueError(
-                    f"Row {i}: the answer is one token and the tokenizer has no BOS or EOS token to start it from, so "
-                    "its loss alone is undefined. Set `tokenizer.bos_token`, or drop the row."
-                )
-            seqs.append(ans)
-            starts.append(1)
+    input_ids, labels = [], []
+    for i, answer in enumerate(answers):
+        answer = list(answer) if max_length is None else list(answer[: max_length - 1])
+        if not prefix and len(answer) < 2:
+            raise ValueError(
+                f"Row {i}: the answer is one token and the tokenizer has no BOS or EOS token to start it from, so "
+                "its loss alone is undefined. Set `tokenizer.bos_token`, or drop the row."
+            )
+        ids = prefix + answer
+        input_ids.append(ids)
+        labels.append([IGNORE_INDEX] + ids[1:])
+    return input_ids, labels
+
+
+def _alone_losses(model, tokenizer, pairs, batch_size, max_length, show_progress) -> np.ndarray:
+    seqs, _ = answer_alone_inputs(tokenizer, pairs[1], max_length)
+    starts = [1] * len(seqs)
     return _sequence_losses(model, seqs, starts, _pad_id(tokenizer), batch_size, "answer alone", show_progress)
 
 
@@ -630,7 +640,10 @@ def trained_tokens(
     """
     answers, has_prompt = [], np.zeros(len(input_ids), dtype=bool)
     for i, ids in enumerate(input_ids):
-        row_labels = ids if labels is None else labels[i]
-        answers.append([int(t) for t, label in zip(ids[1:], row_labels[1:]) if label != IGNORE_INDEX])
+        if labels is None:
+            answers.append([int(t) for t in ids[1:]])
+            continue
+        row_ids, row_labels = np.asarray(ids, dtype=np.int64), np.asarray(labels[i], dtype=np.int64)
+        answers.append(row_ids[1:][row_labels[1:] != IGNORE_INDEX].tolist())  # numpy: a pool has millions of tokens
         has_prompt[i] = len(row_labels) > 0 and row_labels[0] == IGNORE_INDEX
     return answers, has_prompt

@@ -51,6 +51,21 @@ def predicted_drop(eta: float, d_prev: float, d_k: float | None, cos_phi: float)
     return max(drop, 0.0), beta
 
 
+def draw_candidates(count: int, pool_size: int, seed: int, clusters: np.ndarray | None = None) -> np.ndarray:
+    """`count` distinct samples of `0..pool_size-1`, sorted, drawn once (`lead_candidates`): uniformly, or with
+    `clusters` each cluster's share of them in proportion to its size (largest remainders), so that the candidates
+    keep the pool's make-up and a small cluster is not left out by chance."""
+    rng = np.random.default_rng(seed)
+    if clusters is None:
+        return np.sort(rng.choice(pool_size, count, replace=False))
+    labels, sizes = np.unique(clusters, return_counts=True)
+    quota = count * sizes / pool_size
+    take = np.floor(quota).astype(np.int64)
+    take[np.argsort(-(quota - take), kind="stable")[: count - take.sum()]] += 1
+    picked = [rng.choice(np.flatnonzero(clusters == k), t, replace=False) for k, t in zip(labels, take)]
+    return np.sort(np.concatenate(picked))
+
+
 def round_distribution(policy: Any, mask: np.ndarray, slots: int) -> np.ndarray:
     """The arm distribution a mixture round is split by: the policy's `probabilities(mask)`, or for a policy without
     them its batched round, the share of the round's `slots` each arm gets from `allocate(slots, mask)` (each

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 import torch
-from accelerate.utils import gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 from datasets import Dataset, IterableDataset, IterableDatasetDict
 from torch.utils.data import Sampler
 from tqdm.auto import tqdm
@@ -28,8 +28,16 @@ from trl.trainer.utils import get_config_model_id
 from .config import CLUSTER_DEFAULTS, LEADConfig
 from .files import atomic_write
 from .policies import make_policy
-from .rounds import SAMPLE_ID, CollatorWithIds, LossRecorder, RoundInFlight, UpdateTracker
-from .selection import LEADState, PlannedRound, RoundSelector
+from .rounds import (
+    SAMPLE_ID,
+    CollatorWithIds,
+    LossRecorder,
+    PoolScores,
+    RoundInFlight,
+    UpdateTracker,
+    mean_hidden_states,
+)
+from .selection import LEADState, PlannedRound, RoundSelector, draw_candidates
 from .settings import SelectionSettings, auto_filter_keep, check_policy, resolve_sizes
 
 logger = logging.getLogger(__name__)
@@ -114,7 +122,8 @@ class LEADSFTTrainer(SFTTrainer):
     Attributes:
         lead_state (`LEADState`): per-sample IU, IDU, use counts, clusters, and the list of rounds, over the pool: the
             rows of `train_dataset` that have a trained token after TRL's processing.
-        lead_pool_rows (`np.ndarray`): the `train_dataset` row of each pool sample.
+        lead_pool_rows (`np.ndarray`): the `train_dataset` row of each pool sample (with `lead_candidates`, the pool
+            is the candidate subsample).
         lead_clustering (`dict`): what the clusters came from (`{"feature": "ifd" | "initial_loss" | "embedding" |
             "given" | "column ...", ...}`; `None` until computed clusters are computed).
         lead_settings (`SelectionSettings`): the selection settings, sizes as counts over the pool (read-only).
@@ -146,10 +155,15 @@ class LEADSFTTrainer(SFTTrainer):
         self._lead_clusters = self._resolve_clusters(train_dataset, args, clusters)
         self._resolve_settings(args, n)  # sizes checked against the whole dataset before the model is loaded
         self._lead_policy = self._resolve_policy(args, policy)
+        # `lead_candidates`: drawn before TRL processes the dataset, so that tokenizing follows the budget too
+        candidate_rows = self._draw_candidates(args, n)
+        if candidate_rows is not None:
+            train_dataset = train_dataset.select(candidate_rows)
+        with_ids = train_dataset.add_column(SAMPLE_ID, np.arange(len(train_dataset)))
         if "train_dataset" in kwargs:
-            kwargs["train_dataset"] = train_dataset.add_column(SAMPLE_ID, np.arange(n))
+            kwargs["train_dataset"] = with_ids
         else:
-            pargs = (pargs[0], train_dataset.add_column(SAMPLE_ID, np.arange(n)), *pargs[2:])
+            pargs = (pargs[0], with_ids, *pargs[2:])
 
         super().__init__(model, args, *pargs, **kwargs)
 
@@ -159,8 +173,10 @@ class LEADSFTTrainer(SFTTrainer):
                 "LEAD needs each sample's whole loss on one rank; context/sequence parallelism splits it. Disable it "
                 "or set `lead_enabled=False`."
             )
-        self._lead_dataset_size = n
-        self.lead_pool_rows, all_prompted = self._keep_trainable_rows(n)
+        self._lead_dataset_size = len(train_dataset)  # the rows LEAD chooses among (the candidates, if drawn)
+        self.lead_pool_rows, all_prompted = self._keep_trainable_rows(len(train_dataset))
+        if candidate_rows is not None:
+            self.lead_pool_rows = candidate_rows[self.lead_pool_rows]  # rows of the dataset the user gave
         pool_size = len(self.lead_pool_rows)
         self._lead_filter_groups = args.lead_filter_groups
         if args.lead_filter_groups == "prompts" and args.lead_sample_filter == "small_loss" and not all_prompted:
@@ -171,7 +187,9 @@ class LEADSFTTrainer(SFTTrainer):
                 "(`lead_filter_groups='clusters'`)."
             )
             self._lead_filter_groups = "clusters"
-        self._lead_settings = self._resolve_settings(args, pool_size)
+        # sizes are shares of the whole pool (of the dataset's rows when candidates were drawn from them); the
+        # filter's share is of the samples it chooses among
+        self._lead_settings = self._resolve_settings(args, pool_size if candidate_rows is None else n, pool_size)
         self._lead_settings.filter_groups = self._lead_filter_groups
         if self._lead_clusters is not None:
             self._lead_clusters = self._lead_clusters[self.lead_pool_rows]
@@ -293,17 +311,30 @@ class LEADSFTTrainer(SFTTrainer):
         return clusters.astype(np.int64)
 
     @staticmethod
-    def _resolve_settings(args: LEADConfig, n: int) -> SelectionSettings:
+    def _resolve_settings(args: LEADConfig, n: int, candidates: int | None = None) -> SelectionSettings:
+        """Settings with sizes as counts over a pool of `n` samples, selected from `candidates` of them (all by
+        default): the automatic filter share keeps 1.6 times the budget of those."""
         round_size, budget = resolve_sizes(args.lead_round_size, args.lead_budget, n)
         per_round = _steps_per_round(args, round_size)
         warmup_rounds = math.ceil(args.lead_warmup_steps / per_round)
         rounds = math.ceil(_run_steps(args, round_size, budget, warmup_rounds)[1] / per_round)  # the run's rounds
         choices = args.selection_choices()
         if choices["filter_keep"] is None:
-            choices["filter_keep"] = auto_filter_keep(budget, n)
+            choices["filter_keep"] = auto_filter_keep(budget, candidates or n)
         return SelectionSettings.for_pool(
             n, args.lead_round_size, args.lead_budget, args.lead_preset, rounds, warmup_rounds, **choices
         )
+
+    def _draw_candidates(self, args: LEADConfig, n: int) -> np.ndarray | None:
+        """The dataset rows of the candidate subsample (`lead_candidates` times the budget, stratified by the given
+        clusters), drawn once from `lead_seed`; `None` when there is none to draw or it would hold every row."""
+        if args.lead_candidates is None:
+            return None
+        budget = resolve_sizes(args.lead_round_size, args.lead_budget, n)[1]
+        count = min(n, math.ceil(args.lead_candidates * budget))
+        if count == n:
+            return None
+        return draw_candidates(count, n, args.lead_seed, self._lead_clusters)
 
     @staticmethod
     def _resolve_policy(args: LEADConfig, policy):
@@ -446,9 +477,28 @@ class LEADSFTTrainer(SFTTrainer):
         A hook: a subclass may override it to give initial scores from elsewhere (a cache, another model), one loss
         per pool sample in id order (NaN where none); they are also IFD's conditional losses when clusters are
         computed by IFD. Called once, when rounds start."""
+        return self._forward_pass(self.train_dataset, "LEAD initial scores", prompts=False, sequences=False).losses
+
+    def _initial_pass(self) -> PoolScores:
+        """The initial scores, with the embeddings that the prompt groups (`lead_filter_groups="prompts"`) and
+        `lead_clusters="embedding"` need read from the same forward; where a subclass gives the scores
+        (`score_pool`), a pass for the embeddings alone when some are needed."""
+        prompts = self._lead_filter_groups == "prompts" and self.args.lead_sample_filter == "small_loss"
+        sequences = self._lead_clusters is None and self.args.lead_clusters == "embedding"
+        if getattr(self.score_pool, "__func__", None) is LEADSFTTrainer.score_pool:  # not given by a subclass
+            return self._forward_pass(self.train_dataset, "LEAD initial scores", prompts, sequences)
+        losses = self.score_pool()
+        if not (prompts or sequences):
+            return PoolScores(losses)
+        return self._forward_pass(self.train_dataset, "LEAD embeddings", prompts, sequences)._replace(losses=losses)
+
+    def _forward_pass(self, dataset: Dataset, description: str, prompts: bool, sequences: bool) -> PoolScores:
+        """Per-sample losses (and embeddings) of a dataset with an id column: one no-grad pass, split over the ranks
+        as evaluation batches are, and gathered, so every rank takes part in every forward (as FSDP and ZeRO-3 need).
+        Batches are the training batch size (see `score_pool`)."""
         loader = self._get_dataloader(
-            dataset=self.train_dataset,
-            description="LEAD scoring",
+            dataset=dataset,
+            description=description,
             batch_size=self.args.per_device_train_batch_size,
             sampler_fn=self._get_eval_sampler,
         )
@@ -456,72 +506,128 @@ class LEADSFTTrainer(SFTTrainer):
         was_training = model.training
         model.eval()
         self._lead_losses.clear()
-        with torch.no_grad():
-            quiet = not self.is_world_process_zero() or self.args.disable_tqdm  # the Trainer's own bar setting
-            for inputs in tqdm(loader, desc="LEAD initial scores", disable=quiet):
-                inputs = self._prepare_inputs(inputs)
-                ids = inputs.pop(SAMPLE_ID)
-                outputs = model(**inputs, fused_lm_head=True, use_cache=False)
-                self._lead_losses.record(ids, outputs.log_probs, outputs.label_mask, inputs.get("position_ids"))
-        model.train(was_training)
+        hidden: list[torch.Tensor] = []
+        hook = None
+        if prompts or sequences:
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+            # the fused forward returns no hidden states: read them from the backbone it calls
+            hook = base.base_model.register_forward_hook(
+                lambda module, args, out: hidden.append(out.last_hidden_state)
+            )
+        ids_seen, embedded = [], {"prompts": [], "sequences": []}
+        try:
+            with torch.no_grad():
+                quiet = not self.is_world_process_zero() or self.args.disable_tqdm  # the Trainer's own bar setting
+                for inputs in tqdm(loader, desc=description, disable=quiet):
+                    inputs = self._prepare_inputs(inputs)
+                    ids = inputs.pop(SAMPLE_ID)
+                    hidden.clear()
+                    outputs = model(**inputs, fused_lm_head=True, use_cache=False)
+                    position_ids = inputs.get("position_ids")
+                    self._lead_losses.record(ids, outputs.log_probs, outputs.label_mask, position_ids)
+                    ids_seen.append(ids.cpu().numpy())
+                    for key, wanted in (("prompts", prompts), ("sequences", sequences)):
+                        if wanted:
+                            pooled = mean_hidden_states(
+                                hidden[-1],
+                                inputs["labels"],
+                                inputs.get("attention_mask"),
+                                position_ids,
+                                key == "prompts",
+                            )
+                            embedded[key].append(pooled[: len(ids)].cpu().numpy())
+        finally:
+            if hook is not None:
+                hook.remove()
+            model.train(was_training)
         ids, losses = self._gathered_losses()
-        scores = np.full(len(self._lead_row_of_id), np.nan)
+        n = len(dataset)  # ids are 0..n-1
+        scores = np.full(n, np.nan)
         scores[ids] = losses
-        return scores
+        result = PoolScores(scores)
+        for key, field_name in (("prompts", "prompt_embeddings"), ("sequences", "sequence_embeddings")):
+            if embedded[key]:
+                result = result._replace(**{field_name: self._gathered_rows(n, ids_seen, embedded[key])})
+        return result
+
+    def _gathered_rows(self, n: int, ids: list[np.ndarray], rows: list[np.ndarray]) -> np.ndarray:
+        """The rows each rank computed for its ids, from every rank, in id order (a collective call)."""
+        parts = [(np.concatenate(ids), np.concatenate(rows))]
+        if self.accelerator.num_processes > 1:
+            parts = gather_object(parts)
+        out = np.empty((n, parts[0][1].shape[1]), dtype=np.float32)
+        for part_ids, part_rows in parts:  # a sample repeated to even out the ranks' batches has the same row twice
+            out[part_ids] = part_rows
+        return out
+
+    def _answer_alone_losses(self) -> np.ndarray | None:
+        """Each sample's loss of its trained tokens alone (IFD's denominator), one pass split over the ranks; `None`
+        where some sample has no prompt (IFD is undefined: the clusters then use the initial loss, with no pass)."""
+        from .scoring import answer_alone_inputs, trained_tokens
+
+        pool = self.train_dataset.select(self._lead_row_of_id)  # pool samples in id order
+        answers, has_prompt = trained_tokens(
+            pool["input_ids"], pool["labels"] if "labels" in pool.column_names else None
+        )
+        if not has_prompt.all():
+            return None
+        input_ids, labels = answer_alone_inputs(self._tokenizer, answers)
+        alone = Dataset.from_dict({"input_ids": input_ids, "labels": labels, SAMPLE_ID: np.arange(len(answers))})
+        return self._forward_pass(alone, "LEAD answers alone", prompts=False, sequences=False).losses
+
+    def _on_main_process(self, compute):
+        """`compute()` on the main process, its result sent to every rank (CPU work: k-means, no forward)."""
+        if self.accelerator.num_processes == 1:
+            return compute()
+        result = [compute() if self.accelerator.is_main_process else None]
+        return broadcast_object_list(result, from_process=0)[0]
 
     def _start_rounds(self) -> None:
         args = self.args
         compute_ifd = self._lead_clusters is None and args.lead_clusters == "ifd"
-        # One scoring pass gives both the initial IU and IFD's conditional loss
-        initial = self.score_pool() if args.lead_initial_score == "loss" or compute_ifd else None
+        # One scoring pass gives the initial IU, IFD's conditional loss and the embeddings the groups need
+        needs_pass = args.lead_initial_score == "loss" or self._lead_clusters is None
+        scores = self._initial_pass() if needs_pass else None
         if self._lead_clusters is None:
             from .clustering import pool_clusters
 
             # From what the trainer trains on: the processed tokens, and labels marking the trained (answer) tokens
             pool = self.train_dataset.select(self._lead_row_of_id)  # pool samples in id order
             labels = pool["labels"] if "labels" in pool.column_names else None
-            # Rank 0 computes and caches on disk; the other ranks then read the cache
-            with self.accelerator.main_process_first():
-                result = pool_clusters(
+            alone = self._answer_alone_losses() if compute_ifd else None
+            result = self._on_main_process(
+                lambda: pool_clusters(
                     self.model,
                     self._tokenizer,
                     pool["input_ids"],
                     labels,
-                    conditional_losses=initial,
+                    conditional_losses=scores.losses if compute_ifd else None,
                     how=args.lead_clusters,
                     k=self._lead_num_clusters,
                     seed=args.lead_seed,
                     batch_size=args.per_device_train_batch_size,
                     show_progress=self.is_world_process_zero(),
+                    alone_losses=alone,
+                    embeddings=scores.sequence_embeddings,
                 )
+            )
             self._lead_clusters = result.labels
             self.lead_clustering = result.describe()
         if self.lead_state is None:
             self._make_state(self._lead_clusters)
         if args.lead_initial_score == "loss":
-            self.lead_state.set_initial_scores(initial)
-        if self._lead_filter_groups == "prompts":
-            self.lead_state.set_filter_groups(self._prompt_groups())
+            self.lead_state.set_initial_scores(scores.losses)
+        if scores is not None and scores.prompt_embeddings is not None:
+            from .clustering import embedding_groups
+
+            seed = args.lead_seed
+            self.lead_state.set_filter_groups(
+                self._on_main_process(lambda: embedding_groups(scores.prompt_embeddings, seed=seed))
+            )
         self._lead_policy.reset(self.lead_state.num_clusters, seed=args.lead_seed)
         self._lead_tracker = self._make_tracker()
         self._lead_started = True
-
-    def _prompt_groups(self) -> np.ndarray:
-        """Groups of similar prompts over the pool, in id order (`lead_filter_groups="prompts"`)."""
-        from .clustering import prompt_groups
-
-        pool = self.train_dataset.select(self._lead_row_of_id)
-        label_column = "labels" if "labels" in pool.column_names else "input_ids"  # TRL's collator: labels = ids
-        with self.accelerator.main_process_first():  # rank 0 computes and caches; the others read the cache
-            return prompt_groups(
-                self.model,
-                self._tokenizer,
-                pool["input_ids"],
-                pool[label_column],
-                seed=self.args.lead_seed,
-                batch_size=self.args.per_device_train_batch_size,
-                show_progress=self.is_world_process_zero() and not self.args.disable_tqdm,
-            )
 
     def _make_tracker(self) -> UpdateTracker:
         trainable = [p for p in self.model.parameters() if p.requires_grad]
