@@ -64,7 +64,7 @@ def worker(args: argparse.Namespace) -> None:
         import umap  # noqa: F401 - time the import apart from the clustering
 
     import_s = time.perf_counter() - t0
-    from trl_lead.clustering import cluster_embeddings
+    from trl_lead.kmeans import cluster_embeddings
 
     t0 = time.perf_counter()
     x, y = make_blobs(args.n, args.d, args.k, args.seed)

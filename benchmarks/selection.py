@@ -223,7 +223,7 @@ def _subset(base, job: Job, how: str, count: int) -> tuple[np.ndarray, float]:
         losses = answer_losses(base.model, base.tokenizer, base.train_dataset, batch_size=128, show_progress=False)
         family = np.asarray(base.train_dataset["family_id"])
         if how == "small_loss_prompts":  # groups of about 32 similar prompts instead of the families
-            from trl_lead.clustering import cluster_embeddings
+            from trl_lead.kmeans import cluster_embeddings
             from trl_lead.scoring import embed
 
             prompts = [row[0]["content"] for row in base.train_dataset["messages"]]

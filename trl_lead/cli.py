@@ -529,7 +529,7 @@ def cluster(argv: list[str] | None = None) -> str:
         train,
         how=args.lead_clusters,
         k=args.lead_num_clusters,
-        seed=args.lead_seed,
+        seed=args.selection_seed,
         max_length=args.max_length,
         append_eos=True,
         return_features=True,
