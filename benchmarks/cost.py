@@ -54,9 +54,9 @@ def arithmetic(candidates: list[float]) -> list[str]:
         f"training visit is ~{TRAIN_FORWARDS} F (forward + backward). Training = budget x {REUSE} visits. Before "
         "step 1:",
         "",
-        "- *main's defaults*: a scoring pass (N F), a prompt-only pass (~0.5 N F), k-means with N/32 groups on the "
-        "prompt embeddings; with computed IFD clusters also an answer-only pass (~0.5 N F). Prompt and answer passes "
-        "on rank 0 alone.",
+        "- *three passes* (the prompt embeddings from a pass of their own): a scoring pass (N F), a prompt-only "
+        "pass (~0.5 N F), k-means with N/32 groups on the prompt embeddings; with computed IFD clusters also an "
+        "answer-only pass (~0.5 N F). Prompt and answer passes on rank 0 alone.",
         "- *one pass*: the scoring pass also yields the prompt embeddings (N F); the answer-only pass only for IFD "
         "clusters; every pass split over the ranks.",
         "- *candidates m*: the same on a subsample of m x budget drawn once (`lead_candidates=m`).",
@@ -78,7 +78,7 @@ def arithmetic(candidates: list[float]) -> list[str]:
             for pool in (100_000, 1_000_000):
                 count = budget * pool
                 training = TRAIN_FORWARDS * REUSE * count
-                options = [("main's defaults", pool, 1 + PROMPT_SHARE), ("one pass", pool, 1.0)]
+                options = [("three passes", pool, 1 + PROMPT_SHARE), ("one pass", pool, 1.0)]
                 options += [(f"candidates {m:g}", min(pool, m * count), 1.0) for m in candidates]
                 for name, scored, per_sample in options:
                     passes = per_sample * scored
