@@ -38,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from envs.benchmark_report import cpu_name  # noqa: E402
 from envs.calibration import FIT_GRIDS, teacher_forced_drops  # noqa: E402
 from envs.proxy_training import ProxyTraining  # noqa: E402
 
@@ -46,15 +47,9 @@ GAPS = (("first visit", 0, 0), ("1", 1, 1), ("2-3", 2, 3), ("4-8", 4, 8), ("9+",
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"{platform.platform()}, Python {platform.python_version()}, {cores} cores ({cpu}){load}"
+    return f"{platform.platform()}, Python {platform.python_version()}, {cores} cores ({cpu_name()}){load}"
 
 
 class SequencePolicy:

@@ -193,15 +193,20 @@ def split_half_taus(finals: dict[str, dict[str, float]], max_splits: int = 1000)
     return taus
 
 
-def machine_description() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     cpu = platform.processor() or "unknown CPU"
     try:
         with open("/proc/cpuinfo") as fh:
             cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
     except OSError:
         pass
+    return cpu
+
+
+def machine_description() -> str:
     nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{platform.platform()}, Python {platform.python_version()}, nproc {nproc} ({cpu})"
+    return f"{platform.platform()}, Python {platform.python_version()}, nproc {nproc} ({cpu_name()})"
 
 
 def summary_rows(
