@@ -64,7 +64,7 @@ def worker(args: argparse.Namespace) -> None:
         import umap  # noqa: F401 - time the import apart from the clustering
 
     import_s = time.perf_counter() - t0
-    from trl_lead.clustering import cluster_embeddings
+    from trl_lead.kmeans import cluster_embeddings
 
     t0 = time.perf_counter()
     x, y = make_blobs(args.n, args.d, args.k, args.seed)
@@ -96,7 +96,8 @@ def worker(args: argparse.Namespace) -> None:
 def ifd_throughput(num_samples: int, batch_sizes: list[int]) -> list[dict]:
     import torch
 
-    from trl_lead.embedded import build_tiny_model, build_tokenizer, make_instruction_pool
+    from trl_lead.embedded import build_tiny_model, build_tokenizer
+    from trl_lead.pool import make_instruction_pool
     from trl_lead.scoring import answer_losses, ifd_scores
 
     tokenizer = build_tokenizer()

@@ -176,7 +176,8 @@ def measure(pools: list[int], widths: list[int], budgets: list[float], candidate
     import torch
     import transformers
 
-    from trl_lead.embedded import build_tokenizer, make_instruction_pool
+    from trl_lead.embedded import build_tokenizer
+    from trl_lead.pool import make_instruction_pool
 
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
@@ -244,10 +245,10 @@ def pass_steps(method: str, mixture: str, budget: float) -> int:
 
 def quality(csv_path: str) -> list[str]:
     """Paired tables of the LEAD settings against random and stratified, at the same and at equal compute."""
-    from selection import _read
+    from selection import read_rows
 
     score: dict[tuple[str, float], dict[tuple[str, int], dict[int, float]]] = {}
-    for row in _read(csv_path):
+    for row in read_rows(csv_path):
         key = (row["mixture"], float(row["budget"]))
         method = (row["method"], int(row["steps"]))
         score.setdefault(key, {}).setdefault(method, {})[int(row["seed"])] = float(row["overall_learnable"])
@@ -299,8 +300,8 @@ def quality(csv_path: str) -> list[str]:
 def against_table(csv_path: str, table_csv: str, method: str) -> list[str]:
     """`method`'s lead over random and stratified next to the defaults' in `table_csv` (the same seeds, baselines
     and steps), and `method` against those defaults, paired by seed."""
-    from selection import _read
-    from selection_mixtures import _with_b_baselines
+    from selection import read_rows
+    from selection_mixtures import with_b_baselines
 
     def scores(rows: list[dict]) -> dict[tuple[str, float, str], dict[int, float]]:
         out: dict[tuple[str, float, str], dict[int, float]] = {}
@@ -310,7 +311,7 @@ def against_table(csv_path: str, table_csv: str, method: str) -> list[str]:
                 out.setdefault(key, {})[int(row["seed"])] = float(row["overall_learnable"])
         return out
 
-    table, new = scores(_with_b_baselines(_read(table_csv))), scores(_read(csv_path))
+    table, new = scores(with_b_baselines(read_rows(table_csv))), scores(read_rows(csv_path))
 
     def cell(values, reference) -> str:
         mean, low, high, n = paired(values, reference)

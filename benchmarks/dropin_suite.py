@@ -34,7 +34,8 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from trl_lead import LEADConfig, LEADSFTTrainer  # noqa: E402
-from trl_lead.embedded import build_tiny_model, build_tokenizer, make_instruction_pool  # noqa: E402
+from trl_lead.embedded import build_tiny_model, build_tokenizer  # noqa: E402
+from trl_lead.pool import make_instruction_pool  # noqa: E402
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()

@@ -23,10 +23,10 @@ from trl_lead.embedded import (
     DEFAULT_WARMUP_STEPS,
     EMBEDDED_SFT_KWARGS,
     exact_match,
-    make_instruction_pool,
     torch_threads,
     warmed_up_base,
 )
+from trl_lead.pool import make_instruction_pool
 
 
 def main() -> None:

@@ -27,8 +27,9 @@ from trl import SFTConfig, SFTTrainer
 
 from trl_lead import LEADConfig, LEADSFTTrainer
 from trl_lead.cli import DEFAULT_DEMO_MIXTURE
-from trl_lead.embedded import build_tokenizer, make_instruction_pool
+from trl_lead.embedded import build_tokenizer
 from trl_lead.files import atomic_write
+from trl_lead.pool import make_instruction_pool
 
 STEPS, BATCH, ROUND, POOL = 40, 8, 80, 600  # rounds of 10 steps; a small pool keeps LEAD's scoring pass short
 
@@ -130,7 +131,7 @@ def demo_scoring(seed: int = 0) -> dict:
     import tempfile
 
     import trl_lead.clustering
-    from trl_lead.cli import DemoSettings, _train_lead
+    from trl_lead.cli import DemoSettings, train_lead
     from trl_lead.embedded import load_embedded_default
 
     torch.set_num_threads(1)
@@ -160,7 +161,7 @@ def demo_scoring(seed: int = 0) -> dict:
     trl_lead.clustering.embedding_groups = timed_groups  # the trainer imports it when it needs it
     with tempfile.TemporaryDirectory() as output_dir:
         start = time.perf_counter()
-        trainer = _train_lead(base, DemoSettings(seed=seed), output_dir, trainer_class=TimedScoring)
+        trainer = train_lead(base, DemoSettings(seed=seed), output_dir, trainer_class=TimedScoring)
         total = time.perf_counter() - start
     return {
         "scoring_s": sum(spent),

@@ -22,7 +22,7 @@ import gymnasium
 import numpy as np
 
 import envs  # noqa: F401  (registers the environments)
-from envs.benchmark import machine_description
+from envs.benchmark_report import machine_description
 from envs.policies import POLICIES, make_policy
 from trl_lead.files import atomic_write
 

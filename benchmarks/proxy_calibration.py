@@ -38,7 +38,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from envs.calibration import _FIT_GRIDS, teacher_forced_drops  # noqa: E402
+from envs.benchmark_report import cpu_name  # noqa: E402
+from envs.calibration import FIT_GRIDS, teacher_forced_drops  # noqa: E402
 from envs.proxy_training import ProxyTraining  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -46,15 +47,9 @@ GAPS = (("first visit", 0, 0), ("1", 1, 1), ("2-3", 2, 3), ("4-8", 4, 8), ("9+",
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"{platform.platform()}, Python {platform.python_version()}, {cores} cores ({cpu}){load}"
+    return f"{platform.platform()}, Python {platform.python_version()}, {cores} cores ({cpu_name()}){load}"
 
 
 class SequencePolicy:
@@ -94,7 +89,7 @@ def real_run(
     from transformers import PrinterCallback
 
     from trl_lead import LEADConfig, LEADSFTTrainer
-    from trl_lead.cli import _fresh, _training_args
+    from trl_lead.cli import demo_training_args, fresh_model
     from trl_lead.embedded import torch_threads
     from trl_lead.policies import make_policy
 
@@ -109,11 +104,11 @@ def real_run(
         "lead_max_reuse": settings.max_reuse,
     }
     lead["lead_policy"] = policy if isinstance(policy, str) else "uniform"  # a sequence is passed as `policy`
-    args = LEADConfig(**{**_training_args(settings, str(out_dir)), **lead})
+    args = LEADConfig(**{**demo_training_args(settings, str(out_dir)), **lead})
     start = time.perf_counter()
     with torch_threads(1):  # the tiny model is fastest on one thread, also on a busy machine
         trainer = LEADSFTTrainer(
-            model=_fresh(base),
+            model=fresh_model(base),
             args=args,
             train_dataset=base.train_dataset,
             processing_class=base.tokenizer,
@@ -446,7 +441,7 @@ def reading(result: dict[str, Any]) -> list[str]:
     edge = [
         name
         for name, level in zip(result["families"], result["calibration"]["fitted"]["drift_level"])
-        if level <= min(_FIT_GRIDS["drift_level"])
+        if level <= min(FIT_GRIDS["drift_level"])
     ]
     runs = result["runs"]
     soon = [r["calibrated"]["by_gap"]["1"] for r in runs if r["calibrated"]["by_gap"]["1"]["rounds"]]
@@ -508,9 +503,9 @@ def reading(result: dict[str, Any]) -> list[str]:
     )
     if edge:
         out.append(
-            f"- The fitted drift level sits at the edge of its grid ({min(_FIT_GRIDS['drift_level'])}) for "
+            f"- The fitted drift level sits at the edge of its grid ({min(FIT_GRIDS['drift_level'])}) for "
             f"{', '.join(edge)}: these runs' loss rises may be larger than the grid allows; the grid is "
-            "`envs.calibration._FIT_GRIDS`."
+            "`envs.calibration.FIT_GRIDS`."
         )
     return out
 
@@ -557,8 +552,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import transformers
     from trl import __version__ as trl_version
 
-    from trl_lead.embedded import FAMILIES, load_embedded_default
+    from trl_lead.embedded import load_embedded_default
     from trl_lead.files import atomic_write
+    from trl_lead.pool import FAMILIES
 
     transformers.logging.set_verbosity_error()
     work = Path(options.work_dir or tempfile.mkdtemp(prefix="proxy_calibration_"))

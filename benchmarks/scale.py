@@ -24,7 +24,8 @@ import time
 import numpy as np
 
 from envs.policies import make_policy
-from trl_lead.selection import LEADState, RoundSelector, SelectionSettings
+from trl_lead.selection import LEADState, RoundSelector
+from trl_lead.settings import SelectionSettings
 
 
 def cpu_model() -> str:

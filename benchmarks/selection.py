@@ -169,7 +169,7 @@ class Job:
     num_eval_per_family: int | None = None  # None: the embedded default's
 
 
-def _common_args(job: Job, output_dir: str) -> dict:
+def common_args(job: Job, output_dir: str) -> dict:
     return dict(
         output_dir=output_dir,
         assistant_only_loss=True,
@@ -223,7 +223,7 @@ def _subset(base, job: Job, how: str, count: int) -> tuple[np.ndarray, float]:
         losses = answer_losses(base.model, base.tokenizer, base.train_dataset, batch_size=128, show_progress=False)
         family = np.asarray(base.train_dataset["family_id"])
         if how == "small_loss_prompts":  # groups of about 32 similar prompts instead of the families
-            from trl_lead.clustering import cluster_embeddings
+            from trl_lead.kmeans import cluster_embeddings
             from trl_lead.scoring import embed
 
             prompts = [row[0]["content"] for row in base.train_dataset["messages"]]
@@ -250,8 +250,8 @@ def run_job(job: Job) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from trl_lead import LEADConfig, LEADSFTTrainer
-    from trl_lead.embedded import exact_match, load_embedded_default, make_instruction_pool
-    from trl_lead.pool import MIXTURES
+    from trl_lead.embedded import exact_match, load_embedded_default
+    from trl_lead.pool import MIXTURES, make_instruction_pool
 
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
@@ -276,7 +276,7 @@ def run_job(job: Job) -> dict:
     start = time.perf_counter()
     scoring, rounds = 0.0, 0
     with tempfile.TemporaryDirectory() as output_dir:
-        common = _common_args(job, output_dir)
+        common = common_args(job, output_dir)
         if kind in ("subset", "full"):
             if kind == "full":
                 train = base.train_dataset
@@ -353,14 +353,14 @@ def _loss_iterative_trainer():
     return LossIterative
 
 
-def _read(path: str) -> list[dict]:
+def read_rows(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []
     with open(path) as f:
         return list(csv.DictReader(f))
 
 
-def _append(path: str, row: dict) -> None:
+def append_row(path: str, row: dict) -> None:
     new = not os.path.exists(path)
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(row))
@@ -461,7 +461,7 @@ def main() -> None:
         for budget in (grid_budgets if method in single else budgets)
         for seed in range(options.seeds)
     ]
-    done = {(r["method"], float(r["budget"]), int(r["seed"]), int(r["steps"])) for r in _read(csv_path)}
+    done = {(r["method"], float(r["budget"]), int(r["seed"]), int(r["steps"])) for r in read_rows(csv_path)}
     todo = [j for j in jobs if (j.method, j.budget, j.seed, j.steps) not in done]
     from trl_lead.embedded import load_embedded_default
 
@@ -472,9 +472,9 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=options.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(run_job, job) for job in todo]
         for future in tqdm(as_completed(futures), total=len(futures), desc="selection benchmark"):
-            _append(csv_path, future.result())
+            append_row(csv_path, future.result())
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
-    summarize(_read(csv_path), options.out, machine)
+    summarize(read_rows(csv_path), options.out, machine)
     print(open(os.path.join(options.out, "selection.md")).read())
 
 

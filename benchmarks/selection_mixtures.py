@@ -40,7 +40,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from selection import METHODS, RESULTS, Job, _append, _read, run_job  # noqa: E402
+from selection import METHODS, RESULTS, Job, append_row, read_rows, run_job  # noqa: E402
 
 from trl_lead.pool import MIXTURE_NUM_EVAL_PER_FAMILY  # noqa: E402
 
@@ -370,7 +370,7 @@ def main() -> None:
     if options.summary_only:
         # the tables describe the machine that ran them, not the one that rewrites them
         machine = _recorded_machine(os.path.join(options.out, f"{NAME}.md")) or machine
-        summarize(_with_b_baselines(_read(csv_path)), options.out, machine)
+        summarize(with_b_baselines(read_rows(csv_path)), options.out, machine)
         return
     jobs = make_jobs(
         options.methods.split(","),
@@ -380,7 +380,9 @@ def main() -> None:
         [int(s) for s in options.steps.split(",")],
         options.first_seed,
     )
-    done = {(r["method"], r["mixture"], float(r["budget"]), int(r["seed"]), int(r["steps"])) for r in _read(csv_path)}
+    done = {
+        (r["method"], r["mixture"], float(r["budget"]), int(r["seed"]), int(r["steps"])) for r in read_rows(csv_path)
+    }
     todo = [j for j in jobs if (j.method, _label(j), j.budget, j.seed, j.steps) not in done]
     from trl_lead.embedded import load_embedded_default
 
@@ -395,9 +397,9 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=options.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_run, job) for job in todo]
         for future in tqdm(as_completed(futures), total=len(futures), desc="selection on mixtures"):
-            _append(csv_path, future.result())
-            summarize(_with_b_baselines(_read(csv_path)), options.out, machine)
-    summarize(_with_b_baselines(_read(csv_path)), options.out, machine)
+            append_row(csv_path, future.result())
+            summarize(with_b_baselines(read_rows(csv_path)), options.out, machine)
+    summarize(with_b_baselines(read_rows(csv_path)), options.out, machine)
     print(open(os.path.join(options.out, f"{NAME}.md")).read())
 
 
@@ -410,7 +412,7 @@ def _recorded_machine(path: str) -> str | None:
     return line[len("Machine: ") :].split(". ", 1)[0] if line else None
 
 
-def _with_b_baselines(rows: list[dict]) -> list[dict]:
+def with_b_baselines(rows: list[dict]) -> list[dict]:
     """(b) is (a)'s pool: its baseline rows are (a)'s (subsets ignore clusters)."""
     has_b = {(r["steps"], r["budget"]) for r in rows if r["mixture"] == "b"}
     copies = [

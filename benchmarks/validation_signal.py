@@ -24,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from selection import RESULTS, Job, _common_args  # noqa: E402
+from selection import RESULTS, Job, common_args  # noqa: E402
 from selection_mixtures import describe_machine  # noqa: E402
 
 UNLEARNABLE = ("noise", "bad_source")
@@ -37,8 +37,8 @@ def run_seed(seed: int, mixture: str, budget: float, steps: int, per_family: int
     from transformers import TrainerCallback
 
     from trl_lead import LEADConfig, LEADSFTTrainer
-    from trl_lead.embedded import load_embedded_default, make_instruction_pool
-    from trl_lead.pool import MIXTURE_NUM_EVAL_PER_FAMILY
+    from trl_lead.embedded import load_embedded_default
+    from trl_lead.pool import MIXTURE_NUM_EVAL_PER_FAMILY, make_instruction_pool
     from trl_lead.scoring import answer_losses
 
     torch.set_num_threads(1)
@@ -73,7 +73,7 @@ def run_seed(seed: int, mixture: str, budget: float, steps: int, per_family: int
     count = round(budget * len(train))
     with tempfile.TemporaryDirectory() as output_dir:
         args = LEADConfig(
-            **_common_args(Job("validation_signal", budget, seed, steps), output_dir),
+            **common_args(Job("validation_signal", budget, seed, steps), output_dir),
             lead_cluster_column="family_id",
             lead_round_size=32,
             lead_budget=count,

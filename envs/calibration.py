@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from envs.proxy_training import _SCALAR_DEFAULTS, Surrogate, _per_cluster, _World
 from envs.round_env import ActionPolicy
+from envs.surrogate import SCALAR_DEFAULTS, Surrogate, World, per_cluster
 from trl_lead.selection import LEADState, PlannedRound, RoundSelector, predicted_drop
 from trl_lead.settings import SelectionSettings, preset_settings
 
@@ -31,7 +31,7 @@ _CONSTRUCTOR_DEFAULTS = {
 }
 NOISE_SHARE = 0.1  # calibrated observation noise: this share of the cluster's initial loss (not identifiable)
 _FIT_START = {"skill_rate": 0.01, "drift_level": -0.3, "forgetting": 0.005, "memorization": 0.3}
-_FIT_GRIDS: dict[str, np.ndarray] = {
+FIT_GRIDS: dict[str, np.ndarray] = {
     "skill_rate": np.geomspace(3e-4, 0.3, 10),
     "drift_level": np.array([0.0, -0.2, -0.5, -1.0, -1.5, -2.5, -4.0]),
     "forgetting": np.array([0.0, 0.001, 0.003, 0.01, 0.03, 0.1]),
@@ -139,7 +139,7 @@ def _replay(
         gradient_correction=common["gradient_correction"],
     )
     adapter = ActionPolicy(k)
-    world = _World(
+    world = World(
         RoundSelector(state, adapter, settings), surrogate, adapter, common["batch_size"], common["eta"],
         common["same_cluster_cosine"], common["cross_cluster_cosine"],
     )  # fmt: skip
@@ -253,79 +253,20 @@ def calibrate(
     sizes = np.bincount(labels, minlength=k)
     if (sizes == 0).any():
         raise ValueError(f"Clusters {np.flatnonzero(sizes == 0).tolist()} have no sample; pass `clusters` or `sizes`.")
-    round_size = int(overrides.get("round_size", max(len(r["sample_ids"]) for r in records)))
-    steps = np.concatenate([np.diff([r["step"] for r in run if "step" in r]) for run in runs])
-    steps = steps[steps > 0]
-    batch_size = int(overrides.get("batch_size", math.ceil(round_size / np.median(steps)) if len(steps) else 16))
-    budget = overrides.get("budget", max(int(r.get("selected", 0)) for r in records) or 0.25)
-
-    if "initial_loss" in overrides:
-        initial = _per_cluster("initial_loss", overrides["initial_loss"], k)
-    else:
-        with np.errstate(all="ignore"):
-            initial = np.nanmean([_initial_losses(run, labels, sizes, common) for run in runs], axis=0)
-        initial = np.where(np.isfinite(initial), initial, np.nanmean(initial) if np.isfinite(initial).any() else 1.0)
+    round_size, batch_size, budget = _round_shape(runs, records, overrides)
+    initial = _initial_loss(runs, labels, sizes, common, overrides)
     eta, same_cos, eta_from, cosine_from = _correction_inputs(runs, overrides)
     common.update(round_size=round_size, batch_size=batch_size, eta=eta, same_cluster_cosine=same_cos)
 
-    params = {name: np.full(k, value) for name, value in _FIT_START.items()}
-    for name in params:
-        if name in overrides:
-            params[name] = _per_cluster(name, overrides[name], k)
-    base = initial[labels]
-    real = np.full((len(records), k), np.nan)  # recorded loss drop d per (round, cluster), all runs stacked
-    weight = np.zeros((len(records), k))  # samples of the cluster in the round
-    for r, record in enumerate(records):
-        for key, value in (record.get("correction") or {}).items():
-            real[r, int(key)] = value["d"]
-        weight[r] = np.bincount(labels[np.asarray(record["sample_ids"], dtype=np.int64)], minlength=k)
-    has = np.isfinite(real)
-    fit = fit and bool(has.any())  # records without `correction`: nothing to fit on
-    fixed_gap = _per_cluster("floor", overrides["floor"], k) if "floor" in overrides else None
-    if fixed_gap is not None:
-        fixed_gap = initial - fixed_gap
-
-    def replay_all(trial: dict[str, np.ndarray]) -> np.ndarray:
-        return np.concatenate([_replay(run, labels, base, trial, common) for run in runs])
-
-    def gap_and_sse(replayed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per cluster: the gap (weighted least squares, clipped to [0, initial]) and the residual sum of squares."""
-        ok = has & np.isfinite(replayed)
-        x, y, w = np.where(ok, replayed, 0.0), np.where(ok, real, 0.0), np.where(ok, weight, 0.0)
-        if fixed_gap is None:
-            sxx, sxy = (w * x * x).sum(0), (w * x * y).sum(0)
-            gap = np.clip(np.where(sxx > 0, sxy / np.maximum(sxx, 1e-300), 0.0), 0.0, initial)
-        else:
-            gap = fixed_gap
-        return gap, (w * (y - gap * x) ** 2).sum(0)
-
-    stages = [(tuple(n for n in names if n not in overrides), shared) for names, shared in _FIT_STAGES] if fit else []
-    replays = 0
-    for sweep in range(2):
-        for names, shared in stages:
-            if not names or (sweep and shared):
-                continue  # the second sweep refits the per-cluster parameters only
-            grid = list(itertools.product(*(_FIT_GRIDS[name] for name in names)))
-            sse = np.empty((len(grid), k))
-            for g, values in enumerate(grid):
-                trial = {**params, **{name: np.full(k, value) for name, value in zip(names, values)}}
-                sse[g] = gap_and_sse(replay_all(trial))[1]
-            replays += len(grid) * len(runs)
-            best = np.full(k, int(np.argmin(sse.sum(1)))) if shared else np.argmin(sse, axis=0)
-            for i, name in enumerate(names):
-                params[name] = np.array([grid[g][i] for g in best], dtype=np.float64)
-    replayed = replay_all(params)
-    gap, _ = gap_and_sse(replayed)
-    if not fit and fixed_gap is None:
-        gap = np.clip(initial - _SCALAR_DEFAULTS["floor"], 0.0, None)
-    ok = has & np.isfinite(replayed)
-    residual = np.where(ok, real - gap * replayed, 0.0)
-    visits = ok.sum(0)
-    mean_real = np.where(ok, real, 0.0).sum(0) / np.maximum(visits, 1)
-    total = (np.where(ok, real - mean_real, 0.0) ** 2).sum(0)
-    with np.errstate(all="ignore"):
-        r2 = np.where(total > 0, 1 - (residual**2).sum(0) / total, np.nan)
-    noise = _per_cluster("noise", overrides["noise"], k) if "noise" in overrides else NOISE_SHARE * initial
+    params = {name: per_cluster(name, overrides.get(name, value), k) for name, value in _FIT_START.items()}
+    drops = _DropFit(runs, labels, initial, common, overrides)
+    fit = fit and bool(drops.has.any())  # records without `correction`: nothing to fit on
+    replays = drops.search(params, overrides) if fit else 0
+    replayed = drops.replay_all(params)
+    gap, _ = drops.gap_and_sse(replayed)
+    if not fit and drops.fixed_gap is None:
+        gap = np.clip(initial - SCALAR_DEFAULTS["floor"], 0.0, None)
+    noise = per_cluster("noise", overrides["noise"], k) if "noise" in overrides else NOISE_SHARE * initial
 
     fitted = {
         "sizes": sizes.tolist(),
@@ -344,11 +285,114 @@ def calibrate(
         "fitted": dict(fitted),
         "runs": len(runs),
         "rounds": len(records),
-        "visits": visits.tolist(),
-        "r2_of_drops": r2.tolist(),
-        "rms_residual_of_drops": np.sqrt((residual**2).sum(0) / np.maximum(visits, 1)).tolist(),
+        **drops.quality(replayed, gap),
         "replays": replays,
         "eta_from": eta_from,
         "cosine_from": cosine_from,
     }
     return fitted, report
+
+
+def _round_shape(
+    runs: list[list[dict[str, Any]]], records: list[dict[str, Any]], overrides: dict[str, Any]
+) -> tuple[int, int, Any]:
+    """Round size (the largest round), batch size (round size over optimizer steps per round) and budget (the
+    largest ``selected``), each unless overridden."""
+    round_size = int(overrides.get("round_size", max(len(r["sample_ids"]) for r in records)))
+    steps = np.concatenate([np.diff([r["step"] for r in run if "step" in r]) for run in runs])
+    steps = steps[steps > 0]
+    batch_size = int(overrides.get("batch_size", math.ceil(round_size / np.median(steps)) if len(steps) else 16))
+    budget = overrides.get("budget", max(int(r.get("selected", 0)) for r in records) or 0.25)
+    return round_size, batch_size, budget
+
+
+def _initial_loss(
+    runs: list[list[dict[str, Any]]],
+    labels: np.ndarray,
+    sizes: np.ndarray,
+    common: dict[str, Any],
+    overrides: dict[str, Any],
+) -> np.ndarray:
+    """Per cluster, the initial loss: the mean over runs of :func:`_initial_losses` (a cluster no run measured: the
+    mean of the others), unless overridden."""
+    if "initial_loss" in overrides:
+        return per_cluster("initial_loss", overrides["initial_loss"], len(sizes))
+    with np.errstate(all="ignore"):
+        initial = np.nanmean([_initial_losses(run, labels, sizes, common) for run in runs], axis=0)
+    return np.where(np.isfinite(initial), initial, np.nanmean(initial) if np.isfinite(initial).any() else 1.0)
+
+
+class _DropFit:
+    """The weighted least squares of ``calibrate``: recorded per-(round, cluster) loss drops ``d`` against the same
+    rounds replayed noise-free, with the learnable gap per cluster in closed form."""
+
+    def __init__(
+        self,
+        runs: list[list[dict[str, Any]]],
+        labels: np.ndarray,
+        initial: np.ndarray,
+        common: dict[str, Any],
+        overrides: dict[str, Any],
+    ) -> None:
+        records = [record for run in runs for record in run]
+        k = len(initial)
+        self.runs, self.labels, self.initial, self.common, self.k = runs, labels, initial, common, k
+        self.base = initial[labels]
+        self.real = np.full((len(records), k), np.nan)  # recorded loss drop d per (round, cluster), runs stacked
+        self.weight = np.zeros((len(records), k))  # samples of the cluster in the round
+        for r, record in enumerate(records):
+            for key, value in (record.get("correction") or {}).items():
+                self.real[r, int(key)] = value["d"]
+            self.weight[r] = np.bincount(labels[np.asarray(record["sample_ids"], dtype=np.int64)], minlength=k)
+        self.has = np.isfinite(self.real)
+        self.fixed_gap = initial - per_cluster("floor", overrides["floor"], k) if "floor" in overrides else None
+
+    def replay_all(self, trial: dict[str, np.ndarray]) -> np.ndarray:
+        """Every run's drops replayed with the dynamics ``trial`` (unit gap), stacked."""
+        return np.concatenate([_replay(run, self.labels, self.base, trial, self.common) for run in self.runs])
+
+    def gap_and_sse(self, replayed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per cluster: the gap (weighted least squares, clipped to [0, initial]) and the residual sum of squares."""
+        ok = self.has & np.isfinite(replayed)
+        x, y, w = np.where(ok, replayed, 0.0), np.where(ok, self.real, 0.0), np.where(ok, self.weight, 0.0)
+        if self.fixed_gap is None:
+            sxx, sxy = (w * x * x).sum(0), (w * x * y).sum(0)
+            gap = np.clip(np.where(sxx > 0, sxy / np.maximum(sxx, 1e-300), 0.0), 0.0, self.initial)
+        else:
+            gap = self.fixed_gap
+        return gap, (w * (y - gap * x) ** 2).sum(0)
+
+    def search(self, params: dict[str, np.ndarray], overrides: dict[str, Any]) -> int:
+        """Coordinate descent over ``_FIT_STAGES`` (two sweeps; the second refits the per-cluster parameters only),
+        updating ``params`` in place; the number of replays it took."""
+        stages = [(tuple(n for n in names if n not in overrides), shared) for names, shared in _FIT_STAGES]
+        replays = 0
+        for sweep in range(2):
+            for names, shared in stages:
+                if not names or (sweep and shared):
+                    continue
+                grid = list(itertools.product(*(FIT_GRIDS[name] for name in names)))
+                sse = np.empty((len(grid), self.k))
+                for g, values in enumerate(grid):
+                    trial = {**params, **{name: np.full(self.k, value) for name, value in zip(names, values)}}
+                    sse[g] = self.gap_and_sse(self.replay_all(trial))[1]
+                replays += len(grid) * len(self.runs)
+                best = np.full(self.k, int(np.argmin(sse.sum(1)))) if shared else np.argmin(sse, axis=0)
+                for i, name in enumerate(names):
+                    params[name] = np.array([grid[g][i] for g in best], dtype=np.float64)
+        return replays
+
+    def quality(self, replayed: np.ndarray, gap: np.ndarray) -> dict[str, list]:
+        """Per cluster: visits fitted, the R^2 and the RMS residual of the fitted drops."""
+        ok = self.has & np.isfinite(replayed)
+        residual = np.where(ok, self.real - gap * replayed, 0.0)
+        visits = ok.sum(0)
+        mean_real = np.where(ok, self.real, 0.0).sum(0) / np.maximum(visits, 1)
+        total = (np.where(ok, self.real - mean_real, 0.0) ** 2).sum(0)
+        with np.errstate(all="ignore"):
+            r2 = np.where(total > 0, 1 - (residual**2).sum(0) / total, np.nan)
+        return {
+            "visits": visits.tolist(),
+            "r2_of_drops": r2.tolist(),
+            "rms_residual_of_drops": np.sqrt((residual**2).sum(0) / np.maximum(visits, 1)).tolist(),
+        }

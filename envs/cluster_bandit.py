@@ -118,31 +118,13 @@ class ClusterBandit(gym.Env):
         max_steps: int = 1000,
         render_mode: str | None = None,
     ) -> None:
-        if reward_law not in REWARD_LAWS:
-            raise ValueError(f"reward_law must be one of {REWARD_LAWS}, got {reward_law!r}")
-        if drift not in DRIFTS:
-            raise ValueError(f"drift must be one of {DRIFTS}, got {drift!r}")
-        if change_mode not in CHANGE_MODES:
-            raise ValueError(f"change_mode must be one of {CHANGE_MODES}, got {change_mode!r}")
-        if int(max_steps) < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        if render_mode is not None:
-            raise ValueError("ClusterBandit has no rendering; use render_mode=None")
-        sizes = {"num_arms": num_arms}
-        self._table = None
-        if reward_table is not None:
-            self._table = np.asarray(reward_table, dtype=np.float64)
-            if self._table.ndim != 2 or len(self._table) == 0:
-                raise ValueError(f"reward_table must be a non-empty (n, K) array, got shape {self._table.shape}")
-            if drift is not None or len(change_points) or means is not None:
-                raise ValueError("reward_table fixes every reward: do not also pass means, drift or change_points")
+        _check_choices(reward_law, drift, change_mode, max_steps, render_mode)
+        self._table = _reward_table(reward_table, drift, change_points, means)
+        self._means = _given_means(means, reward_law)
+        sizes = {"num_arms": num_arms, "reward_table": None, "means": None}
+        if self._table is not None:
             sizes["reward_table"] = self._table.shape[1]
-        self._means = None if means is None else np.asarray(means, dtype=np.float64)
         if self._means is not None:
-            if self._means.ndim != 1:
-                raise ValueError(f"means must be a 1-D sequence, got shape {self._means.shape}")
-            if reward_law == "bernoulli" and not ((self._means >= 0) & (self._means <= 1)).all():
-                raise ValueError(f"Bernoulli means must lie in [0, 1], got {self._means.tolist()}")
             sizes["means"] = len(self._means)
         given = {k: int(v) for k, v in sizes.items() if v is not None}
         if len(set(given.values())) > 1:
@@ -152,18 +134,9 @@ class ClusterBandit(gym.Env):
             raise ValueError(f"num_arms must be >= 1, got {self.num_arms}")
         if change_mode == "permute" and len(change_points) and self.num_arms < 2:
             raise ValueError("change_mode='permute' needs at least 2 arms")
-        self._change_means: dict[int, np.ndarray] = {}
+        self._change_means = _given_change_means(change_means, change_points, self.num_arms, reward_law)
         if change_means is not None:
             change_mode = "given"
-            table = np.asarray(change_means, dtype=np.float64)
-            if table.shape != (len(change_points), self.num_arms):
-                raise ValueError(
-                    f"change_means must have shape (len(change_points), K) = ({len(change_points)}, {self.num_arms}), "
-                    f"got {table.shape}"
-                )
-            if reward_law == "bernoulli" and not ((table >= 0) & (table <= 1)).all():
-                raise ValueError("Bernoulli change_means must lie in [0, 1]")
-            self._change_means = {int(step): row for step, row in zip(change_points, table)}
         elif change_mode == "given":
             raise ValueError("change_mode='given' needs change_means (one row of K means per change point)")
         low, high = float(mean_range[0]), float(mean_range[1])
@@ -244,3 +217,60 @@ class ClusterBandit(gym.Env):
         self._t = t + 1
         info = {"expected_rewards": mu, "regret": float(mu[mu.argmax()] - mu[a])}
         return np.int64(min(self._t, self.max_steps)), reward, False, self._t >= self.max_steps, info
+
+
+def _check_choices(reward_law: str, drift: str | None, change_mode: str, max_steps: int, render_mode: Any) -> None:
+    """ValueError for a reward law, drift or change mode that does not exist, max_steps < 1, or a render mode."""
+    if reward_law not in REWARD_LAWS:
+        raise ValueError(f"reward_law must be one of {REWARD_LAWS}, got {reward_law!r}")
+    if drift not in DRIFTS:
+        raise ValueError(f"drift must be one of {DRIFTS}, got {drift!r}")
+    if change_mode not in CHANGE_MODES:
+        raise ValueError(f"change_mode must be one of {CHANGE_MODES}, got {change_mode!r}")
+    if int(max_steps) < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    if render_mode is not None:
+        raise ValueError("ClusterBandit has no rendering; use render_mode=None")
+
+
+def _reward_table(
+    reward_table: Any, drift: str | None, change_points: Sequence[int], means: Sequence[float] | None
+) -> np.ndarray | None:
+    """The (n, K) table of every step's expected rewards, when given (it fixes every reward)."""
+    if reward_table is None:
+        return None
+    table = np.asarray(reward_table, dtype=np.float64)
+    if table.ndim != 2 or len(table) == 0:
+        raise ValueError(f"reward_table must be a non-empty (n, K) array, got shape {table.shape}")
+    if drift is not None or len(change_points) or means is not None:
+        raise ValueError("reward_table fixes every reward: do not also pass means, drift or change_points")
+    return table
+
+
+def _given_means(means: Sequence[float] | None, reward_law: str) -> np.ndarray | None:
+    """The arms' given means, checked (in [0, 1] for Bernoulli rewards)."""
+    if means is None:
+        return None
+    array = np.asarray(means, dtype=np.float64)
+    if array.ndim != 1:
+        raise ValueError(f"means must be a 1-D sequence, got shape {array.shape}")
+    if reward_law == "bernoulli" and not ((array >= 0) & (array <= 1)).all():
+        raise ValueError(f"Bernoulli means must lie in [0, 1], got {array.tolist()}")
+    return array
+
+
+def _given_change_means(
+    change_means: Sequence[Sequence[float]] | None, change_points: Sequence[int], num_arms: int, reward_law: str
+) -> dict[int, np.ndarray]:
+    """Per change point, the K means it switches to (``change_mode="given"``); empty when not given."""
+    if change_means is None:
+        return {}
+    table = np.asarray(change_means, dtype=np.float64)
+    if table.shape != (len(change_points), num_arms):
+        raise ValueError(
+            f"change_means must have shape (len(change_points), K) = ({len(change_points)}, {num_arms}), "
+            f"got {table.shape}"
+        )
+    if reward_law == "bernoulli" and not ((table >= 0) & (table <= 1)).all():
+        raise ValueError("Bernoulli change_means must lie in [0, 1]")
+    return {int(step): row for step, row in zip(change_points, table)}

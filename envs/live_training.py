@@ -347,7 +347,8 @@ class LiveTraining(RoundEnv):
         """
         import torch
 
-        from trl_lead.embedded import FAMILIES, NOISE_FAMILY, exact_match, torch_threads
+        from trl_lead.embedded import exact_match, torch_threads
+        from trl_lead.pool import FAMILIES, NOISE_FAMILY
         from trl_lead.scoring import answer_losses
 
         base = self._load_base()

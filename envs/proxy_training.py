@@ -11,7 +11,6 @@ numpy only: no torch is imported (``trl_lead.selection`` is numpy only, and ``tr
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from collections.abc import Sequence
@@ -19,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from envs.calibration import calibrate, read_rounds
 from envs.round_env import ActionPolicy, RoundEnv
+from envs.surrogate import SCALAR_DEFAULTS, Surrogate, World, per_cluster
 from trl_lead.selection import LEADState, RoundSelector
 from trl_lead.settings import SelectionSettings
 
-__all__ = ["DEFAULT_CLUSTERS", "ProxyTraining", "Surrogate"]
+__all__ = ["DEFAULT_CLUSTERS", "ProxyTraining"]
 
 
 #: Default clusters, mimicking the embedded pool's families (``trl_lead.embedded.FAMILIES``): one easy cluster that
@@ -40,204 +41,6 @@ DEFAULT_CLUSTERS: dict[str, dict[str, float]] = {
     "lookup": {"weight": 2.0, "initial_loss": 0.75, "floor": 0.3, "skill_rate": 0.002, "noise": 0.08},
     "noise": {"weight": 1.5, "initial_loss": 2.85, "floor": 2.85, "skill_rate": 0.0, "noise": 0.28},
 }
-#: Defaults of a cluster when K differs from ``len(DEFAULT_CLUSTERS)`` (a medium cluster).
-_SCALAR_DEFAULTS = {"initial_loss": 1.5, "floor": 0.5, "skill_rate": 0.01, "noise": 0.15}
-
-
-class Surrogate:
-    """Per-sample losses standing in for the model: the proxy's whole "training" (numpy, deep-copyable).
-
-    The loss of sample i of cluster k is
-
-        loss_i = base_i - gap_i * (1 - (1 - skill_k) * (1 - mem_i))
-
-    with ``base_i`` its initial loss and ``base_i - gap_i`` its floor. ``skill_k`` (0 at the start, below 1, negative
-    once drift left the cluster worse than at the start) is what the model knows of cluster k; it transfers to unseen
-    samples of the cluster. ``mem_i`` (in [0, 1)) is what it memorised of sample i. Training one batch, in which
-    cluster k has ``c_k`` of the ``B`` samples:
-
-    - learning: ``skill_k <- 1 - (1 - skill_k) * exp(-skill_rate_k * c_k)`` (saturates: easy clusters quickly);
-    - drift: ``skill_k <- drift_level_k + (skill_k - drift_level_k) * exp(-forgetting_k * (B - c_k))``: training
-      other clusters pulls a cluster back towards ``drift_level_k`` (0: the initial model; < 0: worse than it, as
-      single-cluster rounds do to a small model);
-    - memorisation: ``mem_i <- 1 - (1 - mem_i) * (1 - memorization_k)`` for the batch's samples, and every
-      memorisation decays by ``exp(-memory_decay)`` per sample trained after it (kept lazily, O(batch) per batch).
-
-    A cluster with ``gap = 0`` (floor = initial loss) is unlearnable: its loss never moves. The IU of a sample is its
-    loss before the update of its own batch (the forward pass comes before the step) plus an observation offset:
-    Gaussian, standard deviation ``noise_k``, persistent over time as an Ornstein-Uhlenbeck process (correlation
-    ``exp(-n / noise_timescale)`` between two measurements ``n`` trained samples apart; ``noise_timescale = 0``
-    makes it i.i.d. measurement noise). Why persistent: a real model's loss of a sample is measured exactly, and
-    what a cluster-level model misses is mostly per-sample idiosyncrasy that lasts; i.i.d. noise would make top-IDU
-    selection harvest pure regression to the mean (the samples picked for a high noisy initial score "improve" by
-    themselves), which real runs do not show. Offsets are drawn lazily at measurement, O(batch). Without a generator
-    (the noise-free simulations) the offset takes its conditional mean ``rho * previous offset``.
-    """
-
-    def __init__(
-        self,
-        cluster: np.ndarray,
-        base: np.ndarray,
-        gap: np.ndarray,
-        skill_rate: np.ndarray,
-        memorization: np.ndarray,
-        forgetting: np.ndarray,
-        drift_level: np.ndarray,
-        noise: np.ndarray,
-        memory_decay: float,
-        noise_timescale: float = 0.0,
-    ) -> None:
-        self.cluster = np.asarray(cluster, np.int64)
-        self.num_clusters = len(skill_rate)
-        self.base = np.asarray(base, np.float64)
-        self.gap = np.asarray(gap, np.float64)
-        self.skill_rate = np.asarray(skill_rate, np.float64)
-        self.memorization = np.asarray(memorization, np.float64)
-        self.forgetting = np.asarray(forgetting, np.float64)
-        self.drift_level = np.asarray(drift_level, np.float64)
-        self.noise = np.asarray(noise, np.float64)
-        self.memory_decay = float(memory_decay)
-        self.skill = np.zeros(self.num_clusters)
-        self.mem = np.zeros(len(self.cluster))
-        self.mem_time = np.zeros(len(self.cluster))
-        self.noise_timescale = float(noise_timescale)
-        self.offset = np.zeros(len(self.cluster))
-        self.offset_time = np.full(len(self.cluster), -np.inf)  # -inf: never measured (stationary draw)
-        self.time = 0  # samples trained so far
-
-    def observe(self, ids: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
-        """Observation offsets of ``ids`` now (see the class docstring), recorded as their latest."""
-        elapsed = self.time - self.offset_time[ids]
-        rho = np.exp(-elapsed / self.noise_timescale) if self.noise_timescale > 0 else np.zeros(len(ids))
-        rho = np.where(np.isfinite(elapsed), rho, 0.0)
-        offset = rho * self.offset[ids]
-        if rng is not None:
-            offset = offset + self.noise[self.cluster[ids]] * np.sqrt(1.0 - rho**2) * rng.standard_normal(len(ids))
-        self.offset[ids] = offset
-        self.offset_time[ids] = self.time
-        return offset
-
-    def _memory(self, ids: np.ndarray) -> np.ndarray:
-        return self.mem[ids] * np.exp(-self.memory_decay * (self.time - self.mem_time[ids]))
-
-    def loss(self, ids: np.ndarray | None = None) -> np.ndarray:
-        """Noise-free current loss of samples ``ids`` (all samples when None)."""
-        ids = np.arange(len(self.cluster)) if ids is None else np.asarray(ids, np.int64)
-        c = self.cluster[ids]
-        return self.base[ids] - self.gap[ids] * (1.0 - (1.0 - self.skill[c]) * (1.0 - self._memory(ids)))
-
-    def train(self, ids: np.ndarray, batch_size: int, rng: np.random.Generator | None = None) -> np.ndarray:
-        """Train ``ids`` in order, ``batch_size`` per step; return each sample's IU (loss before its own step)."""
-        ids = np.asarray(ids, np.int64)
-        out = np.empty(len(ids))
-        for start in range(0, len(ids), batch_size):
-            batch = ids[start : start + batch_size]
-            c = self.cluster[batch]
-            memory = self._memory(batch)
-            loss = self.base[batch] - self.gap[batch] * (1.0 - (1.0 - self.skill[c]) * (1.0 - memory))
-            out[start : start + len(batch)] = loss + self.observe(batch, rng)
-            counts = np.bincount(c, minlength=self.num_clusters)
-            skill = 1.0 - (1.0 - self.skill) * np.exp(-self.skill_rate * counts)
-            self.skill = self.drift_level + (skill - self.drift_level) * np.exp(
-                -self.forgetting * (len(batch) - counts)
-            )
-            self.time += len(batch)
-            self.mem[batch] = 1.0 - (1.0 - memory) * (1.0 - self.memorization[c])
-            self.mem_time[batch] = self.time
-        return out
-
-
-class _World:
-    """Everything one round changes: selector (with its LEADState and generator), surrogate, update directions.
-
-    Kept together so that :meth:`fork` can copy it for the noise-free "what would arm k give" simulations.
-    """
-
-    def __init__(
-        self,
-        selector: Any,
-        surrogate: Surrogate,
-        adapter: ActionPolicy,
-        batch_size: int,
-        eta: float,
-        same_cluster_cosine: float,
-        cross_cluster_cosine: float,
-    ) -> None:
-        self.selector = selector
-        self.surrogate = surrogate
-        self.adapter = adapter
-        self.batch_size = batch_size
-        self.eta = eta
-        self.same_cluster_cosine = same_cluster_cosine
-        self.cross_cluster_cosine = cross_cluster_cosine
-        self.last_share: dict[int, np.ndarray] = {}  # per cluster: cluster shares of the round that last trained it
-
-    def cosines(self, ids: np.ndarray) -> dict[int, float]:
-        """Cosine between this round's update and that of the round that last trained each cluster present.
-
-        A round's update direction is modelled as ``sqrt(c) * g(share) + sqrt(1 - c) * z``: ``share`` the round's
-        cluster shares, ``g`` its direction in a space where two clusters' directions have cosine
-        ``cross_cluster_cosine`` (1 with themselves), ``z`` a round-specific direction orthogonal to everything and
-        ``c = same_cluster_cosine``. So two rounds of the same single cluster have cosine ``same_cluster_cosine``
-        (1.0 by default: the trainer's reading when a cluster's update keeps its direction), and mixtures in
-        between. Records the shares for the clusters present.
-        """
-        k = self.surrogate.num_clusters
-        share = np.bincount(self.surrogate.cluster[ids], minlength=k) / max(len(ids), 1)
-        rho = self.cross_cluster_cosine
-
-        def dot(u: np.ndarray, v: np.ndarray) -> float:
-            return (1.0 - rho) * float(u @ v) + rho * float(u.sum() * v.sum())
-
-        result = {}
-        for cluster in np.flatnonzero(share).tolist():
-            last = self.last_share.get(cluster)
-            if last is not None:
-                norm = math.sqrt(dot(share, share) * dot(last, last))
-                result[cluster] = self.same_cluster_cosine * (dot(share, last) / norm if norm > 0 else 1.0)
-            self.last_share[cluster] = share
-        return result
-
-    def run_round(self, action: Any, rng: np.random.Generator | None) -> dict[str, Any] | None:
-        """Plan (asking the adapter for ``action``), train in the surrogate, finish; the round's record or None."""
-        self.adapter.action = action
-        planned = self.selector.plan_round()
-        if planned is None or len(planned.sample_ids) == 0:
-            return None
-        return self.finish(planned, rng)
-
-    def finish(self, planned: Any, rng: np.random.Generator | None) -> dict[str, Any]:
-        ids = planned.sample_ids
-        losses = self.surrogate.train(ids, self.batch_size, rng)
-        cosines = self.cosines(ids)
-        return self.selector.finish_round(planned, ids, losses, eta=self.eta, cos_with_last_visit=cosines)
-
-    def fork(self) -> _World:
-        """Independent deep copy, sharing what no round mutates (labels, parameters, settings); the round log is
-        copied shallowly (rounds only append to it)."""
-        state, surrogate = self.selector.state, self.surrogate
-        memo: dict[int, Any] = {id(state.rounds): list(state.rounds)}  # a shallow copy: only its length is read
-        shared = [state.cluster, getattr(state, "initial_iu", None), self.selector.settings]
-        shared += [surrogate.cluster, surrogate.base, surrogate.gap, surrogate.skill_rate, surrogate.memorization]
-        shared += [
-            surrogate.forgetting,
-            surrogate.drift_level,
-            surrogate.noise,
-            self.selector.cluster_members,
-        ]
-        for obj in shared:
-            if obj is not None:
-                memo[id(obj)] = obj
-        return copy.deepcopy(self, memo)
-
-
-def _per_cluster(name: str, value: Any, k: int) -> np.ndarray:
-    array = np.asarray(value, dtype=np.float64)
-    if array.ndim == 0:
-        return np.full(k, float(array))
-    if array.shape != (k,):
-        raise ValueError(f"`{name}` must be a scalar or have one value per cluster ({k}), got shape {array.shape}.")
-    return array.copy()
 
 
 def unmodeled_settings(settings: SelectionSettings) -> dict[str, str]:
@@ -251,6 +54,30 @@ def unmodeled_settings(settings: SelectionSettings) -> dict[str, str]:
         if settings.sample_filter == "small_loss" and settings.filter_groups == "prompts":
             unmodeled["filter_groups"] = "the surrogate has no prompts: the small-loss filter compares within clusters"
     return unmodeled
+
+
+def _num_clusters(num_clusters: int | None, **per_cluster_values: Any) -> int:
+    """K: the length of every per-cluster argument given as a sequence, and ``num_clusters``; they must agree
+    (``len(DEFAULT_CLUSTERS)`` when none is given)."""
+    lengths = {name: len(v) for name, v in per_cluster_values.items() if v is not None and np.ndim(v) == 1}
+    if num_clusters is not None:
+        lengths["num_clusters"] = int(num_clusters)
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"Inconsistent number of clusters: {lengths}.")
+    k = next(iter(lengths.values()), len(DEFAULT_CLUSTERS))
+    if k < 1:
+        raise ValueError(f"num_clusters must be >= 1, got {k}.")
+    return k
+
+
+def _cluster_sizes(k: int, pool_size: int, weights: np.ndarray) -> np.ndarray:
+    """``pool_size`` samples split over ``k`` clusters in proportion to ``weights`` (largest remainders)."""
+    if int(pool_size) < k:
+        raise ValueError(f"pool_size={pool_size} must be at least the number of clusters ({k}).")
+    exact = pool_size * weights / weights.sum()
+    sizes = np.floor(exact).astype(np.int64)
+    sizes[np.argsort(sizes - exact, kind="stable")[: pool_size - sizes.sum()]] += 1
+    return sizes
 
 
 class ProxyTraining(RoundEnv):
@@ -270,7 +97,7 @@ class ProxyTraining(RoundEnv):
 
     Gradient correction: ``eta`` is fixed (1.0 = a constant learning-rate schedule, where the trainer passes
     ``lr / peak_lr`` = 1) and the cosine between two rounds' updates comes from their cluster shares
-    (:meth:`_World.cosines`): ``same_cluster_cosine`` for two rounds of the same single cluster,
+    (:meth:`World.cosines`): ``same_cluster_cosine`` for two rounds of the same single cluster,
     ``cross_cluster_cosine`` between different clusters.
 
     Settings are given by the ``lead_*`` names without ``lead_`` (``round_mode="single"``, ``reward``, ``max_reuse``,
@@ -325,7 +152,7 @@ class ProxyTraining(RoundEnv):
     | ``round``, ``cluster``, ``selected``, ``filled``, ``cluster_rewards`` | the round's record (step only) |
 
     ``expected_rewards`` are computed by running each allowed arm's round on a copy of the surrogate and selector
-    (:meth:`_World.fork`: same selection draws as the real step, no observation noise): exact expectations for
+    (:meth:`World.fork`: same selection draws as the real step, no observation noise): exact expectations for
     rewards linear in the noise (``idu_drop``, ``mean_idu``, ``loss_drop``, ``first_visit``) up to the clipping
     inside the gradient correction. Masked arms get NaN. Cost: one deep copy and one round per allowed arm (about
     1.5 ms each at the defaults, K = 8, N = 2000, so a step takes ~12-15 ms instead of ~1.5 ms; the copies grow
@@ -409,66 +236,36 @@ class ProxyTraining(RoundEnv):
     ) -> None:
         if render_mode is not None:
             raise ValueError("ProxyTraining has no rendering; use render_mode=None")
-        per_cluster = {
-            "sizes": sizes,
-            "initial_loss": initial_loss,
-            "floor": floor,
-            "skill_rate": skill_rate,
-            "noise": noise,
-            "memorization": memorization,
-            "forgetting": forgetting,
-            "drift_level": drift_level,
-            "cluster_names": cluster_names,
-        }
-        lengths = {name: len(v) for name, v in per_cluster.items() if v is not None and np.ndim(v) == 1}
-        if num_clusters is not None:
-            lengths["num_clusters"] = int(num_clusters)
-        if len(set(lengths.values())) > 1:
-            raise ValueError(f"Inconsistent number of clusters: {lengths}.")
-        k = next(iter(lengths.values()), len(DEFAULT_CLUSTERS))
-        if k < 1:
-            raise ValueError(f"num_clusters must be >= 1, got {k}.")
+        k = _num_clusters(
+            num_clusters,
+            sizes=sizes,
+            initial_loss=initial_loss,
+            floor=floor,
+            skill_rate=skill_rate,
+            noise=noise,
+            memorization=memorization,
+            forgetting=forgetting,
+            drift_level=drift_level,
+            cluster_names=cluster_names,
+        )
         table = list(DEFAULT_CLUSTERS.values()) if k == len(DEFAULT_CLUSTERS) else None
 
         def default(name: str) -> np.ndarray:
-            return np.array([row[name] for row in table]) if table else np.full(k, _SCALAR_DEFAULTS[name])
+            return np.array([row[name] for row in table]) if table else np.full(k, SCALAR_DEFAULTS[name])
 
         if sizes is None:
-            if int(pool_size) < k:
-                raise ValueError(f"pool_size={pool_size} must be at least the number of clusters ({k}).")
-            weights = default("weight") if table else np.ones(k)
-            exact = pool_size * weights / weights.sum()
-            sizes_ = np.floor(exact).astype(np.int64)
-            sizes_[np.argsort(sizes_ - exact, kind="stable")[: pool_size - sizes_.sum()]] += 1
-        else:
-            sizes_ = np.asarray(sizes, dtype=np.int64)
-        if (sizes_ < 1).any():
-            raise ValueError(f"Every cluster needs at least one sample; sizes={sizes_.tolist()}.")
+            sizes = _cluster_sizes(k, pool_size, default("weight") if table else np.ones(k))
         self.num_clusters = k
-        self.sizes = sizes_
-        self.pool_size = int(sizes_.sum())
-        self.initial_loss = (
-            default("initial_loss") if initial_loss is None else _per_cluster("initial_loss", initial_loss, k)
-        )
-        self.floor = default("floor") if floor is None else _per_cluster("floor", floor, k)
-        self.skill_rate = default("skill_rate") if skill_rate is None else _per_cluster("skill_rate", skill_rate, k)
-        self.noise = default("noise") if noise is None else _per_cluster("noise", noise, k)
-        self.memorization = _per_cluster("memorization", memorization, k)
-        self.forgetting = _per_cluster("forgetting", forgetting, k)
-        self.drift_level = _per_cluster("drift_level", drift_level, k)
-        checks = {
-            "initial_loss >= floor": self.initial_loss >= self.floor,
-            "skill_rate >= 0": self.skill_rate >= 0,
-            "noise >= 0": self.noise >= 0,
-            "0 <= memorization < 1": (self.memorization >= 0) & (self.memorization < 1),
-            "forgetting >= 0": self.forgetting >= 0,
-            "drift_level <= 0": self.drift_level <= 0,
-        }
-        for rule, ok in checks.items():
-            if not np.all(ok):
-                raise ValueError(f"Per-cluster parameters must satisfy {rule}; check the values passed.")
-        if int(batch_size) < 1 or min(heterogeneity, memory_decay, noise_timescale) < 0:
-            raise ValueError("batch_size must be >= 1; heterogeneity, memory_decay and noise_timescale >= 0.")
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        if (self.sizes < 1).any():
+            raise ValueError(f"Every cluster needs at least one sample; sizes={self.sizes.tolist()}.")
+        self.pool_size = int(self.sizes.sum())
+        given = {"initial_loss": initial_loss, "floor": floor, "skill_rate": skill_rate, "noise": noise}
+        for name, value in given.items():  # the default clusters' (or a medium cluster's) where not given
+            setattr(self, name, default(name) if value is None else per_cluster(name, value, k))
+        learning = {"memorization": memorization, "forgetting": forgetting, "drift_level": drift_level}
+        for name, value in learning.items():
+            setattr(self, name, per_cluster(name, value, k))
         self.memory_decay = float(memory_decay)
         self.noise_timescale = float(noise_timescale)
         self.heterogeneity = float(heterogeneity)
@@ -476,9 +273,9 @@ class ProxyTraining(RoundEnv):
         self.eta = float(eta)
         self.same_cluster_cosine = float(same_cluster_cosine)
         self.cross_cluster_cosine = float(cross_cluster_cosine)
-        self.cluster_names = (
-            list(cluster_names) if cluster_names is not None else list(DEFAULT_CLUSTERS) if table else None
-        )
+        self._check_dynamics()
+        default_names = list(DEFAULT_CLUSTERS) if table else None
+        self.cluster_names = list(cluster_names) if cluster_names is not None else default_names
 
         if "policy" in selection:
             raise ValueError("ProxyTraining takes no `policy`: the agent acting on the env is the policy.")
@@ -490,7 +287,6 @@ class ProxyTraining(RoundEnv):
         self.initial_score = self.settings.initial_score
         self.round_size = self.settings.round_size
         self.unmodeled = unmodeled_settings(self.settings)
-        self.max_rounds = int(max_steps if max_steps is not None else max_rounds)
         if self.max_rounds < 1:
             raise ValueError(f"max_rounds must be >= 1, got {self.max_rounds}.")
         self.compute_expected = bool(compute_expected)
@@ -500,9 +296,25 @@ class ProxyTraining(RoundEnv):
         self.calibration: dict[str, Any] | None = None  # set by from_rounds
 
         self._make_spaces()
-        self._world: _World | None = None
+        self._world: World | None = None
         self._steps = 0
         self._expected_cache: np.ndarray | None = None
+
+    def _check_dynamics(self) -> None:
+        """The surrogate's parameters within their ranges (ValueError naming the first rule broken)."""
+        if self.batch_size < 1 or min(self.heterogeneity, self.memory_decay, self.noise_timescale) < 0:
+            raise ValueError("batch_size must be >= 1; heterogeneity, memory_decay and noise_timescale >= 0.")
+        checks = {
+            "initial_loss >= floor": self.initial_loss >= self.floor,
+            "skill_rate >= 0": self.skill_rate >= 0,
+            "noise >= 0": self.noise >= 0,
+            "0 <= memorization < 1": (self.memorization >= 0) & (self.memorization < 1),
+            "forgetting >= 0": self.forgetting >= 0,
+            "drift_level <= 0": self.drift_level <= 0,
+        }
+        for rule, ok in checks.items():
+            if not np.all(ok):
+                raise ValueError(f"Per-cluster parameters must satisfy {rule}; check the values passed.")
 
     # ------------------------------------------------------------------ views
     @property
@@ -520,7 +332,7 @@ class ProxyTraining(RoundEnv):
         """The :class:`Surrogate` of the current episode."""
         return self._require_world().surrogate
 
-    def _require_world(self) -> _World:
+    def _require_world(self) -> World:
         if self._world is None:
             raise RuntimeError("Call reset() before using the environment.")
         return self._world
@@ -580,7 +392,7 @@ class ProxyTraining(RoundEnv):
             state.set_initial_scores(base + surrogate.observe(np.arange(self.pool_size), rng))
         adapter = ActionPolicy(k, mixture=self.mixture)
         selector = RoundSelector(state, adapter, self.settings, seed=int(rng.integers(2**31)))
-        self._world = _World(
+        self._world = World(
             selector, surrogate, adapter, self.batch_size, self.eta, self.same_cluster_cosine,
             self.cross_cluster_cosine,
         )  # fmt: skip
@@ -671,8 +483,6 @@ class ProxyTraining(RoundEnv):
         result's ``calibration`` attribute holds the
         fitted values and per cluster the R^2 of the fitted drops.
         """
-        from envs.calibration import calibrate, read_rounds  # it builds on this module
-
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         fitted, report = calibrate([read_rounds(p) for p in paths], clusters, overrides, fit)
         env = cls(**{**fitted, **overrides})

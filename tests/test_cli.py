@@ -42,7 +42,7 @@ def test_policy_kwargs_reach_the_policy_from_the_command_line_or_are_refused_nam
     assert args.lead_policy_kwargs == {"temperature": 0.05, "floor": 0.3}
     args.lead_cluster_column, args.max_steps = "family_id", 1
     trainer = LEADSFTTrainer(model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer)
-    policy = trainer._lead_policy
+    policy = trainer.lead_run.policy
     assert (policy.name, policy.temperature, policy.floor, policy.step) == ("boltzmann", 0.05, 0.3, 0.2)
     for bad in ('{"temp": 0.1}', '{"temperature": -1}'):
         with pytest.raises(ValueError, match="lead_policy_kwargs"):
@@ -83,7 +83,7 @@ def test_trl_lead_cluster_writes_the_dataset_and_a_plot(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from trl_lead.cli import _load_model_and_data, main
-    from trl_lead.clustering import ifd_scores
+    from trl_lead.scoring import ifd_scores
 
     out = tmp_path / "clusters"
     argv = ["--config", "examples/lead_demo.yaml", "--output_dir", str(out), "--lead_num_clusters", "4",

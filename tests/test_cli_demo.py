@@ -120,7 +120,7 @@ def test_demo_refuses_an_unknown_mixture_before_any_work(monkeypatch, capsys):
         raise AssertionError("the demo started work")
 
     monkeypatch.setattr(embedded, "load_embedded_default", no_work)
-    monkeypatch.setattr(cli, "_train_lead", no_work)
+    monkeypatch.setattr(cli, "train_lead", no_work)
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["demo", "--mixture", "conflict-z"])
     assert exit_info.value.code == 2
@@ -143,7 +143,7 @@ def _spy_runs(monkeypatch):
 
         return spy
 
-    monkeypatch.setattr(cli, "_train_lead", catching("lead", cli._train_lead))
+    monkeypatch.setattr(cli, "train_lead", catching("lead", cli.train_lead))
     monkeypatch.setattr(cli, "_train_random_subset", catching("random", cli._train_random_subset))
     return trained
 

@@ -10,7 +10,8 @@ from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401  (registers the environments)
 from envs.benchmark import main as benchmark_main
-from envs.benchmark import run_policy, t_quantile_975
+from envs.benchmark import run_policy
+from envs.benchmark_report import t_quantile_975
 from envs.cluster_bandit import ClusterBandit
 
 # Asserts on trained models, statistics over seeds or float results: also run under the second kernels (README "Tests")

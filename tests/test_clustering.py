@@ -16,9 +16,10 @@ from sklearn.metrics import adjusted_rand_score
 from tokenizers import Tokenizer, models, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from trl_lead import clustering
+from trl_lead import clustering, kmeans
 from trl_lead.cache import cached, dataset_fingerprint, model_fingerprint
-from trl_lead.clustering import cluster_embeddings, compute_clusters, plot_clusters_2d
+from trl_lead.clustering import compute_clusters, plot_clusters_2d
+from trl_lead.kmeans import cluster_embeddings
 from trl_lead.scoring import answer_losses, embed, ifd_scores, sample_texts
 
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>"]
@@ -128,7 +129,7 @@ def test_planted_clusters_are_recovered(method):
 
 
 def test_minibatch_kmeans_path_recovers_blobs(monkeypatch):
-    monkeypatch.setattr(clustering, "KMEANS_FULL_MAX_ELEMENTS", 0)  # force MiniBatchKMeans
+    monkeypatch.setattr(kmeans, "KMEANS_FULL_MAX_ELEMENTS", 0)  # force MiniBatchKMeans
     x, y = planted_blobs(n=3000)
     assert adjusted_rand_score(y, cluster_embeddings(x, 8, seed=1)) > 0.9
 

@@ -94,7 +94,7 @@ class Spy:
 
     def __init__(self, trainer):
         self.planned, self.trained, self.finished = [], [], []
-        selector = trainer._lead_selector if trainer.lead_state is not None else None
+        selector = trainer.lead_selector if trainer.lead_state is not None else None
         self.trainer = trainer
         compute_loss = trainer.compute_loss
 
@@ -110,7 +110,7 @@ class Spy:
 
             def spy_start():
                 start()
-                self._wrap(trainer._lead_selector)
+                self._wrap(trainer.lead_selector)
 
             trainer._start_rounds = spy_start
         else:
@@ -312,7 +312,7 @@ def test_evaluation_during_and_after_training(tmp_path, pool, small_pool, tokeni
         assert keys and all(ours[k] == pytest.approx(theirs[k], rel=1e-6) for k in keys)
     for key, value in trainer.lead_state.state_dict().items():
         np.testing.assert_array_equal(value, state_before[key])
-    assert trainer._lead_losses.batches == []
+    assert trainer.lead_run.losses.batches == []
 
 
 def test_rows_without_trained_tokens_are_dropped_like_trl(tmp_path, tokenizer, make_model, caplog, monkeypatch):
@@ -466,7 +466,7 @@ def test_moe_loss_has_the_aux_loss_as_sft_trainer_adds_it(tmp_path, small_pool, 
         aux = float(outputs.aux_loss)
     assert model.config.router_aux_loss_coef * aux > 1e-3  # large enough to be seen
     assert ours == pytest.approx(theirs, abs=1e-6) and ours == pytest.approx(float(outputs.loss), abs=1e-6)
-    lead._lead_losses.clear()
+    lead.lead_run.losses.clear()
 
 
 def test_packing_gives_each_row_its_sequence_lengths(tmp_path, small_pool, tokenizer, make_model, monkeypatch):

@@ -19,11 +19,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl.chat_template_utils import has_generation_markers, is_chat_template_stop_token_trained
 
-from trl_lead import embedded
+from trl_lead import embedded, files, pool
 from trl_lead.embedded import (
     ASSISTANT_TOKEN,
     FAMILIES,
-    LOOKUP_TABLE,
     NOISE_FAMILY,
     build_tiny_model,
     build_tokenizer,
@@ -32,6 +31,7 @@ from trl_lead.embedded import (
     make_instruction_pool,
     warmed_up_base,
 )
+from trl_lead.pool import LOOKUP_TABLE
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -107,8 +107,8 @@ def test_pool_is_deterministic_for_a_seed_and_differs_across_seeds():
 
 def test_pool_columns_sizes_and_families(default_pool):
     train, evaluation = default_pool
-    assert len(train) == embedded.DEFAULT_NUM_TRAIN
-    assert len(evaluation) == embedded.DEFAULT_NUM_EVAL_PER_FAMILY * len(FAMILIES)
+    assert len(train) == pool.DEFAULT_NUM_TRAIN
+    assert len(evaluation) == pool.DEFAULT_NUM_EVAL_PER_FAMILY * len(FAMILIES)
     for dataset in (train, evaluation):
         assert {"messages", "family", "family_id", "is_corrupted"} <= set(dataset.column_names)
         assert set(dataset["family"]) == set(FAMILIES)
@@ -116,7 +116,7 @@ def test_pool_columns_sizes_and_families(default_pool):
             assert FAMILIES[family_id] == family
         for row in dataset.select(range(50)):
             assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
-    assert Counter(evaluation["family"]) == {f: embedded.DEFAULT_NUM_EVAL_PER_FAMILY for f in FAMILIES}
+    assert Counter(evaluation["family"]) == {f: pool.DEFAULT_NUM_EVAL_PER_FAMILY for f in FAMILIES}
     sizes = Counter(train["family"])
     assert max(sizes.values()) >= 2 * min(sizes.values())  # families differ in size
     # short enough for a tiny model
@@ -187,7 +187,7 @@ def test_near_duplicates(default_pool):
             originals[row["family"]].add(instruction(row))
     near = [row for row in train if row["is_near_duplicate"]]
     learnable_size = sum(1 for r in train if r["family"] != NOISE_FAMILY)
-    assert abs(len(near) / learnable_size - embedded.DEFAULT_NEAR_DUPLICATE_RATE) < 0.01
+    assert abs(len(near) / learnable_size - pool.DEFAULT_NEAR_DUPLICATE_RATE) < 0.01
     for row in near:
         text = instruction(row)
         assert text not in originals[row["family"]]  # a surface change ...
@@ -498,7 +498,7 @@ def test_second_call_is_a_cache_hit_without_training(warmed, monkeypatch):
 
     monkeypatch.setattr(embedded, "_train_warmup", no_training)
     assert warmed_up_base(warmed["cache"], **WARMUP) == warmed["path"]
-    monkeypatch.setenv(embedded.CACHE_ENV_VAR, str(warmed["cache"]))
+    monkeypatch.setenv(files.CACHE_ENV_VAR, str(warmed["cache"]))
     assert warmed_up_base(None, **WARMUP) == warmed["path"]  # the default cache dir comes from the env var
 
 
@@ -557,7 +557,7 @@ def test_cache_key_follows_the_settings(tmp_path, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(embedded, "_train_warmup", _fake_training(calls))
     assert warmed_up_base(tmp_path, steps=5) in paths
-    monkeypatch.setitem(embedded.FAMILY_WEIGHTS, "easy", 2.0)  # a change to the generated pool alone
+    monkeypatch.setitem(pool.FAMILY_WEIGHTS, "easy", 2.0)  # a change to the generated pool alone
     assert warmed_up_base(tmp_path, steps=5) not in paths
 
 
@@ -571,7 +571,7 @@ def test_default_warmup_is_partly_right_with_room_to_improve(tmp_path):
     under the second kernels (README "Tests"): best learnable family 30-78% (bound 15; seed 0: 36 / 30), learnable
     overall 7.4-20.6% (bounds 2-50; seed 0: 8.6 / 7.4), noise 0% (bound 4), malformed answers 0-7 of 400 (bound 20;
     seed 0: 0 / 0). An untrained model's answers are nearly all malformed (12 tokens of noise)."""
-    path = warmed_up_base(os.environ.get(embedded.CACHE_ENV_VAR) or tmp_path)
+    path = warmed_up_base(os.environ.get(files.CACHE_ENV_VAR) or tmp_path)
     model = AutoModelForCausalLM.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     _, evaluation = make_instruction_pool(seed=0)

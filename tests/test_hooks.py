@@ -59,7 +59,7 @@ def violations(source: str) -> list[str]:
 
 
 def test_the_owners_have_private_members_to_guard():
-    assert {"_begin_round", "_start_rounds", "_finish_round", "_lead_selector", "_members", "_lead_started"} <= PRIVATE
+    assert {"_begin_round", "_start_rounds", "_finish_round", "_lead_run", "_members", "_synced"} <= PRIVATE
 
 
 @pytest.mark.parametrize("path", OUTSIDE, ids=lambda p: str(p.relative_to(ROOT)))
@@ -69,12 +69,12 @@ def test_no_private_member_of_the_trainer_or_selector_is_used_outside_trl_lead(p
 
 def test_the_check_finds_each_way_of_reaching_a_private_member():
     wrapped = "finish = trainer._finish_round\ntrainer._finish_round = lambda: finish()\n"
-    overridden = "class T(LEADSFTTrainer):\n    def _begin_round(self, epoch):\n        return self._lead_started\n"
+    overridden = "class T(LEADSFTTrainer):\n    def _begin_round(self, epoch):\n        return self._lead_run\n"
     probed = "members = getattr(selector, '_members', None)\n"
     assert len(violations(wrapped)) == 2
     assert len(violations(overridden)) == 2
     assert len(violations(probed)) == 1
-    assert violations("class E:\n    def _begin_round(self):\n        self._lead_started = 1\n") == []  # its own
+    assert violations("class E:\n    def _begin_round(self):\n        self._lead_run = 1\n") == []  # its own
 
 
 def test_the_trainer_hooks_give_scores_see_each_plan_and_each_round_record(tmp_path, pool, tokenizer, make_model):

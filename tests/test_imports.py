@@ -28,9 +28,10 @@ def test_trainer_imports_neither_envs_nor_gymnasium(tmp_path):
 import sys
 sys.path.insert(0, {str(tmp_path)!r})
 from trl_lead.config import LEADConfig
-from trl_lead.trainer import LEADSFTTrainer
+from trl_lead.resolve import resolve_policy
+from trl_lead.trainer import LEADSFTTrainer  # noqa: F401  (what the probe imports)
 args = LEADConfig(output_dir={str(tmp_path / "out")!r}, report_to="none", use_cpu=True, bf16=False)
-policy = LEADSFTTrainer._resolve_policy(args, None)
+policy = resolve_policy(args, None)
 assert type(policy).__name__ == "Exp3S", policy
 """
     packages = imported_after(code)

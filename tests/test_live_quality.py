@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers the environments)
-from envs.benchmark import kendall_tau, mean_ci, quality_rows, split_half_taus
 from envs.benchmark import main as benchmark_main
+from envs.benchmark_report import kendall_tau, mean_ci, quality_rows, split_half_taus
 from envs.proxy_training import ProxyTraining
 
 LIVE = "trl_lead/LiveTraining-v0"

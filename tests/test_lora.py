@@ -54,8 +54,9 @@ def test_lora_iu_and_update_vectors_are_the_adapters(tmp_path, pool, tokenizer, 
 
     after = torch.cat([p.detach().reshape(-1) for _, p in named])
     # One round: every cluster it trained stores that round's update
-    assert set(trainer._lead_updates) == set(np.unique(trainer.lead_state.cluster[trainer.lead_state.use_count > 0]))
-    for update in trainer._lead_updates.values():
+    state = trainer.lead_state
+    assert set(trainer.lead_run.updates) == set(np.unique(state.cluster[state.use_count > 0]))
+    for update in trainer.lead_run.updates.values():
         assert update.numel() == sum(p.numel() for _, p in named)  # adapters only, not the frozen base
         torch.testing.assert_close(update, after - before)
         assert update.norm() > 0

@@ -10,15 +10,10 @@ import math
 import numpy as np
 import pytest
 
+from trl_lead.filters import loss_z_excluded, robust_z
 from trl_lead.policies import make_policy
-from trl_lead.selection import (
-    LEADState,
-    QuantileNormalizer,
-    RewardNormalizer,
-    RoundSelector,
-    loss_z_excluded,
-    robust_z,
-)
+from trl_lead.rewards import QuantileNormalizer, RewardNormalizer
+from trl_lead.selection import LEADState, RoundSelector
 from trl_lead.settings import SelectionSettings
 
 pytestmark = pytest.mark.numerics
@@ -434,19 +429,20 @@ def test_config_refuses_options_that_need_initial_scores_without_them(tmp_path, 
 
 
 def test_filter_keep_follows_the_budget_when_not_set(tmp_path):
-    from trl_lead import LEADConfig, LEADSFTTrainer
+    from trl_lead import LEADConfig
+    from trl_lead.resolve import resolve_settings
 
     common = dict(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False, max_steps=10)
     # min(0.5, 1.6 * budget / pool), by hand for a pool of 200: a fraction or a count (0.1 -> 20 samples -> 0.16)
     for budget, keep in [(0.1, 0.16), (0.25, 0.4), (0.04, 0.064), (0.3125, 0.5), (0.9, 0.5), (20, 0.16), (2, 0.016)]:
         args = LEADConfig(**common, lead_budget=budget)
         assert args.lead_filter_keep is None
-        assert LEADSFTTrainer._resolve_settings(args, 200).filter_keep == pytest.approx(keep, rel=1e-12)
+        assert resolve_settings(args, 200).filter_keep == pytest.approx(keep, rel=1e-12)
     # 0.16 and 0.4 exactly as the decimals (a keep * group size that is a whole number cuts where it should)
-    assert LEADSFTTrainer._resolve_settings(LEADConfig(**common, lead_budget=0.1), 2000).filter_keep == 0.16
-    assert LEADSFTTrainer._resolve_settings(LEADConfig(**common, lead_budget=0.25), 2000).filter_keep == 0.4
+    assert resolve_settings(LEADConfig(**common, lead_budget=0.1), 2000).filter_keep == 0.16
+    assert resolve_settings(LEADConfig(**common, lead_budget=0.25), 2000).filter_keep == 0.4
     args = LEADConfig(**common, lead_budget=0.1, lead_filter_keep=0.4)  # set: taken as it is
-    assert LEADSFTTrainer._resolve_settings(args, 200).filter_keep == 0.4
+    assert resolve_settings(args, 200).filter_keep == 0.4
 
 
 def test_options_that_do_not_apply_are_accepted_and_change_nothing(tmp_path):

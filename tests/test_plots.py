@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.benchmark import PANEL_SERIES, _panels, read_csv, write_csv, write_plot
+from envs.benchmark_report import PANEL_SERIES, _panels, read_csv, write_csv, write_plot
 
 
 def test_panels_hold_at_most_six_series_with_the_reference_in_each():

@@ -104,7 +104,7 @@ def test_rounds_are_chosen_only_after_every_loss_of_the_previous_round(tmp_path,
     trainer = LEADSFTTrainer(
         model=make_model(), args=args, train_dataset=pool, processing_class=tokenizer, callbacks=[StepLog()]
     )
-    selector = trainer._lead_selector
+    selector = trainer.lead_selector
     plan, finish, compute_loss = selector.plan_round, selector.finish_round, trainer.compute_loss
 
     def spy_plan():
@@ -187,8 +187,8 @@ def test_state_is_saved_in_checkpoints(tmp_path, pool, tokenizer, make_model):
                 return
             at_save.update(
                 arrays=copy.deepcopy(dict(trainer.lead_state.state_dict())),
-                policy=copy.deepcopy(trainer._lead_policy.state_dict()),
-                selector=copy.deepcopy(trainer._lead_selector.state_dict()),
+                policy=copy.deepcopy(trainer.lead_run.policy.state_dict()),
+                selector=copy.deepcopy(trainer.lead_selector.state_dict()),
                 rounds=copy.deepcopy(trainer.lead_state.rounds),
             )
 
@@ -205,7 +205,7 @@ def test_state_is_saved_in_checkpoints(tmp_path, pool, tokenizer, make_model):
     assert meta["policy"] == json.loads(json.dumps(at_save["policy"]))
     assert meta["selector"] == json.loads(json.dumps(at_save["selector"]))
     assert meta["rounds"] == json.loads(json.dumps(at_save["rounds"])) and len(meta["rounds"]) == 2
-    assert meta["policy"] != json.loads(json.dumps(trainer._lead_policy.state_dict()))  # the policy moved on after
+    assert meta["policy"] != json.loads(json.dumps(trainer.lead_run.policy.state_dict()))  # the policy moved on after
     assert not [f for f in os.listdir(folder) if f.endswith(".tmp")]
     assert np.isfinite(saved["initial_iu"]).all()  # initial scores for every sample
 

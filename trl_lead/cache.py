@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .files import atomic_write, cache_dir_path
-from .scoring import _num_rows, _unwrap
+from .scoring import num_rows, unwrap_model
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def model_fingerprint(model: torch.nn.Module, full_max_numel: int = 1 << 20, sam
         `str`, 64 hex digits.
     """
     h = hashlib.sha256()
-    h.update(type(_unwrap(model)).__qualname__.encode())
+    h.update(type(unwrap_model(model)).__qualname__.encode())
     config = getattr(model, "config", None)
     if config is not None:
         try:
@@ -127,7 +127,7 @@ def dataset_fingerprint(dataset: Any) -> str:
     sha256 of every row serialised as JSON."""
     fp = getattr(dataset, "_fingerprint", None)
     if isinstance(fp, str) and fp:
-        return f"datasets:{fp}:{_num_rows(dataset)}"
+        return f"datasets:{fp}:{num_rows(dataset)}"
     h = hashlib.sha256()
     for row in dataset:
         h.update(json.dumps(row, sort_keys=True, default=_json_default).encode())

@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class DemoSettings:
 DEFAULT_DEMO_MIXTURE = "conflict-a"
 
 
-def _training_args(settings: DemoSettings, output_dir: str) -> dict:
+def demo_training_args(settings: DemoSettings, output_dir: str) -> dict:
     """The SFTConfig fields both demo runs share."""
     return dict(
         output_dir=output_dir,
@@ -93,7 +94,7 @@ def _step_bar(description: str):
     return StepBar()
 
 
-def _train_lead(
+def train_lead(
     base, settings: DemoSettings, output_dir: str, callbacks: list | None = None, trainer_class=None, **lead_kwargs
 ):
     from transformers import PrinterCallback
@@ -106,9 +107,9 @@ def _train_lead(
         lead_budget=settings.budget,
         lead_max_reuse=settings.max_reuse,
     )
-    args = LEADConfig(**{**_training_args(settings, output_dir), **lead, **lead_kwargs})
+    args = LEADConfig(**{**demo_training_args(settings, output_dir), **lead, **lead_kwargs})
     trainer = (trainer_class or LEADSFTTrainer)(  # a subclass overriding the trainer's hooks
-        model=_fresh(base),
+        model=fresh_model(base),
         args=args,
         train_dataset=base.train_dataset,
         processing_class=base.tokenizer,
@@ -132,16 +133,16 @@ def _train_random_subset(
     from trl import SFTConfig, SFTTrainer
 
     subset = base.train_dataset.select(_random_rows(settings, len(base.train_dataset), budget_count))
-    args = SFTConfig(**_training_args(settings, output_dir))
+    args = SFTConfig(**demo_training_args(settings, output_dir))
     trainer = SFTTrainer(
-        model=_fresh(base), args=args, train_dataset=subset, processing_class=base.tokenizer, callbacks=callbacks
+        model=fresh_model(base), args=args, train_dataset=subset, processing_class=base.tokenizer, callbacks=callbacks
     )
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     return trainer
 
 
-def _fresh(base):
+def fresh_model(base):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(base.model_path)
@@ -366,26 +367,24 @@ def demo(argv: list[str] | None = None) -> dict:
 
     import transformers
 
-    from trl_lead.embedded import _quiet, torch_threads
+    from trl_lead.embedded import quiet, torch_threads
 
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
         # No dataset-processing or weight-loading bars (restored after); one thread: a model this small trains faster
         # on one thread than on two
-        with _quiet(True), torch_threads(1):
+        with quiet(True), torch_threads(1):
             return _demo(options)
     finally:
         transformers.logging.set_verbosity(verbosity)
 
 
-def _demo(options) -> dict:
-    from trl_lead.embedded import exact_match, load_embedded_default, make_instruction_pool
-    from trl_lead.pool import FAMILIES
+def _demo_base(options) -> Any:
+    """The demo's step 1: the warmed-up embedded base with the pool of `options.mixture` (printed)."""
+    from trl_lead.embedded import load_embedded_default
+    from trl_lead.pool import make_instruction_pool
 
-    settings = DemoSettings(max_steps=options.max_steps, seed=options.seed)
-    os.makedirs(options.output_dir, exist_ok=True)
-    started = time.perf_counter()
     print("[1/4] warmed-up base model (built once, then cached)")
     base = load_embedded_default(cache_dir=options.cache_dir, seed=options.seed)
     if options.mixture != "none":
@@ -398,6 +397,29 @@ def _demo(options) -> dict:
     print(f"      {base.model_path}")
     print(f"      pool {options.mixture!r}: {len(pool)} samples, {clean.mean():.1%} clean, clusters by family: "
           f"{', '.join(names)}")  # fmt: skip
+    return base
+
+
+def _held_out_scores(base: Any, models: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The demo's step 4: each model's held-out exact match (%) per family and overall (printed as a table)."""
+    from trl_lead.embedded import exact_match
+    from trl_lead.pool import FAMILIES
+
+    scores = {name: exact_match(model, base.tokenizer, base.eval_dataset) for name, model in models.items()}
+    print(f"      {'family':18s}" + "".join(f"{name:>9s}" for name in scores))
+    for key in [*FAMILIES, "overall_learnable"]:
+        if key in scores["base"]:
+            print(f"      {key:18s}" + "".join(f"{scores[name][key]:9.1f}" for name in scores))
+    return scores
+
+
+def _demo(options) -> dict:
+    settings = DemoSettings(max_steps=options.max_steps, seed=options.seed)
+    os.makedirs(options.output_dir, exist_ok=True)
+    started = time.perf_counter()
+    base = _demo_base(options)
+    pool = base.train_dataset
+    cluster, clean = np.asarray(pool["family_id"]), ~np.asarray(pool["is_corrupted"])
 
     preset = "paper" if options.paper else "default"
     described = "the paper's choices" if options.paper else "LEADConfig's defaults"  # the two presets
@@ -405,7 +427,7 @@ def _demo(options) -> dict:
     lead_dir = os.path.join(options.output_dir, "lead")
     if os.path.exists(os.path.join(lead_dir, "lead_rounds.jsonl")):
         os.remove(os.path.join(lead_dir, "lead_rounds.jsonl"))  # a rerun starts a fresh log
-    lead = _train_lead(base, settings, lead_dir, callbacks=[_step_bar("LEAD")], lead_preset=preset)
+    lead = train_lead(base, settings, lead_dir, callbacks=[_step_bar("LEAD")], lead_preset=preset)
     rounds = lead.lead_state.rounds
     print_round_table(rounds, lead.lead_state.cluster)
     budget_count = lead.lead_settings.budget
@@ -419,16 +441,7 @@ def _demo(options) -> dict:
     print(f"      {shares.verdict()}")
 
     print("[4/4] held-out exact match (%)")
-    scores = {
-        "base": exact_match(_fresh(base), base.tokenizer, base.eval_dataset),
-        "random": exact_match(random_run.model, base.tokenizer, base.eval_dataset),
-        "lead": exact_match(lead.model, base.tokenizer, base.eval_dataset),
-    }
-    keys = [*FAMILIES, "overall_learnable"]
-    print(f"      {'family':18s}" + "".join(f"{name:>9s}" for name in scores))
-    for key in keys:
-        if key in scores["base"]:
-            print(f"      {key:18s}" + "".join(f"{scores[name][key]:9.1f}" for name in scores))
+    scores = _held_out_scores(base, {"base": fresh_model(base), "random": random_run.model, "lead": lead.model})
     png = os.path.join(options.output_dir, "lead_rounds.png")
     plot_rounds(round_view(rounds, lead.lead_state.cluster, clean, budget_count), shares, options.mixture, png)
     summary = {
@@ -516,7 +529,7 @@ def cluster(argv: list[str] | None = None) -> str:
         train,
         how=args.lead_clusters,
         k=args.lead_num_clusters,
-        seed=args.lead_seed,
+        seed=args.selection_seed,
         max_length=args.max_length,
         append_eos=True,
         return_features=True,

@@ -5,9 +5,9 @@ LEAD (arXiv 2505.07437) treats clusters of the training pool as the arms of a ba
 column, this module computes one:
 
 - `lead_clusters="ifd"` (the paper): the Instruction-Following Difficulty of every sample under the (warm-up) model,
-  clustered in 1-D by k-means into K=7 groups ([`trl_lead.scoring.ifd_scores`], [`cluster_embeddings`]);
+  clustered in 1-D by k-means into K=7 ([`trl_lead.scoring.ifd_scores`], [`trl_lead.kmeans.cluster_embeddings`]);
 - `lead_clusters="embedding"`: mean-pooled hidden states of the training model, reduced by PCA or UMAP and clustered
-  by k-means ([`trl_lead.scoring.embed`], [`cluster_embeddings`]).
+  by k-means ([`trl_lead.scoring.embed`], [`trl_lead.kmeans.cluster_embeddings`]).
 
 [`pool_clusters`] (what the trainer calls, on the token ids and labels it trains on) and [`compute_clusters`] (what
 `trl-lead cluster` calls, on dataset rows) cache the features and the labels on disk under a fingerprint of the model,
@@ -32,21 +32,29 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from .cache import cached, dataset_fingerprint, fingerprint, model_fingerprint, tokenizer_fingerprint
-from .files import atomic_write, cache_dir_path
+from .cache import cached, dataset_fingerprint, model_fingerprint, tokenizer_fingerprint
+from .files import atomic_write
+from .kmeans import (
+    PCA_DIMS,
+    check_features,
+    check_k,
+    check_method,
+    check_seed,
+    cluster_embeddings,
+    pca_reduce,
+    run_kmeans,
+)
 from .scoring import (
     IGNORE_INDEX,
-    _alone_losses,
-    _check_losses,
-    _check_scoring_args,
-    _embed_ids,
-    _num_rows,
-    _pad_id,
-    answer_losses,
+    answer_alone_losses,
+    check_losses,
+    check_scoring_args,
     embed,
+    embed_ids,
     ifd_scores,
+    num_rows,
+    padding_id,
     sample_texts,
     trained_tokens,
 )
@@ -54,236 +62,16 @@ from .scoring import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CLUSTER_METHODS",
-    "KMEANS_FULL_MAX_ELEMENTS",
-    "cluster_embeddings",
     "compute_clusters",
     "embedding_groups",
     "plot_clusters_2d",
     "pool_clusters",
     "PoolClusters",
     "prompt_groups",
-    # kept importable from here, where they lived before trl_lead.scoring and trl_lead.cache
-    "answer_losses",
-    "cache_dir_path",
-    "cached",
-    "dataset_fingerprint",
-    "embed",
-    "fingerprint",
-    "ifd_scores",
-    "model_fingerprint",
-    "sample_texts",
-    "tokenizer_fingerprint",
-    "trained_tokens",
 ]
 
-CLUSTER_METHODS = ("kmeans", "pca-kmeans", "umap-kmeans")
-"""Names accepted by `cluster_embeddings(method=...)`."""
-
-KMEANS_FULL_MAX_ELEMENTS = 10_000_000
-"""`cluster_embeddings` runs exact `KMeans` (Lloyd) when `n_samples * n_features` of the data it clusters is at most
-this (e.g. 1-D IFD scores up to 10M samples, 384-d embeddings up to ~26k samples, 50-d PCA output up to 200k samples)
-and `MiniBatchKMeans` above it. Both keep the best of 3 k-means++ initialisations, which matters: on 1M points
-around 8 well separated centres (benchmarks/clustering.py, seed 0) a single initialisation merged two of the blobs
-(adjusted Rand index 0.83), with and without PCA; 3 found all 8."""
-
-PCA_DIMS = 50
-"""Target dimension of the PCA step of `"pca-kmeans"` (and of the pre-reduction before UMAP)."""
-
-PCA_FIT_SIZE = 200_000
-"""PCA is fitted on a random subsample of at most this many rows and then applied to all rows in chunks, which
-bounds memory to the input plus the (N, 50) output; 200k rows estimate a 384x384 covariance to far better than the
-precision k-means needs."""
-
-UMAP_DIMS = 5
-"""Output dimension of the UMAP step of `"umap-kmeans"` (BERTopic's choice for clustering: a few dims, min_dist=0)."""
-
 _CACHE_VERSION = 1  # bump when a cached quantity's definition changes
-_CHUNK = 65_536
-_UMAP_TRANSFORM_CHUNK = 100_000
 _FEATURE_CACHE_MAX_BYTES = 2 * 1024**3  # larger features (1.4M x 384 float32 embeddings) are recomputed, not cached
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Clustering
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _check_x(x: Any) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"`x` must be a numeric array of shape (N,) or (N, d), got dtype {arr.dtype}.")
-    if arr.ndim == 1:
-        arr = arr.reshape(-1, 1)
-    if arr.ndim != 2:
-        raise ValueError(f"`x` must have shape (N,) (e.g. IFD scores) or (N, d) (embeddings), got {arr.shape}.")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"`x` is empty (shape {arr.shape}); pass at least one sample with at least one feature.")
-    if arr.dtype != np.float32 and arr.dtype != np.float64:
-        arr = arr.astype(np.float64 if arr.shape[1] == 1 else np.float32)
-    finite = np.isfinite(arr).all(axis=1) if arr.size <= 50_000_000 else _chunked_finite(arr)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise ValueError(
-            f"`x` holds NaN or inf in {bad.size} row(s) (first: row {int(bad[0])}); drop or fix those samples (a NaN "
-            "IFD score usually means an empty answer; a NaN embedding, an overflow in half precision) and retry."
-        )
-    return np.ascontiguousarray(arr)
-
-
-def _chunked_finite(arr: np.ndarray) -> np.ndarray:
-    return np.concatenate([np.isfinite(arr[s : s + _CHUNK]).all(axis=1) for s in range(0, arr.shape[0], _CHUNK)])
-
-
-def _check_k(k: Any, n: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ValueError(f"`k` must be an int, got {k!r}.")
-    k = int(k)
-    if k < 1:
-        raise ValueError(f"`k` must be at least 1, got {k}; use the number of clusters (arms) you want, e.g. 7.")
-    if k > n:
-        raise ValueError(f"`k`={k} is larger than the number of samples ({n}); use k <= {n} (or add samples).")
-    return k
-
-
-def _check_seed(seed: Any) -> int:
-    if seed is None:
-        return 0
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"`seed` must be a non-negative int (or None for 0), got {seed!r}.")
-    return int(seed)
-
-
-def _check_method(method: Any) -> str:
-    if method not in CLUSTER_METHODS:
-        raise ValueError(f"`method`={method!r} is unknown; use one of {', '.join(map(repr, CLUSTER_METHODS))}.")
-    return method
-
-
-def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    from sklearn.cluster import KMeans, MiniBatchKMeans
-
-    with warnings.catch_warnings():
-        # fewer distinct points than k (ties in 1-D scores): sklearn warns and still returns k labels
-        warnings.filterwarnings("ignore", message="Number of distinct clusters")
-        if x.shape[0] * x.shape[1] <= KMEANS_FULL_MAX_ELEMENTS:
-            model = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(x)
-        else:
-            model = MiniBatchKMeans(n_clusters=k, n_init=3, batch_size=4096, random_state=seed).fit(x)
-    labels = model.labels_.astype(np.int64)
-    if x.shape[1] == 1:  # 1-D scores: number clusters by increasing centre (cluster 0 = lowest scores)
-        rank = np.empty(k, dtype=np.int64)
-        rank[np.argsort(model.cluster_centers_[:, 0], kind="stable")] = np.arange(k)
-        labels = rank[labels]
-    return labels
-
-
-def _pca(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
-    from sklearn.decomposition import PCA
-
-    dims = min(dims, x.shape[1])
-    rng = np.random.default_rng(seed)
-    fit_rows = np.sort(rng.choice(x.shape[0], PCA_FIT_SIZE, replace=False)) if x.shape[0] > PCA_FIT_SIZE else None
-    sample = x if fit_rows is None else x[fit_rows]
-    dims = min(dims, sample.shape[0])
-    # covariance_eigh (scikit-learn >= 1.5): one pass to form the d x d covariance, fast when n >> d
-    solver = "full" if sample.shape[0] < 2 * x.shape[1] else "covariance_eigh"
-    try:
-        pca = PCA(n_components=dims, svd_solver=solver, random_state=seed).fit(sample)
-    except ValueError:  # older scikit-learn: no covariance_eigh
-        pca = PCA(n_components=dims, svd_solver="full", random_state=seed).fit(sample)
-    out = np.empty((x.shape[0], dims), dtype=np.float32)
-    for s in range(0, x.shape[0], _CHUNK):
-        out[s : s + _CHUNK] = pca.transform(x[s : s + _CHUNK])
-    return out
-
-
-def _umap(x: np.ndarray, seed: int, fit_size: int, show_progress: bool) -> np.ndarray:
-    import umap  # imported lazily: numba compilation makes the import slow
-
-    n = x.shape[0]
-    if x.shape[1] > PCA_DIMS:
-        x = _pca(x, PCA_DIMS, seed)
-    dims = min(UMAP_DIMS, x.shape[1])
-    rng = np.random.default_rng(seed)
-    fit_rows = np.sort(rng.choice(n, fit_size, replace=False)) if n > fit_size else np.arange(n)
-    n_fit = fit_rows.shape[0]
-    if n_fit < 3 * dims + 3:  # too few points for UMAP's spectral layout: PCA alone
-        return _pca(x, dims, seed)
-    reducer = umap.UMAP(n_components=dims, n_neighbors=min(15, n_fit - 1), min_dist=0.0, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
-        warnings.filterwarnings("ignore", message=".*Graph is not fully connected.*")
-        fitted = reducer.fit_transform(x[fit_rows])
-        out = np.empty((n, dims), dtype=np.float32)
-        out[fit_rows] = fitted
-        rest = np.setdiff1d(np.arange(n), fit_rows, assume_unique=True)
-        with tqdm(
-            total=rest.size, desc="umap transform", disable=not show_progress or rest.size == 0, unit="sample"
-        ) as bar:
-            for s in range(0, rest.size, _UMAP_TRANSFORM_CHUNK):
-                rows = rest[s : s + _UMAP_TRANSFORM_CHUNK]
-                out[rows] = reducer.transform(x[rows])
-                bar.update(rows.size)
-    return out
-
-
-def cluster_embeddings(
-    x: np.ndarray,
-    k: int,
-    method: str = "kmeans",
-    seed: int | None = 0,
-    umap_fit_size: int = 50_000,
-    show_progress: bool = True,
-) -> np.ndarray:
-    r"""
-    Cluster samples into `k` groups with scikit-learn's k-means, optionally after a dimension reduction.
-
-    - `"kmeans"`: k-means on `x` as it is. The paper's choice for 1-D IFD scores.
-    - `"pca-kmeans"`: PCA to 50 dims (fitted on at most 200k random rows, applied to all), then k-means.
-    - `"umap-kmeans"`: PCA to 50 dims when `x` is wider, then UMAP (umap-learn; 5 dims, 15 neighbours,
-      `min_dist=0`) fitted on at most `umap_fit_size` random rows, with `UMAP.transform` for the other rows (in
-      chunks of 100k), then k-means.
-
-    k-means is `sklearn.cluster.KMeans` when `n_samples * n_features` of what is clustered is at most
-    `KMEANS_FULL_MAX_ELEMENTS` (10M) and `MiniBatchKMeans` (batches of 4096) above; both with 3 k-means++ inits.
-    For 1-D input the labels are numbered by increasing cluster centre (label 0 = lowest scores).
-
-    Args:
-        x (`np.ndarray`):
-            Shape `(N, d)` (embeddings) or `(N,)`/`(N, 1)` (1-D scores such as IFD); float32 is kept as float32.
-        k (`int`):
-            Number of clusters, `1 <= k <= N`.
-        method (`str`, *optional*, defaults to `"kmeans"`):
-            `"kmeans"`, `"pca-kmeans"` or `"umap-kmeans"` (see the table).
-        seed (`int`, *optional*, defaults to `0`):
-            Seed of the subsampling, k-means and UMAP (`None` means 0: labels are always reproducible). UMAP then
-            runs single-threaded, as umap-learn does whenever it is given a seed.
-        umap_fit_size (`int`, *optional*, defaults to `50_000`):
-            Most rows UMAP is fitted on; the others are placed with `UMAP.transform`.
-        show_progress (`bool`, *optional*, defaults to `True`):
-            Show a progress bar over the UMAP transform.
-
-    Returns:
-        `np.ndarray` of shape `(N,)`, int64 labels in `[0, k)`.
-
-    Raises:
-        `ValueError`: empty `x`, NaN/inf in `x`, `k < 1` or `k > N`, an unknown `method` (each message says what to
-        change).
-    """
-    method = _check_method(method)
-    seed = _check_seed(seed)
-    x = _check_x(x)
-    k = _check_k(k, x.shape[0])
-    if not isinstance(umap_fit_size, int) or umap_fit_size < 2:
-        raise ValueError(f"`umap_fit_size` must be an int >= 2, got {umap_fit_size!r}.")
-    if k == 1:
-        return np.zeros(x.shape[0], dtype=np.int64)
-    if method == "pca-kmeans":
-        x = _pca(x, PCA_DIMS, seed)
-    elif method == "umap-kmeans":
-        x = _umap(x, seed, umap_fit_size, show_progress)
-    return _kmeans(x, k, seed)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -364,19 +152,19 @@ def compute_clusters(
         features)`.
     """
     _check_how(how)
-    method = _check_method(method if method is not None else "kmeans" if how == "ifd" else "umap-kmeans")
+    method = check_method(method if method is not None else "kmeans" if how == "ifd" else "umap-kmeans")
     if how == "ifd" and method != "kmeans":
         raise ValueError(
             f"`method`={method!r} reduces embeddings; IFD scores are 1-D and clustered with "
             "method='kmeans' (or use how='embedding')."
         )
-    n = _num_rows(dataset)
-    k, seed = _check_k(k, n), _check_seed(seed)
-    _check_scoring_args(batch_size, max_length)
+    n = num_rows(dataset)
+    k, seed = check_k(k, n), check_seed(seed)
+    check_scoring_args(batch_size, max_length)
     if model is None:
         raise ValueError("`model` is required: pass the training (warm-up) causal LM and its `tokenizer`.")
     if conditional_losses is not None:
-        conditional_losses = _check_losses(conditional_losses, n)
+        conditional_losses = check_losses(conditional_losses, n)
 
     parts = {
         "v": _CACHE_VERSION,
@@ -541,8 +329,8 @@ def pool_clusters(
     """
     _check_how(how)
     n = len(input_ids)
-    k, seed = _check_k(k, n), _check_seed(seed)
-    _check_scoring_args(batch_size, None)
+    k, seed = check_k(k, n), check_seed(seed)
+    check_scoring_args(batch_size, None)
     answers, has_prompt = trained_tokens(input_ids, labels)
     empty = [i for i, answer in enumerate(answers) if not answer]
     if empty:
@@ -566,12 +354,12 @@ def pool_clusters(
             if embeddings is not None:
                 return np.asarray(embeddings, dtype=np.float32)
             sequences = [list(ids[:512]) for ids in input_ids]
-            return _embed_ids(model, sequences, _pad_id(tokenizer), batch_size, True, show_progress)
+            return embed_ids(model, sequences, padding_id(tokenizer), batch_size, True, show_progress)
 
     else:
         if conditional_losses is None:
             raise ValueError("`how='ifd'` needs `conditional_losses` (the trainer's initial scoring pass).")
-        conditional = _check_losses(conditional_losses, n)
+        conditional = check_losses(conditional_losses, n)
         feature, method = ("ifd" if without_prompt == 0 else "initial_loss"), "kmeans"
         parts.update(what=f"pool_{feature}", conditional_losses=conditional)
 
@@ -579,8 +367,8 @@ def pool_clusters(
             if feature == "initial_loss":
                 return conditional
             if alone_losses is not None:
-                return conditional / np.maximum(_check_losses(alone_losses, n), 1e-12)
-            alone = _alone_losses(model, tokenizer, (None, answers), batch_size, None, show_progress)
+                return conditional / np.maximum(check_losses(alone_losses, n), 1e-12)
+            alone = answer_alone_losses(model, tokenizer, (None, answers), batch_size, None, show_progress)
             return conditional / np.maximum(alone, 1e-12)
 
         if feature == "initial_loss":
@@ -649,8 +437,8 @@ def prompt_groups(
     n = len(input_ids)
     if not (isinstance(group_size, int) and group_size >= 1):
         raise ValueError(f"`group_size={group_size!r}` must be an int >= 1 (samples per group).")
-    seed = _check_seed(seed)
-    _check_scoring_args(batch_size, None)
+    seed = check_seed(seed)
+    check_scoring_args(batch_size, None)
     prompts = []
     for i, ids in enumerate(input_ids):
         row = labels[i]
@@ -661,7 +449,7 @@ def prompt_groups(
                 "be grouped by prompt; use `lead_filter_groups='clusters'` for such pools."
             )
         prompts.append(list(ids[: min(end, 512)]))
-    k = _check_k(min(math.ceil(n / group_size), n), n)
+    k = check_k(min(math.ceil(n / group_size), n), n)
     digest = hashlib.sha256()
     for ids in prompts:
         digest.update(np.asarray(ids, dtype=np.int64).tobytes() + b"|")
@@ -676,7 +464,7 @@ def prompt_groups(
     labels_out, _ = _cached_labels(
         "prompt_embedding",
         parts,
-        lambda: _embed_ids(model, prompts, _pad_id(tokenizer), batch_size, True, show_progress),
+        lambda: embed_ids(model, prompts, padding_id(tokenizer), batch_size, True, show_progress),
         k,
         "kmeans",
         seed,
@@ -709,21 +497,21 @@ def embedding_groups(
     cell after cell."""
     if not (isinstance(group_size, int) and group_size >= 1):
         raise ValueError(f"`group_size={group_size!r}` must be an int >= 1 (samples per group).")
-    seed = _check_seed(seed)
-    x = _check_x(embeddings)
+    seed = check_seed(seed)
+    x = check_features(embeddings)
     n = x.shape[0]
     k = min(math.ceil(n / group_size), n)
     if n <= exact_max or k == 1:
         return cluster_embeddings(x, k, "kmeans", seed, show_progress=False)
     if x.shape[1] > PCA_DIMS:
-        x = _pca(x, PCA_DIMS, seed)
-    cells = _kmeans(x, math.ceil(math.sqrt(k)), seed)
+        x = pca_reduce(x, PCA_DIMS, seed)
+    cells = run_kmeans(x, math.ceil(math.sqrt(k)), seed)
     labels = np.empty(n, dtype=np.int64)
     offset = 0
     for cell in range(int(cells.max()) + 1):
         members = np.flatnonzero(cells == cell)
         groups = min(max(1, round(len(members) / group_size)), len(members))
-        labels[members] = offset + (_kmeans(x[members], groups, seed) if groups > 1 else 0)
+        labels[members] = offset + (run_kmeans(x[members], groups, seed) if groups > 1 else 0)
         offset += groups
     return labels
 
@@ -763,7 +551,7 @@ def plot_clusters_2d(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    x = _check_x(x)
+    x = check_features(x)
     labels = np.asarray(labels).reshape(-1)
     if labels.shape[0] != x.shape[0]:
         raise ValueError(
@@ -797,11 +585,11 @@ def plot_clusters_2d(
         if xs.shape[1] == 2:
             xy = xs
         elif xs.shape[0] < 10:
-            xy = _pca(xs, 2, seed)
+            xy = pca_reduce(xs, 2, seed)
         else:
             import umap
 
-            z = _pca(xs, PCA_DIMS, seed) if xs.shape[1] > PCA_DIMS else xs
+            z = pca_reduce(xs, PCA_DIMS, seed) if xs.shape[1] > PCA_DIMS else xs
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
                 xy = umap.UMAP(n_components=2, n_neighbors=min(15, xs.shape[0] - 1), random_state=seed).fit_transform(

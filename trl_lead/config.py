@@ -285,6 +285,20 @@ class LEADConfig(SFTConfig):
             if chosen:
                 warnings.warn(f"{chosen} have no effect: `lead_enabled=False` trains as SFTTrainer.", stacklevel=3)
             return
+        self._check_choices()
+        self._check_numbers()
+        self._check_packing()
+        self._check_policy_kwargs()
+        for message in self.settings_without_effect():
+            warnings.warn(message, stacklevel=3)
+
+    @property
+    def selection_seed(self) -> int:
+        """The seed of the selection randomness: `lead_seed`, or `seed` where it is None."""
+        return self.seed if self.lead_seed is None else self.lead_seed
+
+    def _check_choices(self) -> None:
+        """Each named setting one of its choices, the filter's numbers in range, initial scores where needed."""
         choices = {
             "lead_clusters": CLUSTER_FEATURES,
             "lead_initial_score": INITIAL_SCORES,
@@ -309,6 +323,9 @@ class LEADConfig(SFTConfig):
                     f"{self.lead_initial_score!r}` does not compute; set `lead_initial_score='loss'` or pick another "
                     f"`{name}`."
                 )
+
+    def _check_numbers(self) -> None:
+        """Sizes, reuse cap, clusters, smoothing and warm-up in range."""
         positive = {"lead_round_size": self.lead_round_size, "lead_budget": self.lead_budget}
         for name, value in positive.items():
             if not value > 0:
@@ -326,6 +343,9 @@ class LEADConfig(SFTConfig):
             )
         if self.lead_warmup_steps < 0:
             raise ValueError(f"`lead_warmup_steps={self.lead_warmup_steps}` must be >= 0.")
+
+    def _check_packing(self) -> None:
+        """Packing keeps samples whole (BFD), so each has one loss."""
         if self.packing and self.packing_strategy != "bfd":
             cut = (
                 "cuts the token stream at fixed lengths"
@@ -337,6 +357,9 @@ class LEADConfig(SFTConfig):
                 "attend to other samples' tokens or miss their own start; LEAD scores each whole sample. Use "
                 "`packing_strategy='bfd'` (keeps samples whole), `padding_free=True`, or `lead_enabled=False`."
             )
+
+    def _check_policy_kwargs(self) -> None:
+        """`lead_policy_kwargs` builds `lead_policy`."""
         if self.lead_policy_kwargs is not None:
             from .policies import make_policy  # numpy only; the policy is built again by the trainer
 
@@ -353,10 +376,6 @@ class LEADConfig(SFTConfig):
                     f"{self.lead_policy!r}`: {error}. See the policy's docstring in `trl_lead.policies` for its "
                     "parameters."
                 ) from error
-        for message in self.settings_without_effect():
-            warnings.warn(message, stacklevel=3)
-        if self.lead_seed is None:
-            self.lead_seed = self.seed
 
     def selection_choices(self) -> dict[str, Any]:
         """The preset settings this config resolves to (`PRESET_FIELDS`, names without `lead_`)."""

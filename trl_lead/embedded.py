@@ -41,19 +41,8 @@ import torch
 import transformers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from .files import CACHE_ENV_VAR as CACHE_ENV_VAR  # re-exported: the warm-up cache's variable
 from .files import atomic_directory, cache_dir_path
-from .pool import CLUSTER_COLUMN as CLUSTER_COLUMN  # the pool's names, re-exported: importable from here as before
-from .pool import DEFAULT_CORRUPT_RATE as DEFAULT_CORRUPT_RATE
-from .pool import DEFAULT_NEAR_DUPLICATE_RATE as DEFAULT_NEAR_DUPLICATE_RATE
-from .pool import DEFAULT_NUM_EVAL_PER_FAMILY as DEFAULT_NUM_EVAL_PER_FAMILY
-from .pool import DEFAULT_NUM_TRAIN as DEFAULT_NUM_TRAIN
-from .pool import FAMILIES as FAMILIES
-from .pool import FAMILY_DESCRIPTIONS as FAMILY_DESCRIPTIONS
-from .pool import FAMILY_WEIGHTS as FAMILY_WEIGHTS
-from .pool import LOOKUP_TABLE as LOOKUP_TABLE
-from .pool import NOISE_FAMILY as NOISE_FAMILY
-from .pool import make_instruction_pool as make_instruction_pool
+from .pool import DEFAULT_NUM_EVAL_PER_FAMILY, DEFAULT_NUM_TRAIN, FAMILIES, NOISE_FAMILY, make_instruction_pool
 
 logger = logging.getLogger(__name__)
 
@@ -322,7 +311,7 @@ def _preserved_rng_state() -> Iterator[None]:
 
 
 @contextmanager
-def _quiet(enabled: bool) -> Iterator[None]:
+def quiet(enabled: bool) -> Iterator[None]:
     """Hide the ``datasets`` and ``transformers`` progress bars inside the block (restored after)."""
     if not enabled:
         yield
@@ -352,7 +341,7 @@ def _train_warmup(settings: dict[str, Any], save_dir: Path, verbose: bool) -> di
     tokenizer = build_tokenizer()
     model = build_tiny_model(tokenizer, seed=settings["seed"], **settings["model_kwargs"])
     train = train.select_columns(["messages"])
-    with tempfile.TemporaryDirectory(prefix="trl_lead_warmup_") as output_dir, _quiet(not verbose):
+    with tempfile.TemporaryDirectory(prefix="trl_lead_warmup_") as output_dir, quiet(not verbose):
         args = SFTConfig(
             output_dir=output_dir,
             **{

@@ -25,21 +25,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = [
-    "POLICIES",
-    "Boltzmann",
-    "DiscountedUCB",
-    "EpsilonGreedy",
-    "Exp3",
-    "Exp3S",
-    "Greedy",
-    "Policy",
-    "SlidingWindowUCB",
-    "ThompsonSampling",
-    "UCB1",
-    "Uniform",
-    "make_policy",
-]
+__all__ = ["POLICIES", "Boltzmann", "DiscountedUCB", "EpsilonGreedy", "Exp3", "Exp3S", "Greedy", "Policy",
+           "SlidingWindowUCB", "ThompsonSampling", "UCB1", "Uniform", "make_policy"]  # fmt: skip
 
 
 @runtime_checkable

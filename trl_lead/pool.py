@@ -9,9 +9,11 @@ learn it. Only ``datasets`` and the standard library are used.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -394,18 +396,7 @@ def make_instruction_pool(
     """
     spec = _resolve_mixture(mixture)
     weights = FAMILY_WEIGHTS if spec is None else spec.weights()
-    if num_train < len(weights):
-        raise ValueError(f"num_train={num_train} must be at least the number of families ({len(weights)})")
-    if num_eval_per_family < 1:
-        raise ValueError(f"num_eval_per_family={num_eval_per_family} must be at least 1")
-    for name, rate in (("corrupt_rate", corrupt_rate), ("near_duplicate_rate", near_duplicate_rate)):
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"{name}={rate} must be in [0, 1)")
-    if spec is not None and corrupt_rate + spec.wrong_answer_rate >= 1.0:
-        raise ValueError(
-            f"corrupt_rate={corrupt_rate} plus the mixture's wrong_answer_rate={spec.wrong_answer_rate} must be < 1"
-        )
-
+    _check_pool_arguments(num_train, num_eval_per_family, corrupt_rate, near_duplicate_rate, spec, len(weights))
     train_rows: list[dict[str, Any]] = []
     eval_rows: list[dict[str, Any]] = []
     sizes = _family_sizes(num_train, weights)
@@ -424,55 +415,111 @@ def make_instruction_pool(
         for key in held_out:
             instruction, answer = _render(family, key, eval_rng)
             eval_rows.append(_row(family, instruction, answer, family == NOISE_FAMILY, False))
-        held_out_set = set(held_out)
-
-        def draw(family: str = family, held_out_set: set = held_out_set, rng: random.Random = train_rng):
-            while True:
-                key = _sample_key(family, rng)
-                if key not in held_out_set:
-                    return key
-
-        size = sizes[family]
-        rows: list[dict[str, Any]] = []
+        draw = functools.partial(_draw_key, family, set(held_out), train_rng)
         if family == NOISE_FAMILY:
-            while len(rows) < size:
-                key = draw()
-                for _ in range(min(2, size - len(rows))):
-                    instruction, answer = _render(family, key, train_rng)
-                    rows.append(_row(family, instruction, answer, True, False))
-        else:
-            num_near = round(near_duplicate_rate * size)
-            keys = [draw() for _ in range(size - num_near)]
-            for key in keys:
-                instruction, answer = _render(family, key, train_rng)
-                rows.append(_row(family, instruction, answer, False, False))
-            originals = rows[: size - num_near]
-            prompts[family] = [(row["messages"][0]["content"], key) for row, key in zip(originals, keys)]
-            for _ in range(num_near):
-                source = train_rng.choice(range(len(originals)))  # the same draw as choice(originals)
-                instruction = _near_duplicate(originals[source]["messages"][0]["content"], train_rng)
-                rows.append(_row(family, instruction, originals[source]["messages"][1]["content"], False, True))
-                keys.append(keys[source])
-            for index in train_rng.sample(range(size), round(corrupt_rate * size)):
-                message = rows[index]["messages"][1]
-                message["content"] = _corrupt(message["content"], train_rng)
-                rows[index]["is_corrupted"] = True
-            if spec is not None:
-                # A separate generator: the rows above stay those of the same family without a mixture
-                wrong_rng = random.Random(f"{seed}-wrong-{family_id}")
-                clean = [i for i, row in enumerate(rows) if not row["is_corrupted"]]
-                for index in wrong_rng.sample(clean, round(spec.wrong_answer_rate * size)):
-                    rows[index]["messages"][1]["content"] = _mixture_wrong_answer(spec, family, keys[index], wrong_rng)
-                    rows[index]["is_corrupted"] = True
-        train_rows.extend(rows)
-
+            train_rows += _noise_rows(family, sizes[family], draw, train_rng)
+            continue
+        rows, keys = _task_rows(family, sizes[family], draw, train_rng, near_duplicate_rate, corrupt_rate)
+        originals = [(row, key) for row, key in zip(rows, keys) if not row["is_near_duplicate"]]
+        prompts[family] = [(row["messages"][0]["content"], key) for row, key in originals]
+        if spec is not None:
+            # A separate generator: the rows above stay those of the same family without a mixture
+            _add_wrong_answers(spec, family, rows, keys, random.Random(f"{seed}-wrong-{family_id}"))
+        train_rows += rows
     if spec is not None and BAD_SOURCE in sizes:
-        bad_rng = random.Random(f"{seed}-bad")
-        for index in range(sizes[BAD_SOURCE]):
-            family = spec.bad_source_families[index % len(spec.bad_source_families)]
-            instruction, key = bad_rng.choice(prompts[family])
-            wrong = _mixture_wrong_answer(spec, family, key, bad_rng)
-            train_rows.append(_row(BAD_SOURCE, instruction, wrong, True, False))
-
+        train_rows += _bad_source_rows(spec, sizes[BAD_SOURCE], prompts, random.Random(f"{seed}-bad"))
     random.Random(f"{seed}-shuffle").shuffle(train_rows)
     return datasets.Dataset.from_list(train_rows), datasets.Dataset.from_list(eval_rows)
+
+
+def _check_pool_arguments(
+    num_train: int,
+    num_eval_per_family: int,
+    corrupt_rate: float,
+    near_duplicate_rate: float,
+    spec: Mixture | None,
+    num_families: int,
+) -> None:
+    """ValueError for `make_instruction_pool` arguments out of range."""
+    if num_train < num_families:
+        raise ValueError(f"num_train={num_train} must be at least the number of families ({num_families})")
+    if num_eval_per_family < 1:
+        raise ValueError(f"num_eval_per_family={num_eval_per_family} must be at least 1")
+    for name, rate in (("corrupt_rate", corrupt_rate), ("near_duplicate_rate", near_duplicate_rate)):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"{name}={rate} must be in [0, 1)")
+    if spec is not None and corrupt_rate + spec.wrong_answer_rate >= 1.0:
+        raise ValueError(
+            f"corrupt_rate={corrupt_rate} plus the mixture's wrong_answer_rate={spec.wrong_answer_rate} must be < 1"
+        )
+
+
+def _draw_key(family: str, held_out: set, rng: random.Random) -> tuple[Any, ...]:
+    """A random item key of `family` that is not held out."""
+    while True:
+        key = _sample_key(family, rng)
+        if key not in held_out:
+            return key
+
+
+def _noise_rows(family: str, size: int, draw: Callable[[], tuple], rng: random.Random) -> list[dict[str, Any]]:
+    """The noise family's `size` rows: every instruction twice, with two independent random answers."""
+    rows: list[dict[str, Any]] = []
+    while len(rows) < size:
+        key = draw()
+        for _ in range(min(2, size - len(rows))):
+            instruction, answer = _render(family, key, rng)
+            rows.append(_row(family, instruction, answer, True, False))
+    return rows
+
+
+def _task_rows(
+    family: str,
+    size: int,
+    draw: Callable[[], tuple],
+    rng: random.Random,
+    near_duplicate_rate: float,
+    corrupt_rate: float,
+) -> tuple[list[dict[str, Any]], list[tuple]]:
+    """A task family's `size` rows and their item keys: originals, then near-duplicates of them (same answer), then
+    exactly `round(corrupt_rate * size)` rows with one character of the answer changed."""
+    num_near = round(near_duplicate_rate * size)
+    keys = [draw() for _ in range(size - num_near)]
+    rows = []
+    for key in keys:
+        instruction, answer = _render(family, key, rng)
+        rows.append(_row(family, instruction, answer, False, False))
+    originals = rows[: size - num_near]
+    for _ in range(num_near):
+        source = rng.choice(range(len(originals)))  # the same draw as choice(originals)
+        instruction = _near_duplicate(originals[source]["messages"][0]["content"], rng)
+        rows.append(_row(family, instruction, originals[source]["messages"][1]["content"], False, True))
+        keys.append(keys[source])
+    for index in rng.sample(range(size), round(corrupt_rate * size)):
+        message = rows[index]["messages"][1]
+        message["content"] = _corrupt(message["content"], rng)
+        rows[index]["is_corrupted"] = True
+    return rows, keys
+
+
+def _add_wrong_answers(
+    spec: Mixture, family: str, rows: list[dict[str, Any]], keys: list[tuple], rng: random.Random
+) -> None:
+    """The mixture's conflicting noise: `round(wrong_answer_rate * size)` rows not yet corrupted get a wrong answer of
+    its `wrong_answer_kind`."""
+    clean = [i for i, row in enumerate(rows) if not row["is_corrupted"]]
+    for index in rng.sample(clean, round(spec.wrong_answer_rate * len(rows))):
+        rows[index]["messages"][1]["content"] = _mixture_wrong_answer(spec, family, keys[index], rng)
+        rows[index]["is_corrupted"] = True
+
+
+def _bad_source_rows(
+    spec: Mixture, size: int, prompts: dict[str, list[tuple[str, tuple]]], rng: random.Random
+) -> list[dict[str, Any]]:
+    """The bad source's `size` rows: prompts of `bad_source_families` (in turn) with wrong answers."""
+    rows = []
+    for index in range(size):
+        family = spec.bad_source_families[index % len(spec.bad_source_families)]
+        instruction, key = rng.choice(prompts[family])
+        rows.append(_row(BAD_SOURCE, instruction, _mixture_wrong_answer(spec, family, key, rng), True, False))
+    return rows

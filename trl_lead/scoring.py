@@ -39,7 +39,7 @@ IGNORE_INDEX = -100
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _num_rows(dataset: Any) -> int:
+def num_rows(dataset: Any) -> int:
     try:
         return len(dataset)
     except TypeError:
@@ -158,7 +158,7 @@ def sample_texts(dataset: Any, text_column: str | None = None) -> list[str]:
     Returns:
         `list[str]` of length `len(dataset)`.
     """
-    _num_rows(dataset)
+    num_rows(dataset)
     texts = []
     for i, row in enumerate(_iter_rows(dataset)):
         if text_column is not None:
@@ -237,7 +237,7 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _unwrap(model: Any) -> Any:
+def unwrap_model(model: Any) -> Any:
     """The model whose `forward` signature tells which arguments are accepted (under DDP and PEFT wrappers)."""
     inner = getattr(model, "module", None)  # DistributedDataParallel
     if isinstance(inner, torch.nn.Module):
@@ -248,12 +248,12 @@ def _unwrap(model: Any) -> Any:
 
 def _accepts(model: Any, name: str) -> bool:
     try:
-        return name in inspect.signature(_unwrap(model).forward).parameters
+        return name in inspect.signature(unwrap_model(model).forward).parameters
     except (TypeError, ValueError):
         return False
 
 
-def _pad_id(tokenizer: Any) -> int:
+def padding_id(tokenizer: Any) -> int:
     for name in ("pad_token_id", "eos_token_id", "unk_token_id"):
         value = getattr(tokenizer, name, None)
         if value is not None:
@@ -348,7 +348,7 @@ def _truncate(instruction: list[int], answer: list[int], max_length: int | None)
     return instruction[len(instruction) - (max_length - len(answer)) :], answer
 
 
-def _check_scoring_args(batch_size: int, max_length: int | None) -> None:
+def check_scoring_args(batch_size: int, max_length: int | None) -> None:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
     if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
@@ -403,8 +403,8 @@ def answer_losses(
     Raises:
         `ValueError`: a row with an empty instruction or answer (the message names the row and the fix).
     """
-    _check_scoring_args(batch_size, max_length)
-    _num_rows(dataset)
+    check_scoring_args(batch_size, max_length)
+    num_rows(dataset)
     return _conditional_losses(
         model, tokenizer, _encode_pairs(tokenizer, dataset, append_eos), batch_size, max_length, show_progress
     )
@@ -417,7 +417,9 @@ def _conditional_losses(model, tokenizer, pairs, batch_size, max_length, show_pr
         ins, ans = _truncate(ins, ans, max_length)
         seqs.append(ins + ans)
         starts.append(len(ins))
-    return _sequence_losses(model, seqs, starts, _pad_id(tokenizer), batch_size, "answer | instruction", show_progress)
+    return _sequence_losses(
+        model, seqs, starts, padding_id(tokenizer), batch_size, "answer | instruction", show_progress
+    )
 
 
 def _alone_prefix(tokenizer: Any) -> list[int]:
@@ -452,10 +454,10 @@ def answer_alone_inputs(
     return input_ids, labels
 
 
-def _alone_losses(model, tokenizer, pairs, batch_size, max_length, show_progress) -> np.ndarray:
+def answer_alone_losses(model, tokenizer, pairs, batch_size, max_length, show_progress) -> np.ndarray:
     seqs, _ = answer_alone_inputs(tokenizer, pairs[1], max_length)
     starts = [1] * len(seqs)
-    return _sequence_losses(model, seqs, starts, _pad_id(tokenizer), batch_size, "answer alone", show_progress)
+    return _sequence_losses(model, seqs, starts, padding_id(tokenizer), batch_size, "answer alone", show_progress)
 
 
 def ifd_scores(
@@ -502,18 +504,18 @@ def ifd_scores(
     Returns:
         `np.ndarray` of shape `(len(dataset),)`, float64.
     """
-    _check_scoring_args(batch_size, max_length)
-    n = _num_rows(dataset)
+    check_scoring_args(batch_size, max_length)
+    n = num_rows(dataset)
     pairs = _encode_pairs(tokenizer, dataset, append_eos)
     if conditional_losses is None:
         conditional = _conditional_losses(model, tokenizer, pairs, batch_size, max_length, show_progress)
     else:
-        conditional = _check_losses(conditional_losses, n)
-    alone = _alone_losses(model, tokenizer, pairs, batch_size, max_length, show_progress)
+        conditional = check_losses(conditional_losses, n)
+    alone = answer_alone_losses(model, tokenizer, pairs, batch_size, max_length, show_progress)
     return conditional / np.maximum(alone, 1e-12)
 
 
-def _check_losses(losses: Any, n: int) -> np.ndarray:
+def check_losses(losses: Any, n: int) -> np.ndarray:
     arr = np.asarray(losses, dtype=np.float64).reshape(-1)
     if arr.shape[0] != n:
         raise ValueError(
@@ -582,10 +584,10 @@ def embed(
     for i, ids in enumerate(ids_list):
         if not ids:
             raise ValueError(f"`texts[{i}]` tokenizes to no tokens; give it some text or drop it.")
-    return _embed_ids(model, ids_list, _pad_id(tokenizer), batch_size, normalize, show_progress)
+    return embed_ids(model, ids_list, padding_id(tokenizer), batch_size, normalize, show_progress)
 
 
-def _embed_ids(
+def embed_ids(
     model: torch.nn.Module,
     ids_list: Sequence[Sequence[int]],
     pad_id: int,

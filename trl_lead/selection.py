@@ -9,6 +9,8 @@ docs/design.md (What LEAD computes); one round is:
 2. The caller trains on `round.sample_ids` and records one loss (IU) per trained sample.
 3. `RoundSelector.finish_round(ids, losses, ...)`: IU/IDU updated with the gradient correction, reward computed,
    normalised and fed to the policy.
+
+The sample filter lives in `trl_lead.filters`, the reward rules and their scaling in `trl_lead.rewards`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .filters import group_cuts, loss_z_excluded
+from .rewards import REWARD_RULES, ClusterVisit, QuantileNormalizer, RewardNormalizer, give_rewards
 from .settings import SelectionSettings, auto_filter_keep, check_budget, check_policy
 
 
@@ -47,134 +51,6 @@ def predicted_drop(eta: float, d_prev: float, d_k: float | None, cos_phi: float)
     return max(drop, 0.0), beta
 
 
-@dataclass
-class RewardNormalizer:
-    """Maps rewards to [-1, 1] by the running min/max of all rewards seen so far (as the paper's EXP3-S code).
-
-    The selector's normaliser, and `envs.benchmark`'s with `--normalize-rewards`."""
-
-    low: float = math.inf
-    high: float = -math.inf
-
-    def __call__(self, reward: float) -> float:
-        self.low, self.high = min(self.low, reward), max(self.high, reward)
-        if self.high - self.low < 1e-12:
-            return 0.0
-        return 2.0 * (reward - self.low) / (self.high - self.low) - 1.0
-
-    def state_dict(self) -> list[float]:
-        return [self.low, self.high]
-
-    def load_state_dict(self, state: list[float]) -> None:
-        self.low, self.high = state
-
-
-@dataclass
-class QuantileNormalizer:
-    """Maps rewards to [-1, 1] by quantiles of the recent reward history (Graves et al. 2017, "Automated curriculum
-    learning for neural networks", ICML, Sec. 3.1): -1 below the 20th percentile, 1 above the 80th, linear between.
-
-    One outlier cannot squash every later reward into a sliver of [-1, 1], as it does under the running min/max. The
-    history (the current reward included) keeps the last `window` rewards."""
-
-    window: int = 1000
-    low_quantile: float = 0.2
-    high_quantile: float = 0.8
-    history: list[float] = field(default_factory=list)
-
-    def __call__(self, reward: float) -> float:
-        self.history = [*self.history[-(self.window - 1) :], float(reward)]
-        low, high = np.quantile(self.history, [self.low_quantile, self.high_quantile])
-        if high - low < 1e-12:
-            return 0.0
-        return float(np.clip(2.0 * (reward - low) / (high - low) - 1.0, -1.0, 1.0))
-
-    def state_dict(self) -> list[float]:
-        return list(self.history)
-
-    def load_state_dict(self, state: list[float]) -> None:
-        self.history = [float(x) for x in state]
-
-
-MAD_TO_STD = 1.4826  # MAD * 1.4826 estimates the standard deviation of a normal sample
-MIN_PEERS = 5  # fewer finite peers than this: no robust z-score (the filter excludes nothing)
-
-
-def robust_z(values: np.ndarray, peers: np.ndarray) -> tuple[np.ndarray, float]:
-    """`(values - median(peers)) / (1.4826 * MAD(peers))` over the finite peers, and that median.
-
-    All zeros (nothing stands out) when there are fewer than `MIN_PEERS` finite peers or their MAD is 0; NaN values
-    give NaN (which compares False against any threshold)."""
-    values = np.asarray(values, dtype=np.float64)
-    peers = np.asarray(peers, dtype=np.float64)
-    peers = peers[np.isfinite(peers)]
-    if len(peers) < MIN_PEERS:
-        return np.zeros(len(values)), math.nan
-    center = float(np.median(peers))
-    scale = MAD_TO_STD * float(np.median(np.abs(peers - center)))
-    if scale <= 0.0:
-        return np.zeros(len(values)), center
-    return (values - center) / scale, center
-
-
-def loss_z_excluded(
-    state: LEADState, members: np.ndarray, threshold: float, keep: float | None = None, trained: bool = True
-) -> np.ndarray:
-    """The `"loss_z"` filter over one cluster's `members` (`"small_loss"` with `keep`): True for each it excludes.
-
-    From losses training already measured (no extra forward pass), each sample against its cluster's peers at the
-    same stage, by a robust z-score (median / MAD):
-
-    * never trained: its initial score against every member's initial score (one model, one step); excluded when
-      z > `threshold` (the high-loss tail of a cluster is mostly wrong answers: Co-teaching's small-loss idea).
-      Without initial scores (`lead_initial_score="none"`) unseen samples are never excluded.
-      With `keep` (the `"small_loss"` filter) the rule is stricter: an unseen sample is excluded unless its initial
-      score is among the lowest `keep` share of every member's (all members, so the cut does not move as the
-      cluster is used up; a NaN score is never excluded). On generated pools with 20-35% wrong answers to a task's
-      own prompts, the lower part of a task by the warmed-up model's loss holds few of them (docs/results.md).
-      Where the state has comparison groups (`LEADState.set_filter_groups`), the cut is that of the sample's group
-      instead of its cluster's.
-    * trained (these two rules only with `trained=True`: `lead_filter_revisits`): its first-visit IU against the
-      first-visit IUs of the cluster's trained members; excluded when z > `threshold`. (Those were measured at
-      different steps; the cluster's loss falls slowly next to the gap between a wrong answer and a right one.)
-    * trained twice or more: its loss drop since its first visit (first-visit IU minus last IU) against the drops of
-      the cluster's other revisited members; excluded when the drop lies more than `threshold` robust standard
-      deviations below theirs while their median drop is positive: its loss did not fall where its peers' did
-      ("hard to learn": Swayamdipta et al. 2020's data maps, Pleiss et al. 2020's AUM).
-    """
-    members = np.asarray(members, dtype=np.int64)
-    use = state.use_count[members]
-    excluded = np.zeros(len(members), bool)
-    unseen = use == 0
-    initial = getattr(state, "initial_iu", None)
-    if initial is not None and unseen.any():
-        scores = initial[members].astype(np.float64)
-        if keep is None:
-            excluded[unseen] = robust_z(scores[unseen], scores)[0] > threshold
-        elif state.filter_group is not None:
-            # against the sample's own comparison group (`lead_filter_groups="prompts"`), not its cluster
-            excluded[unseen] = scores[unseen] > state.small_loss_cuts(keep)[members[unseen]]
-        else:
-            finite = scores[np.isfinite(scores)]
-            if len(finite):
-                rank = max(math.ceil(keep * len(finite)) - 1, 0)
-                cut = np.partition(finite, rank)[rank]  # linear time: this runs for every cluster every round
-                excluded[unseen] = scores[unseen] > cut
-    if not trained:
-        return excluded
-    seen = ~unseen
-    if seen.any():
-        first = state.first_iu[members[seen]].astype(np.float64)
-        excluded[seen] = robust_z(first, first)[0] > threshold
-    revisited = use >= 2
-    if revisited.any():
-        drop = (state.first_iu[members[revisited]] - state.iu[members[revisited]]).astype(np.float64)
-        z, center = robust_z(drop, drop)
-        if center > 0.0:
-            excluded[revisited] |= -z > threshold
-    return excluded
-
-
 def draw_candidates(count: int, pool_size: int, seed: int, clusters: np.ndarray | None = None) -> np.ndarray:
     """`count` distinct samples of `0..pool_size-1`, sorted, drawn once (`lead_candidates`): uniformly, or with
     `clusters` each cluster's share of them in proportion to its size (largest remainders), so that the candidates
@@ -198,32 +74,6 @@ def round_distribution(policy: Any, mask: np.ndarray, slots: int) -> np.ndarray:
         return np.asarray(policy.probabilities(mask), dtype=np.float64)
     counts = np.asarray(policy.allocate(slots, mask), dtype=np.float64)
     return counts / counts.sum()
-
-
-def give_rewards(
-    policy: Any,
-    rewards: dict[int, float],
-    probabilities: list[float] | np.ndarray | None,
-    normalizer: RewardNormalizer | QuantileNormalizer | None,
-    mixture: bool,
-) -> None:
-    """Give a round's measured rewards (`{arm: reward}`) to the policy, as the trainer does.
-
-    Each reward is normalised by `normalizer` (None: passed as it is) unless the policy normalises them itself. A
-    mixture round's arms were all drawn from one distribution, `probabilities` (`round_distribution`): they go to the
-    policy together with it (`update_mixture`, where it has one), so importance weights divide by the probabilities
-    the round was drawn from; otherwise `update(arm, reward)` once per arm. An arm whose reward could not be measured
-    is not in `rewards`.
-    """
-    if normalizer is not None and not getattr(policy, "normalizes_rewards", False):
-        rewards = {arm: normalizer(reward) for arm, reward in rewards.items()}
-    update_mixture = getattr(policy, "update_mixture", None)
-    if mixture and callable(update_mixture):
-        if rewards:
-            update_mixture(rewards, np.asarray(probabilities, dtype=np.float64))
-        return
-    for arm, reward in rewards.items():
-        policy.update(arm, reward)
 
 
 @dataclass
@@ -267,6 +117,7 @@ class LEADState:
         self.cluster_round = np.full(self.num_clusters, -1, dtype=np.int64)
         self.cluster_first_visit_iu = np.full(self.num_clusters, np.nan)
         self.rounds: list[dict[str, Any]] = []
+        self.initial_iu: np.ndarray | None = None  # the base model's loss per sample (`set_initial_scores`)
         self.filter_group: np.ndarray | None = None  # the small-loss filter's comparison groups; None: the clusters
         self._cuts: tuple[float, np.ndarray] | None = None
         self.version = 0  # bumped when arrays are replaced wholesale, so selectors rebuild their caches
@@ -315,15 +166,7 @@ class LEADState:
         """Per sample, the small-loss cut of its filter group: the `ceil(keep * m)`-th lowest of the group's m finite
         initial scores (NaN where the group has none, which excludes nothing). Computed once per `keep`."""
         if self._cuts is None or self._cuts[0] != keep:
-            order = np.lexsort((self.initial_iu, self.filter_group))  # by group, then score; NaN last in a group
-            groups = self.filter_group[order]
-            starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
-            finite = np.add.reduceat(np.isfinite(self.initial_iu[order]).astype(np.int64), starts)
-            ranks = np.maximum(np.ceil(keep * finite).astype(np.int64) - 1, 0)
-            cut_of_group = np.where(finite > 0, self.initial_iu[order][starts + ranks], np.nan)
-            cuts = np.full(int(self.filter_group.max()) + 1, np.nan)
-            cuts[groups[starts]] = cut_of_group
-            self._cuts = (keep, cuts[self.filter_group])
+            self._cuts = (keep, group_cuts(self.initial_iu, self.filter_group, keep))
         return self._cuts[1]
 
     _ARRAYS = ("cluster", "iu", "idu", "first_iu", "use_count", "cluster_drop", "cluster_round",
@@ -331,9 +174,8 @@ class LEADState:
 
     def state_dict(self) -> dict[str, Any]:
         state = {name: getattr(self, name) for name in self._ARRAYS}
-        for name in ("initial_iu", "filter_group"):
-            if getattr(self, name, None) is not None:
-                state[name] = getattr(self, name)
+        optional = {"initial_iu": self.initial_iu, "filter_group": self.filter_group}
+        state.update({name: value for name, value in optional.items() if value is not None})
         state["num_clusters"] = np.int64(self.num_clusters)
         return state
 
@@ -367,7 +209,12 @@ class RoundSelector:
             quantile = self.settings.reward_scaling == "quantile"
             self.normalizer = QuantileNormalizer() if quantile else RewardNormalizer()
         self.rng = np.random.default_rng(self.seed)
-        self._synced = -1  # the state version the per-cluster caches were built for
+        # Per-cluster caches, built by `_sync` for the state version `_synced` (-1: not yet)
+        self._synced = -1
+        self._members: list[np.ndarray] = []
+        self._open = self._open_selected = self._idu_count = np.zeros(0, np.int64)
+        self._idu_sum = np.zeros(0)
+        self._num_selected = 0
         check_budget(self.settings.budget, len(self.state))
         check_policy(self.policy, self.settings.round_mode)
 
@@ -523,72 +370,93 @@ class RoundSelector:
             quotas[order[:left]] += 1
         return {a: int(q) for a, q in zip(arms, quotas)}
 
-    # ----- rounds ---------------------------------------------------------------------------------------------------
+    # ----- planning -------------------------------------------------------------------------------------------------
     def plan_round(self) -> PlannedRound | None:
-        """The next round, or None when no sample is eligible."""
-        s, state = self.settings, self.state
+        """The next round, or None when no sample is eligible.
+
+        The policy picks the arms and their shares of the round (`_choose_arms`), the budget's new samples are split
+        over them (`_split_quota`), the fine rule picks each arm's samples, and a shortfall is filled from the other
+        clusters (`_fill`). The filter is evaluated once per round: for the mask, the chosen clusters and the fill.
+        """
+        s = self.settings
         self._sync()
-        index = len(state.rounds)
-        # the filter is evaluated once per round: for the mask, the chosen clusters and the fill
+        index = len(self.state.rounds)
         filtering = s.sample_filter != "none"
         candidates, excluded = self._filtered_candidates() if filtering else (None, {})
         mask = self._mask(candidates)
         if not mask.any():
             return None
-        new_quota = max(self.paced_budget() - self._num_selected, 0)
-        probabilities = None
         if index < s.warmup_rounds:
             # Warm-up: uniform over the pool, the policy is not asked
             left = max(s.budget - self._num_selected, 0)  # not paced: nothing to revisit yet, and no policy to learn
             ids, _ = self._choose(np.flatnonzero(self.eligible()), s.round_size, left, rule="random")
             return PlannedRound(index, [], ids, np.zeros(len(ids), bool), warmup=True)
-        if s.round_mode == "single":
-            arms = [int(self.policy.select(mask))]
-            if not mask[arms[0]]:
-                raise RuntimeError(f"The policy chose cluster {arms[0]}, which has no eligible sample (masked).")
-            shares = {arms[0]: s.round_size}
-            if callable(getattr(self.policy, "probabilities", None)):
-                probabilities = [float(p) for p in self.policy.probabilities(mask)]
-        else:
-            p = round_distribution(self.policy, mask, s.round_size)
-            probabilities = [float(x) for x in p]
-            if s.split_by_size:
-                # each cluster's probability times the samples it can give: the round samples the candidates evenly
-                # where the policy is uniform (rather than the clusters), and the filter's verdicts weigh in
-                pools = candidates if filtering else [self._candidates(k) for k in range(len(p))]
-                sizes = np.array([len(pool) for pool in pools])
-                if (p * sizes).sum() > 0:
-                    p = p * sizes
-            counts = self.rng.multinomial(s.round_size, p / p.sum())
-            arms = [int(k) for k in np.flatnonzero(counts)]
-            shares = {k: int(counts[k]) for k in arms}
-        chosen: list[np.ndarray] = []
+        new_quota = max(self.paced_budget() - self._num_selected, 0)
+        arms, shares, probabilities = self._choose_arms(mask, candidates)
         # The new samples the budget allows are split over the arms in proportion to their shares (taken in arm order
         # they would all go to the lowest-numbered clusters whenever the budget allows fewer than the round's size)
-        quotas, spare = self._split_quota(new_quota, shares), 0
+        quotas, spare, chosen = self._split_quota(new_quota, shares), 0, []
         for arm in arms:
-            pool = candidates[arm] if filtering else self._candidates(arm)
-            ids, left = self._choose(pool, shares[arm], quotas[arm])
+            ids, left = self._choose(candidates[arm] if filtering else self._candidates(arm), shares[arm], quotas[arm])
             spare += left
             chosen.append(ids)
-        filtered = {str(arm): excluded[str(arm)] for arm in arms} if filtering else {}
         ids = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
-        filled = np.zeros(len(ids), bool)
-        # A chosen cluster ran short: fill from the other clusters with the same fine rule, over all of them, first
-        # among the samples the filter keeps, then (rather than train a short round) among those it excludes. New
-        # samples: first within the pace; then, rather than train a short round, what is left of the whole budget, so
-        # that every round has the same optimizer steps (the Trainer's epochs and an exact resume rely on it)
         used = sum(quotas.values()) - spare  # new samples the chosen clusters took
-        paced_left, whole_left = max(new_quota - used, 0), max(s.budget - self._num_selected - used, 0)
-        filters = (True, False) if filtering else (False,)
+        ids, filled = self._fill(
+            ids, candidates, max(new_quota - used, 0), max(s.budget - self._num_selected - used, 0)
+        )
+        filtered = {str(arm): excluded[str(arm)] for arm in arms} if filtering else {}
+        return PlannedRound(index, arms, ids.astype(np.int64), filled, probabilities, filtered=filtered)
+
+    def _choose_arms(
+        self, mask: np.ndarray, candidates: list[np.ndarray] | None
+    ) -> tuple[list[int], dict[int, int], list[float] | None]:
+        """The round's arms, each one's share of the round's samples, and the policy's arm distribution (if any).
+
+        Single mode: the policy's choice takes the whole round. Mixture mode: the shares are a multinomial draw from
+        the round's distribution (`round_distribution`), with `lead_split_by_size` weighted by the samples each
+        cluster can give."""
+        s = self.settings
+        if s.round_mode == "single":
+            arm = int(self.policy.select(mask))
+            if not mask[arm]:
+                raise RuntimeError(f"The policy chose cluster {arm}, which has no eligible sample (masked).")
+            has_probabilities = callable(getattr(self.policy, "probabilities", None))
+            probabilities = [float(p) for p in self.policy.probabilities(mask)] if has_probabilities else None
+            return [arm], {arm: s.round_size}, probabilities
+        p = round_distribution(self.policy, mask, s.round_size)
+        probabilities = [float(x) for x in p]
+        if s.split_by_size:
+            # each cluster's probability times the samples it can give: the round samples the candidates evenly
+            # where the policy is uniform (rather than the clusters), and the filter's verdicts weigh in
+            pools = candidates if candidates is not None else [self._candidates(k) for k in range(len(p))]
+            sizes = np.array([len(pool) for pool in pools])
+            if (p * sizes).sum() > 0:
+                p = p * sizes
+        counts = self.rng.multinomial(s.round_size, p / p.sum())
+        arms = [int(k) for k in np.flatnonzero(counts)]
+        return arms, {k: int(counts[k]) for k in arms}, probabilities
+
+    def _fill(
+        self, ids: np.ndarray, candidates: list[np.ndarray] | None, paced_left: int, whole_left: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The round's samples with a shortfall filled, and per sample whether it was filled.
+
+        A chosen cluster ran short: fill from the other clusters with the same fine rule, over all of them, first
+        among the samples the filter keeps, then (rather than train a short round) among those it excludes. New
+        samples: first within the pace (`paced_left`); then, rather than train a short round, what is left of the whole
+        budget (`whole_left`), so that every round has the same optimizer steps (the Trainer's epochs and an exact
+        resume rely on it)."""
+        filled = np.zeros(len(ids), bool)
+        filters = (True, False) if candidates is not None else (False,)
         for use_filter, beyond_pace in itertools.product(filters, (False, True)):
-            shortfall = s.round_size - len(ids)
+            shortfall = self.settings.round_size - len(ids)
             if shortfall <= 0:
                 break
             if beyond_pace and whole_left == paced_left:
                 continue  # the pace allows what the whole budget does (always so without pacing): nothing to add
             if use_filter:  # the union of the clusters' filtered candidates: eligible and not excluded
-                rest = np.zeros(len(state), bool)
+                rest = np.zeros(len(self.state), bool)
                 rest[np.concatenate(candidates)] = True
             else:
                 rest = self.eligible()
@@ -599,8 +467,9 @@ class RoundSelector:
             whole_left, paced_left = whole_left - taken, max(paced_left - taken, 0)
             ids = np.concatenate([ids, extra])
             filled = np.concatenate([filled, np.ones(len(extra), bool)])
-        return PlannedRound(index, arms, ids.astype(np.int64), filled, probabilities, filtered=filtered)
+        return ids, filled
 
+    # ----- finishing ------------------------------------------------------------------------------------------------
     def finish_round(
         self,
         planned: PlannedRound,
@@ -621,55 +490,119 @@ class RoundSelector:
                 and that of the round that last trained the cluster (1.0 where missing).
             extra (`dict`, *optional*): more fields for the round's record.
         """
-        s, state = self.settings, self.state
         ids = np.asarray(ids, dtype=np.int64)
         losses = np.asarray(losses, dtype=np.float64)
         if len(np.unique(ids)) != len(ids):
             raise ValueError("finish_round got a sample id twice; de-duplicate the gathered losses first.")
-        cos_with_last_visit = cos_with_last_visit or {}
-        clusters = state.cluster[ids]
-        idu_before = state.idu[ids].astype(np.float64)
-        first_time = state.use_count[ids] == 0
-
         self._sync()
-        # d: the loss drop the round's update caused on each cluster it trained: mean IDU before (the corrected
-        # estimate) minus mean IU observed during the round, over samples that had an estimate.
-        correction = np.zeros(len(ids))
-        record_clusters: dict[int, dict[str, float]] = {}
-        present = np.unique(clusters)
-        for k in present:
-            in_k = clusters == k
+        clusters = self.state.cluster[ids]
+        groups = {int(k): clusters == k for k in np.unique(clusters)}  # each cluster present: its samples
+        idu_before = self.state.idu[ids].astype(np.float64)
+        first_time = self.state.use_count[ids] == 0
+        corrections = self._corrections(groups, idu_before, losses, eta, cos_with_last_visit or {})
+        self._update_samples(ids, losses, idu_before, corrections, groups)
+        visits = {k: self._visit(k, ids[in_k], losses[in_k], idu_before[in_k], first_time[in_k])
+                  for k, in_k in groups.items()}  # fmt: skip
+        rewards = {k: REWARD_RULES[self.settings.reward](visit) for k, visit in visits.items()}
+        self._update_clusters(planned.index, corrections, visits)
+        rewarded = self._reward_policy(planned, rewards)
+        record = self._round_record(planned, ids, first_time, rewards, rewarded, corrections)
+        record.update(extra or {})
+        self.state.rounds.append(record)
+        return record
+
+    def _corrections(
+        self,
+        groups: dict[int, np.ndarray],
+        idu_before: np.ndarray,
+        losses: np.ndarray,
+        eta: float,
+        cos_with_last_visit: dict[int, float],
+    ) -> dict[int, dict[str, float]]:
+        """Per cluster present: `d`, the loss drop the round's update caused on it (mean IDU before, the corrected
+        estimate, minus mean IU observed during the round, over samples that had an estimate), and the gradient
+        correction's `predicted_drop` and `beta` (`predicted_drop`)."""
+        state = self.state
+        corrections = {}
+        for k, in_k in groups.items():
             known = in_k & np.isfinite(idu_before)
             d_round = float(np.mean(idu_before[known] - losses[known])) if known.any() else 0.0
             d_last = state.cluster_drop[k] if state.cluster_round[k] >= 0 else None
-            drop, beta = predicted_drop(eta, d_round, d_last, cos_with_last_visit.get(int(k), 1.0))
-            if s.gradient_correction:
-                correction[in_k] = drop
-            record_clusters[int(k)] = {"d": d_round, "predicted_drop": drop, "beta": beta}
+            drop, beta = predicted_drop(eta, d_round, d_last, cos_with_last_visit.get(k, 1.0))
+            corrections[k] = {"d": d_round, "predicted_drop": drop, "beta": beta}
+        return corrections
 
-        # IU / IDU
+    def _update_samples(
+        self,
+        ids: np.ndarray,
+        losses: np.ndarray,
+        idu_before: np.ndarray,
+        corrections: dict[int, dict[str, float]],
+        groups: dict[int, np.ndarray],
+    ) -> None:
+        """IU, IDU (smoothed, with the gradient correction), first-visit IU and use counts of the round's samples."""
+        state, b = self.state, self.settings.smoothing
+        correction = np.zeros(len(ids))
+        if self.settings.gradient_correction:
+            for k, in_k in groups.items():
+                correction[in_k] = corrections[k]["predicted_drop"]
         corrected = losses - correction
-        b = s.smoothing
+        first_time = state.use_count[ids] == 0
         state.iu[ids] = losses
         state.idu[ids] = np.where(np.isnan(idu_before), corrected, (1 - b) * corrected + b * idu_before)
         state.first_iu[ids[first_time]] = losses[first_time]
         use_before = state.use_count[ids].astype(np.int64)
         state.use_count[ids] += 1
-        self._update_caches(clusters, use_before, idu_before, state.idu[ids].astype(np.float64))
+        self._update_caches(state.cluster[ids], use_before, idu_before, state.idu[ids].astype(np.float64))
 
-        # Rewards: one per cluster present, from its own samples
-        rewards: dict[int, float] = {}
-        for k in present:
-            in_k = clusters == k
-            rewards[int(k)] = self._reward(int(k), ids[in_k], idu_before[in_k], losses[in_k], first_time[in_k])
-            state.cluster_drop[k] = record_clusters[int(k)]["d"]
-            state.cluster_round[k] = planned.index
+    def _visit(
+        self, k: int, ids: np.ndarray, losses: np.ndarray, idu_before: np.ndarray, first_time: np.ndarray
+    ) -> ClusterVisit:
+        """What the round measured on cluster `k`'s samples `ids` (after their update), for the reward rules."""
+        state = self.state
+        return ClusterVisit(
+            losses=losses,
+            idu_before=idu_before,
+            idu_after=state.idu[ids],
+            first_iu=state.first_iu[ids],
+            first_time=first_time,
+            initial=None if state.initial_iu is None else state.initial_iu[ids],
+            last_first_visit_iu=float(state.cluster_first_visit_iu[k]),
+        )
+
+    def _update_clusters(
+        self, index: int, corrections: dict[int, dict[str, float]], visits: dict[int, ClusterVisit]
+    ) -> None:
+        """Per cluster present: its drop `d_k` and round (the next visit's gradient correction) and the mean IU of its
+        never-trained samples this round (the next visit's `first_visit` reward)."""
+        state = self.state
+        for k, visit in visits.items():
+            state.cluster_drop[k] = corrections[k]["d"]
+            state.cluster_round[k] = index
+            if visit.first_time.any():
+                state.cluster_first_visit_iu[k] = float(np.mean(visit.losses[visit.first_time]))
+
+    def _reward_policy(self, planned: PlannedRound, rewards: dict[int, float | None]) -> list[int]:
+        """Give the policy the measured rewards of the round's arms (`give_rewards`); the arms rewarded."""
         rewarded = [a for a in planned.arms if rewards.get(a) is not None] if not planned.warmup else []
-        self._reward_policy(planned, {arm: rewards[arm] for arm in rewarded})
+        mixture = self.settings.round_mode == "mixture"
+        give_rewards(self.policy, {a: rewards[a] for a in rewarded}, planned.probabilities, self.normalizer, mixture)
+        return rewarded
+
+    def _round_record(
+        self,
+        planned: PlannedRound,
+        ids: np.ndarray,
+        first_time: np.ndarray,
+        rewards: dict[int, float | None],
+        rewarded: list[int],
+        corrections: dict[int, dict[str, float]],
+    ) -> dict[str, Any]:
+        """The round's log record (`LEADState.rounds`, `lead_rounds.jsonl`)."""
         rewards = {k: 0.0 if v is None else v for k, v in rewards.items()}  # the log keeps plain numbers
         # an arm with no sample of its own this round (only possible under the filter's fallback) counts as 0 here
         reward = float(np.mean([rewards.get(a, 0.0) for a in planned.arms])) if planned.arms else 0.0
-        record = {
+        return {
             "round": planned.index,
             "cluster": planned.arms[0] if len(planned.arms) == 1 else planned.arms,
             "sample_ids": [int(i) for i in planned.sample_ids],
@@ -683,18 +616,10 @@ class RoundSelector:
             "warmup": planned.warmup,
             "selected": self._num_selected,
             "new": int(first_time.sum()),  # never-trained samples in the round (lead_budget_pace spreads them)
-            "mean_idu": float(np.mean(state.idu[ids])) if len(ids) else float("nan"),
+            "mean_idu": float(np.mean(self.state.idu[ids])) if len(ids) else float("nan"),
             "cluster_mean_idu": [None if np.isnan(v) else float(v) for v in self.cluster_mean_idu()],
-            "correction": {str(k): v for k, v in record_clusters.items()},
+            "correction": {str(k): v for k, v in corrections.items()},
         }
-        record.update(extra or {})
-        state.rounds.append(record)
-        return record
-
-    def _reward_policy(self, planned: PlannedRound, rewards: dict[int, float]) -> None:
-        """Give the policy the round's rewards (`give_rewards`)."""
-        mixture = self.settings.round_mode == "mixture"
-        give_rewards(self.policy, rewards, planned.probabilities, self.normalizer, mixture)
 
     def _update_caches(self, clusters, use_before, idu_before, idu_after) -> None:
         k, cap = self.state.num_clusters, self.settings.max_reuse
@@ -715,51 +640,6 @@ class RoundSelector:
         self._sync()
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self._idu_count > 0, self._idu_sum / np.maximum(self._idu_count, 1), np.nan)
-
-    def _reward(self, k: int, ids, idu_before, losses, first_time) -> float | None:
-        """The cluster's reward for this round, or None where the rule has nothing to measure."""
-        state, kind = self.state, self.settings.reward
-        if kind == "idu_drop":
-            known = np.isfinite(idu_before)
-            return float(np.mean(idu_before[known] - state.idu[ids][known])) if known.any() else None
-        if kind == "mean_idu":
-            return float(np.mean(state.idu[ids]))
-        if kind == "loss_drop":
-            # First visits contribute 0: their first and last IU are the same measurement
-            return float(np.mean(state.first_iu[ids] - losses))
-        if kind == "blend":
-            # first_visit while the cluster still has never-trained samples; once it has none (the budget is spent),
-            # the mean loss drop of its revisited samples since their first visit, which stays measurable
-            reward = self._first_visit_reward(k, ids, losses, first_time) if first_time.any() else None
-            if reward is None and (~first_time).any():
-                reward = float(np.mean(state.first_iu[ids[~first_time]] - losses[~first_time]))
-            return reward
-        if kind == "heldout_gain":
-            # Paired on each never-trained sample: the base model's loss on it (its initial score) minus its loss
-            # now, before any update on it. Each sample's own difficulty cancels, so a few samples suffice; a cluster
-            # whose unseen samples training does not help (random answers) earns about 0, one it hurts (wrong answers
-            # to prompts other clusters teach) earns less. None once the budget is spent (no unseen sample left)
-            initial = getattr(state, "initial_iu", None)
-            if initial is None or not first_time.any():
-                return None
-            gain = initial[ids[first_time]].astype(np.float64) - losses[first_time]
-            gain = gain[np.isfinite(gain)]
-            return float(np.mean(gain)) if len(gain) else None
-        return self._first_visit_reward(k, ids, losses, first_time)
-
-    def _first_visit_reward(self, k: int, ids, losses, first_time) -> float | None:
-        """The drop, since the cluster's last round, of the mean IU of its never-trained samples."""
-        state = self.state
-        # IU of never-trained samples is measured before any update on them, a held-out estimate. Once the budget is
-        # spent there are none: no measurement, so no reward (not a reward of 0)
-        if not first_time.any():
-            return None
-        now = float(np.mean(losses[first_time]))
-        before = state.cluster_first_visit_iu[k]
-        if np.isnan(before) and hasattr(state, "initial_iu"):
-            before = float(np.mean(state.initial_iu[ids[first_time]]))
-        state.cluster_first_visit_iu[k] = now
-        return None if np.isnan(before) else float(before - now)
 
     # ----- persistence -----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

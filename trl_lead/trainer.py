@@ -5,11 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
-import time
-import warnings
 import zipfile
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,20 +23,14 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTTrainer
 from trl.trainer.utils import get_config_model_id
 
-from .config import CLUSTER_DEFAULTS, LEADConfig
+from .config import LEADConfig
 from .files import atomic_write
-from .policies import make_policy
-from .rounds import (
-    SAMPLE_ID,
-    CollatorWithIds,
-    LossRecorder,
-    PoolScores,
-    RoundInFlight,
-    UpdateTracker,
-    mean_hidden_states,
-)
-from .selection import LEADState, PlannedRound, RoundSelector, draw_candidates
-from .settings import SelectionSettings, auto_filter_keep, check_policy, resolve_sizes
+from .resolve import candidate_rows_of, given_clusters, resolve_policy, resolve_settings
+from .rounds import SAMPLE_ID, CollatorWithIds, PoolScores, mean_hidden_states
+from .run import RoundRun, round_metrics
+from .selection import LEADState, PlannedRound, RoundSelector
+from .settings import SelectionSettings, resolve_sizes
+from .steps import budget_shortfall, run_steps, steps_per_round
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +43,13 @@ class _RoundSampler(Sampler):
     """One Trainer epoch = one LEAD round. The round is chosen when the epoch's iterator is created, which the
     Trainer does after the previous epoch's last optimizer step, so the choice sees every loss of the last round.
 
-    The epoch is the index of the round it trains, read from the rounds so far, not from `set_epoch`: when resuming
-    mid-epoch under several processes, accelerate's skipping wrapper does not forward `set_epoch` to this sampler;
-    nor from the step count, since the last rounds the reuse cap leaves short end their epochs early."""
+    The epoch is the index of the round it trains, read from the rounds so far (`RoundRun.epoch_to_train`), not from
+    `set_epoch`: when resuming mid-epoch under several processes, accelerate's skipping wrapper does not forward
+    `set_epoch` to this sampler; nor from the step count, since the last rounds the reuse cap leaves short end their
+    epochs early."""
 
-    def __init__(self, trainer: LEADSFTTrainer, round_size: int):
-        self.trainer = trainer
+    def __init__(self, run: RoundRun, rows_of: Callable[[int], np.ndarray], step: Callable[[], int], round_size: int):
+        self.run, self.rows_of, self.step = run, rows_of, step
         self.round_size = round_size
 
     def set_epoch(self, epoch: int) -> None:
@@ -66,15 +59,7 @@ class _RoundSampler(Sampler):
         return self.round_size
 
     def __iter__(self):
-        trainer = self.trainer
-        in_flight = trainer._lead_round
-        if in_flight is not None and trainer.state.global_step < in_flight.end_step:
-            epoch = in_flight.epoch  # a resume inside the round, or its iterator made again
-        elif in_flight is not None:
-            epoch = in_flight.epoch + 1
-        else:
-            epoch = len(trainer.lead_state.rounds) if trainer.lead_state is not None else 0
-        return iter(trainer._round_rows(epoch).tolist())
+        return iter(self.rows_of(self.run.epoch_to_train(self.step())).tolist())
 
 
 class _FinishRoundAtLastStep(TrainerCallback):
@@ -82,17 +67,16 @@ class _FinishRoundAtLastStep(TrainerCallback):
     training stops inside (`max_steps`, early stopping) is folded in at the end of its epoch, before the Trainer's
     summary log."""
 
-    def __init__(self, trainer: LEADSFTTrainer):
-        self.trainer = trainer
+    def __init__(self, run: RoundRun, finish: Callable[[], Any]):
+        self.run, self.finish = run, finish
 
     def on_step_end(self, args, state, control, **kwargs):
-        trainer = self.trainer
-        if trainer._lead_round is not None and state.global_step >= trainer._lead_round.end_step:
-            trainer._finish_round()
+        if self.run.in_flight is not None and state.global_step >= self.run.in_flight.end_step:
+            self.finish()
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if self.trainer._lead_round is not None and control.should_training_stop:
-            self.trainer._finish_round()
+        if self.run.in_flight is not None and control.should_training_stop:
+            self.finish()
 
 
 class LEADSFTTrainer(SFTTrainer):
@@ -129,6 +113,9 @@ class LEADSFTTrainer(SFTTrainer):
         lead_settings (`SelectionSettings`): the selection settings, sizes as counts over the pool (read-only).
         lead_selector (`RoundSelector`): plans and folds in the rounds over `lead_state` (read-only; `None` until
             `lead_state` exists).
+        lead_run (`RoundRun`): the run's rounds, which the trainer's hooks drive: `lead_state`, `lead_selector`, the
+            policy, the update vectors of the gradient correction, the planned rounds and the round in flight
+            (read-only).
     """
 
     def __init__(self, model=None, args: LEADConfig | None = None, *pargs, policy=None, clusters=None, **kwargs):
@@ -138,9 +125,8 @@ class LEADSFTTrainer(SFTTrainer):
         train_dataset = kwargs.get("train_dataset", pargs[1] if len(pargs) > 1 else None)
         self._lead = isinstance(args, LEADConfig) and args.lead_enabled
         self._lead_settings: SelectionSettings | None = None
-        self._lead_selector: RoundSelector | None = None  # exists with `lead_state`
+        self._lead_run: RoundRun | None = None  # the run's rounds
         self._lead_log: dict[str, Any] | None = None  # a round's metrics, for the Trainer's log of its last step
-        self.lead_state: LEADState | None = None
         if self._lead and isinstance(train_dataset, (IterableDataset, IterableDatasetDict)):
             raise ValueError(
                 "LEAD selects from a pool of known size: `train_dataset` must be a `datasets.Dataset` (not an "
@@ -152,11 +138,11 @@ class LEADSFTTrainer(SFTTrainer):
             super().__init__(model, args, *pargs, **kwargs)
             return
         n = len(train_dataset)
-        self._lead_clusters = self._resolve_clusters(train_dataset, args, clusters)
-        self._resolve_settings(args, n)  # sizes checked against the whole dataset before the model is loaded
-        self._lead_policy = self._resolve_policy(args, policy)
+        self._lead_clusters = given_clusters(train_dataset, args, clusters)
+        resolve_sizes(args.lead_round_size, args.lead_budget, n)  # checked against the dataset before the model loads
+        policy = resolve_policy(args, policy)
         # `lead_candidates`: drawn before TRL processes the dataset, so that tokenizing follows the budget too
-        candidate_rows = self._draw_candidates(args, n)
+        candidate_rows = candidate_rows_of(args, n, self._lead_clusters)
         if candidate_rows is not None:
             train_dataset = train_dataset.select(candidate_rows)
         with_ids = train_dataset.add_column(SAMPLE_ID, np.arange(len(train_dataset)))
@@ -167,70 +153,70 @@ class LEADSFTTrainer(SFTTrainer):
 
         super().__init__(model, args, *pargs, **kwargs)
 
+        self._check_parallelism()
+        self._lead_dataset_size = len(train_dataset)  # the rows LEAD chooses among (the candidates, if drawn)
+        self.lead_pool_rows, all_prompted = self._keep_trainable_rows(len(train_dataset))
+        if candidate_rows is not None:
+            self.lead_pool_rows = candidate_rows[self.lead_pool_rows]  # rows of the dataset the user gave
+        pool_size = len(self.lead_pool_rows)
+        self._lead_filter_groups = _filter_groups(args, all_prompted)
+        # sizes are shares of the whole pool (of the dataset's rows when candidates were drawn from them); the
+        # filter's share is of the samples it chooses among
+        self._lead_settings = resolve_settings(args, pool_size if candidate_rows is None else n, pool_size)
+        self._lead_settings.filter_groups = self._lead_filter_groups
+        self._set_up_clusters(args, given=clusters is not None)
+        self.data_collator = CollatorWithIds(self.data_collator)
+        rows = np.asarray(self.train_dataset[SAMPLE_ID])
+        self._lead_row_of_id = np.empty(pool_size, dtype=np.int64)
+        self._lead_row_of_id[rows] = np.arange(len(rows))
+        self._lead_fingerprint: str | None = None  # of the pool, once computed
+        self._lead_run = RoundRun(self._lead_settings, policy, args.selection_seed)
+        self._lead_run.losses.watch(self.model)
+        if self._lead_clusters is not None:
+            self._lead_run.make_state(self._lead_clusters)
+        self.add_callback(_FinishRoundAtLastStep(self._lead_run, self._finish_round))
+        self._warn_if_budget_ends_the_run_early()
+
+    def _check_parallelism(self) -> None:
         parallelism = self.accelerator.parallelism_config
         if parallelism is not None and (parallelism.cp_enabled or getattr(parallelism, "sp_enabled", False)):
             raise ValueError(
                 "LEAD needs each sample's whole loss on one rank; context/sequence parallelism splits it. Disable it "
                 "or set `lead_enabled=False`."
             )
-        self._lead_dataset_size = len(train_dataset)  # the rows LEAD chooses among (the candidates, if drawn)
-        self.lead_pool_rows, all_prompted = self._keep_trainable_rows(len(train_dataset))
-        if candidate_rows is not None:
-            self.lead_pool_rows = candidate_rows[self.lead_pool_rows]  # rows of the dataset the user gave
+
+    def _set_up_clusters(self, args: LEADConfig, given: bool) -> None:
+        """The pool's clusters where they are known (given or a column), what they came from, and how many to
+        compute otherwise (at most one per sample)."""
         pool_size = len(self.lead_pool_rows)
-        self._lead_filter_groups = args.lead_filter_groups
-        if args.lead_filter_groups == "prompts" and args.lead_sample_filter == "small_loss" and not all_prompted:
-            logger.warning(
-                "LEAD: `lead_filter_groups='prompts'` compares answers to similar prompts, and some samples have no "
-                "prompt (their first token is trained: language-modeling rows, or `assistant_only_loss`/"
-                "`completion_only_loss` off), so the small-loss filter compares within clusters instead "
-                "(`lead_filter_groups='clusters'`)."
-            )
-            self._lead_filter_groups = "clusters"
-        # sizes are shares of the whole pool (of the dataset's rows when candidates were drawn from them); the
-        # filter's share is of the samples it chooses among
-        self._lead_settings = self._resolve_settings(args, pool_size if candidate_rows is None else n, pool_size)
-        self._lead_settings.filter_groups = self._lead_filter_groups
+        self.lead_clustering: dict[str, Any] | None = None  # what the clusters came from
         if self._lead_clusters is not None:
             self._lead_clusters = self._lead_clusters[self.lead_pool_rows]
-            source = "given" if clusters is not None else f"column {args.lead_cluster_column}"
-            self.lead_clustering = {"feature": source}
-        else:
-            self.lead_clustering: dict[str, Any] | None = None  # what the computed clusters came from
+            self.lead_clustering = {"feature": "given" if given else f"column {args.lead_cluster_column}"}
         self._lead_num_clusters = min(args.lead_num_clusters, pool_size)  # clusters to compute
         if self._lead_clusters is None and args.lead_num_clusters > pool_size:
             logger.warning(
-                "LEAD: `lead_num_clusters=%d` is more than the %d trainable samples; computing %d clusters, one per "
-                "sample. Set `lead_num_clusters` to at most %d to silence this.",
-                args.lead_num_clusters,
-                pool_size,
-                pool_size,
-                pool_size,
+                f"LEAD: `lead_num_clusters={args.lead_num_clusters}` is more than the {pool_size} trainable samples; "
+                f"computing {pool_size} clusters, one per sample. Set `lead_num_clusters` to at most {pool_size} to "
+                "silence this."
             )
-        self.data_collator = CollatorWithIds(self.data_collator)
-        rows = np.asarray(self.train_dataset[SAMPLE_ID])
-        self._lead_row_of_id = np.empty(pool_size, dtype=np.int64)
-        self._lead_row_of_id[rows] = np.arange(len(rows))
-        self._lead_fingerprint: str | None = None  # of the pool, once computed
-        if self._lead_clusters is not None:
-            self._make_state(self._lead_clusters)
-        self._lead_started = False  # rounds start with the first one (`_start_rounds`) or a resume
-        self._lead_rounds: dict[int, PlannedRound] = {}  # planned rounds by Trainer epoch
-        self._lead_round: RoundInFlight | None = None  # the round whose losses are not yet folded in
-        self._lead_losses = LossRecorder()
-        self._lead_losses.watch(self.model)
-        self._lead_tracker: UpdateTracker | None = None  # made when rounds start: the model is prepared by then
-        self._lead_updates: dict[int, torch.Tensor] = {}  # per cluster: the update of the round that last trained it
-        self.add_callback(_FinishRoundAtLastStep(self))
-        self._warn_if_budget_ends_the_run_early()
 
     @property
     def lead_settings(self) -> SelectionSettings | None:
         return self._lead_settings
 
     @property
+    def lead_run(self) -> RoundRun | None:
+        """The run's rounds: state, selector, policy, update vectors, the round in flight (`None` with LEAD off)."""
+        return self._lead_run
+
+    @property
+    def lead_state(self) -> LEADState | None:
+        return self._lead_run.state if self._lead_run is not None else None
+
+    @property
     def lead_selector(self) -> RoundSelector | None:
-        return self._lead_selector
+        return self._lead_run.selector if self._lead_run is not None else None
 
     @property
     def lead_max_steps(self) -> int | None:
@@ -240,117 +226,14 @@ class LEADSFTTrainer(SFTTrainer):
         if self._lead_settings is None:
             return None
         settings = self._lead_settings
-        return _run_steps(self.args, settings.round_size, settings.budget, settings.warmup_rounds)[1]
+        return run_steps(self.args, settings.round_size, settings.budget, settings.warmup_rounds)[1]
 
     # ----- set-up, all checks before any training work ---------------------------------------------------------------
     def _warn_if_budget_ends_the_run_early(self) -> None:
         """Say, before training, when the budget and reuse cap cannot fill the steps or epochs asked for."""
-        args, settings = self.args, self._lead_settings
-        asked, taken = _run_steps(args, settings.round_size, settings.budget, settings.warmup_rounds)
-        if taken >= asked:
-            return
-        if args.max_steps > 0:
-            per_round = _steps_per_round(args, settings.round_size)
-            reuse = math.ceil(math.ceil(asked / per_round) * settings.round_size / settings.budget)
-            asked_by, fixes = (
-                f"`max_steps={asked}`",
-                f"raise `lead_max_reuse` to {reuse} (or `lead_budget`) to train {asked} steps, or set "
-                f"`max_steps={taken}` to plan this length",
-            )
-        elif args.num_train_epochs > args.lead_max_reuse:  # else only the last pass's rounding into rounds falls short
-            asked_by, fixes = (
-                f"`num_train_epochs={args.num_train_epochs}` (passes over the budget)",
-                (
-                    f"raise `lead_max_reuse` to {math.ceil(args.num_train_epochs)} to train them, or lower "
-                    f"`num_train_epochs` to {args.lead_max_reuse}"
-                ),
-            )
-        else:
-            return
-        logger.warning(
-            "LEAD: the budget of %d samples, each trained at most `lead_max_reuse=%d` times, fills %d optimizer steps "
-            "(rounds of %d samples), fewer than the %d that %s asks for: training stops at step %d, and the "
-            "learning-rate schedule is planned for %d steps. To change it, %s.",
-            settings.budget,
-            args.lead_max_reuse,
-            taken,
-            settings.round_size,
-            asked,
-            asked_by,
-            taken,
-            taken,
-            fixes,
-        )
-
-    @staticmethod
-    def _resolve_clusters(dataset: Dataset, args: LEADConfig, clusters) -> np.ndarray | None:
-        if clusters is not None:
-            unused = [name for name, value in CLUSTER_DEFAULTS.items() if getattr(args, name) != value]
-            unused += ["lead_cluster_column"] if args.lead_cluster_column is not None else []
-            if unused:
-                warnings.warn(
-                    f"{unused} have no effect: the `clusters` passed to the trainer are the clusters.", stacklevel=4
-                )
-            clusters = np.asarray(clusters)
-            if len(clusters) != len(dataset):
-                raise ValueError(f"`clusters` has {len(clusters)} labels for {len(dataset)} samples; give one each.")
-        elif args.lead_cluster_column is not None:
-            if args.lead_cluster_column not in dataset.column_names:
-                raise ValueError(
-                    f"`lead_cluster_column={args.lead_cluster_column!r}` is not a column of the training dataset "
-                    f"(columns: {dataset.column_names}). Name an existing column, or leave it unset to compute "
-                    f"clusters (`lead_clusters`)."
-                )
-            clusters = np.asarray(dataset[args.lead_cluster_column])
-        else:
-            return None  # computed when training starts (needs the model)
-        if clusters.dtype.kind not in "iu":
-            _, clusters = np.unique(clusters.astype(str), return_inverse=True)
-        elif clusters.min() < 0:
-            raise ValueError("Cluster labels must be >= 0 (or strings).")
-        return clusters.astype(np.int64)
-
-    @staticmethod
-    def _resolve_settings(args: LEADConfig, n: int, candidates: int | None = None) -> SelectionSettings:
-        """Settings with sizes as counts over a pool of `n` samples, selected from `candidates` of them (all by
-        default): the automatic filter share keeps 1.6 times the budget of those."""
-        round_size, budget = resolve_sizes(args.lead_round_size, args.lead_budget, n)
-        per_round = _steps_per_round(args, round_size)
-        warmup_rounds = math.ceil(args.lead_warmup_steps / per_round)
-        rounds = math.ceil(_run_steps(args, round_size, budget, warmup_rounds)[1] / per_round)  # the run's rounds
-        choices = args.selection_choices()
-        if choices["filter_keep"] is None:
-            choices["filter_keep"] = auto_filter_keep(budget, candidates or n)
-        return SelectionSettings.for_pool(
-            n, args.lead_round_size, args.lead_budget, args.lead_preset, rounds, warmup_rounds, **choices
-        )
-
-    def _draw_candidates(self, args: LEADConfig, n: int) -> np.ndarray | None:
-        """The dataset rows of the candidate subsample (`lead_candidates` times the budget, stratified by the given
-        clusters), drawn once from `lead_seed`; `None` when there is none to draw or it would hold every row."""
-        if args.lead_candidates is None:
-            return None
-        budget = resolve_sizes(args.lead_round_size, args.lead_budget, n)[1]
-        count = min(n, math.ceil(args.lead_candidates * budget))
-        if count == n:
-            return None
-        return draw_candidates(count, n, args.lead_seed, self._lead_clusters)
-
-    @staticmethod
-    def _resolve_policy(args: LEADConfig, policy):
-        named = [name for name, given in [("lead_policy", "policy" in args.lead_overrides),
-                                          ("lead_policy_kwargs", bool(args.lead_policy_kwargs))] if given]  # fmt: skip
-        if policy is not None and named:
-            warnings.warn(
-                f"{named} have no effect: the `policy` passed to the trainer chooses the clusters.", stacklevel=4
-            )
-        if policy is None:
-            try:
-                policy = make_policy(args.lead_policy, **(args.lead_policy_kwargs or {}))
-            except ValueError as error:
-                raise ValueError(f"`lead_policy={args.lead_policy!r}`: {error}") from error
-        check_policy(policy, args.lead_round_mode)
-        return policy
+        message = budget_shortfall(self.args, self._lead_settings)
+        if message is not None:
+            logger.warning(message)
 
     def _keep_trainable_rows(self, dataset_size: int) -> tuple[np.ndarray, bool]:
         """Leave out of the pool the rows with no trained token, as TRL drops rows that truncation left fully masked.
@@ -438,16 +321,18 @@ class LEADSFTTrainer(SFTTrainer):
     def _get_train_sampler(self, train_dataset=None):
         if not self._lead:
             return super()._get_train_sampler(train_dataset)
-        return _RoundSampler(self, self._lead_settings.round_size)
+        return _RoundSampler(
+            self._lead_run, self._round_rows, lambda: self.state.global_step, self._lead_settings.round_size
+        )
 
     # ----- recording IU inside compute_loss ------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         ids = inputs.pop(SAMPLE_ID, None)
         if not self._lead or ids is None or not self.model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        with self._lead_losses.capture():
+        with self._lead_run.losses.capture():
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        self._lead_losses.record_captured(ids, inputs.get("position_ids"))
+        self._lead_run.losses.record_captured(ids, inputs.get("position_ids"))
         return result
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -457,13 +342,13 @@ class LEADSFTTrainer(SFTTrainer):
     # ----- rounds ----------------------------------------------------------------------------------------------------
     def _all_ranks_pairs(self) -> list[tuple[int, float]]:
         """(id, IU) of every sample recorded so far in this round, from every rank (a collective call)."""
-        pairs = self._lead_losses.pairs()
+        pairs = self._lead_run.losses.pairs()
         return gather_object(pairs) if self.accelerator.num_processes > 1 else pairs
 
     def _gathered_losses(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, IU) recorded since the last call, on every rank, each id once, sorted by id; clears the records."""
         pairs = self._all_ranks_pairs()
-        self._lead_losses.clear()
+        self._lead_run.losses.clear()
         # The last batch of a round may be padded with repeated samples on some ranks: keep each id once
         unique = dict(sorted(pairs, key=lambda p: p[0]))
         return np.fromiter(unique.keys(), np.int64, len(unique)), np.fromiter(unique.values(), float, len(unique))
@@ -505,7 +390,7 @@ class LEADSFTTrainer(SFTTrainer):
         model = self.model_wrapped
         was_training = model.training
         model.eval()
-        self._lead_losses.clear()
+        self._lead_run.losses.clear()
         hidden: list[torch.Tensor] = []
         hook = None
         if prompts or sequences:
@@ -525,7 +410,7 @@ class LEADSFTTrainer(SFTTrainer):
                     hidden.clear()
                     outputs = model(**inputs, fused_lm_head=True, use_cache=False)
                     position_ids = inputs.get("position_ids")
-                    self._lead_losses.record(ids, outputs.log_probs, outputs.label_mask, position_ids)
+                    self._lead_run.losses.record(ids, outputs.log_probs, outputs.label_mask, position_ids)
                     ids_seen.append(ids.cpu().numpy())
                     for key, wanted in (("prompts", prompts), ("sequences", sequences)):
                         if wanted:
@@ -605,7 +490,7 @@ class LEADSFTTrainer(SFTTrainer):
                     conditional_losses=scores.losses if compute_ifd else None,
                     how=args.lead_clusters,
                     k=self._lead_num_clusters,
-                    seed=args.lead_seed,
+                    seed=args.selection_seed,
                     batch_size=args.per_device_train_batch_size,
                     show_progress=self.is_world_process_zero(),
                     alone_losses=alone,
@@ -614,63 +499,41 @@ class LEADSFTTrainer(SFTTrainer):
             )
             self._lead_clusters = result.labels
             self.lead_clustering = result.describe()
-        if self.lead_state is None:
-            self._make_state(self._lead_clusters)
-        if args.lead_initial_score == "loss":
-            self.lead_state.set_initial_scores(scores.losses)
+        groups = None
         if scores is not None and scores.prompt_embeddings is not None:
             from .clustering import embedding_groups
 
-            seed = args.lead_seed
-            self.lead_state.set_filter_groups(
-                self._on_main_process(lambda: embedding_groups(scores.prompt_embeddings, seed=seed))
-            )
-        self._lead_policy.reset(self.lead_state.num_clusters, seed=args.lead_seed)
-        self._lead_tracker = self._make_tracker()
-        self._lead_started = True
+            seed = args.selection_seed
+            groups = self._on_main_process(lambda: embedding_groups(scores.prompt_embeddings, seed=seed))
+        initial = scores.losses if args.lead_initial_score == "loss" else None
+        self._lead_run.start(self._lead_clusters, self._trainable_parameters(), initial, groups)
 
-    def _make_tracker(self) -> UpdateTracker:
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        return UpdateTracker(trainable, self.args.lead_seed)
-
-    def _make_state(self, clusters: np.ndarray) -> None:
-        self.lead_state = LEADState(clusters)
-        self._lead_selector = RoundSelector(
-            self.lead_state, self._lead_policy, self._lead_settings, self.args.lead_seed
-        )
+    def _trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
 
     def _round_rows(self, epoch: int) -> np.ndarray:
         """Dataset rows of the round trained in Trainer epoch `epoch` (planned once, then replayed)."""
-        if epoch not in self._lead_rounds and not self._begin_round(epoch):
+        run = self._lead_run
+        if epoch not in run.plans and not self._begin_round(epoch):
             self.control.should_training_stop = True
             return np.zeros(0, np.int64)
-        return self._lead_row_of_id[self._lead_rounds[epoch].sample_ids]
+        return self._lead_row_of_id[run.plans[epoch].sample_ids]
 
     def _begin_round(self, epoch: int) -> bool:
         """Fold in the round before, then plan the round of Trainer epoch `epoch`; False when none is left to train."""
-        if not self._lead_started:
+        run = self._lead_run
+        if not run.started:
             self._start_rounds()
-        if self._lead_round is not None:
+        if run.in_flight is not None:
             self._finish_round()
-        planned = self.plan_round()
-        if planned is None or len(planned.sample_ids) == 0:
-            return False
-        self._lead_rounds[epoch] = planned
-        self._lead_round = RoundInFlight(
-            epoch,
-            planned,
-            end_step=self.state.global_step + _steps_per_round(self.args, len(planned.sample_ids)),
-            start_params=self._lead_tracker.snapshot(),
-            start_time=time.perf_counter(),
-        )
-        return True
+        return run.begin(epoch, self.plan_round, self.state.global_step, lambda n: steps_per_round(self.args, n))
 
     def plan_round(self) -> PlannedRound | None:
         """The next round's plan (`lead_selector.plan_round()`), or None when no sample is eligible.
 
         A hook: a subclass may override it to change `lead_state` before the plan (e.g. `lead_state.set_idu` with
         fresh scores) or to change the plan. Called once per round, after the round before was folded in."""
-        return self._lead_selector.plan_round()
+        return self._lead_run.selector.plan_round()
 
     def _cosines(self, update: torch.Tensor, others: dict[int, torch.Tensor]) -> dict[int, float]:
         """Cosine of `update` with each of `others`, from dot products summed over ranks.
@@ -699,31 +562,16 @@ class LEADSFTTrainer(SFTTrainer):
         return result
 
     def _finish_round(self) -> dict[str, Any]:
-        """Fold the round in flight's losses in: IU/IDU, the policy's reward, the round log and its metrics (which
-        the Trainer's next training log entry carries, see `log`)."""
-        planned = self._lead_round.planned
+        """Fold the round in flight's losses in (`RoundRun.finish`), append its record to the round log, send the
+        round-end event, and keep its metrics for the Trainer's next training log entry (see `log`)."""
+        run = self._lead_run
+        first = run.in_flight.planned.index == 0
         ids, losses = self._gathered_losses()
-        update = self._lead_tracker.snapshot() - self._lead_round.start_params
-        present = np.unique(self.lead_state.cluster[ids]).tolist()
-        cosines = self._cosines(update, {k: self._lead_updates[k] for k in present if k in self._lead_updates})
-        for k in present:
-            self._lead_updates[k] = update
         peak_lr = self.args.learning_rate
         eta = self._get_learning_rate() / peak_lr if peak_lr > 0 else 0.0
-        record = self._lead_selector.finish_round(
-            planned,
-            ids,
-            losses,
-            eta=eta,
-            cos_with_last_visit=cosines,
-            extra={
-                "step": self.state.global_step,
-                "wall_time": time.perf_counter() - self._lead_round.start_time,
-                # The first round also says what the pool and its clusters are made of
-                **({"pool": self._pool_description()} if planned.index == 0 else {}),
-            },
-        )
-        self._lead_round = None
+        # The first round also says what the pool and its clusters are made of
+        extra = {"pool": self._pool_description()} if first else None
+        record = run.finish(ids, losses, eta, self._cosines, self.state.global_step, extra)
         if self.is_world_process_zero():
             os.makedirs(self.args.output_dir, exist_ok=True)
             with open(os.path.join(self.args.output_dir, ROUNDS_FILE), "a") as f:
@@ -732,17 +580,7 @@ class LEADSFTTrainer(SFTTrainer):
             on_round_end = getattr(callback, "on_round_end", None)
             if callable(on_round_end):
                 on_round_end(self.args, self.state, self.control, record=record, trainer=self)
-        cluster = record["cluster"]
-        self._lead_log = {
-            "lead/round": record["round"],
-            "lead/cluster": cluster if isinstance(cluster, int) else -1,
-            "lead/reward": record["reward"],
-            "lead/selected": record["selected"],
-            "lead/new": record["new"],
-            "lead/mean_idu": record["mean_idu"],
-            # eligible samples of the round's clusters that lead_sample_filter excluded (0 with the filter off)
-            "lead/filtered": record["filtered"],
-        }
+        self._lead_log = round_metrics(record)
         return record
 
     def _pool_description(self) -> dict[str, Any]:
@@ -769,7 +607,7 @@ class LEADSFTTrainer(SFTTrainer):
                     raise ValueError(f"No checkpoint found in output_dir ({self.args.output_dir}) to resume from.")
             self.load_lead_state(resume_from_checkpoint)
         output = super().train(resume_from_checkpoint, *args, **kwargs)
-        if self._lead and self._lead_round is not None:
+        if self._lead and self._lead_run.in_flight is not None:
             self._finish_round()  # fold in the last round's losses (a stop the callback missed: round log only)
         return output
 
@@ -788,7 +626,7 @@ class LEADSFTTrainer(SFTTrainer):
     def _save_checkpoint(self, model, trial):
         # The LEAD state goes in first: transformers' save ends by deleting the checkpoints beyond
         # `save_total_limit`, so a kill at any moment leaves either the old checkpoint or a complete new one
-        if self._lead and self._lead_started:
+        if self._lead and self._lead_run.started:
             pending = self._all_ranks_pairs()  # collective: every rank's losses of the unfinished round
             if self.is_world_process_zero():
                 folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
@@ -803,29 +641,8 @@ class LEADSFTTrainer(SFTTrainer):
         correction.
         """
         os.makedirs(folder, exist_ok=True)
-        arrays = dict(self.lead_state.state_dict())
-        for k, update in self._lead_updates.items():
-            arrays[f"update_{k}"] = update.numpy()
-        plan, in_flight = None, self._lead_round
-        if in_flight is not None:
-            arrays["round_start"] = in_flight.start_params.numpy()
-            plan = {
-                "epoch": in_flight.epoch,
-                "end_step": in_flight.end_step,
-                "planned": {
-                    **vars(in_flight.planned),
-                    "sample_ids": in_flight.planned.sample_ids.tolist(),
-                    "filled": in_flight.planned.filled.tolist(),
-                },
-                "losses": pending_pairs or [],
-            }
-        meta = {
-            "fingerprint": self._pool_fingerprint(),
-            "policy": self._lead_policy.state_dict() if hasattr(self._lead_policy, "state_dict") else None,
-            "selector": self._lead_selector.state_dict(),
-            "rounds": self.lead_state.rounds,
-            "pending": plan,
-        }
+        arrays, meta = self._lead_run.checkpoint(pending_pairs or [])
+        meta = {"fingerprint": self._pool_fingerprint(), **meta}
         with atomic_write(os.path.join(folder, STATE_FILE), "wb") as f:
             np.savez(f, **arrays)
         with atomic_write(os.path.join(folder, POLICY_FILE)) as f:
@@ -847,40 +664,13 @@ class LEADSFTTrainer(SFTTrainer):
                 f"is incomplete or damaged (e.g. the job was killed while saving); resume from an earlier checkpoint."
             ) from error
         if self.lead_state is None:
-            self._make_state(arrays["cluster"])
+            self._lead_run.make_state(arrays["cluster"])
         if meta.get("fingerprint") != self._pool_fingerprint():
             raise ValueError(
                 f"Checkpoint {folder} was saved for another training pool (dataset or clusters differ from this "
                 "trainer's). Resume with the same `train_dataset` and clusters, or start a new run."
             )
-        self.lead_state.load_state_dict(arrays, rounds=meta["rounds"])
-        self._lead_selector.load_state_dict(meta["selector"])
-        if meta["policy"] is not None:
-            self._lead_policy.reset(self.lead_state.num_clusters, seed=self.args.lead_seed)
-            self._lead_policy.load_state_dict(meta["policy"])
-        self._lead_tracker = self._make_tracker()
-        self._lead_updates = {
-            int(key.removeprefix("update_")): torch.from_numpy(value)
-            for key, value in arrays.items()
-            if key.startswith("update_")
-        }
-        self._lead_rounds, self._lead_round = {}, None
-        self._lead_losses.restored = []
-        pending = meta["pending"]
-        if pending is not None:
-            planned = dict(pending["planned"])
-            planned["sample_ids"] = np.asarray(planned["sample_ids"], dtype=np.int64)
-            planned["filled"] = np.asarray(planned["filled"], dtype=bool)
-            planned = self._lead_rounds[pending["epoch"]] = PlannedRound(**planned)
-            self._lead_round = RoundInFlight(
-                pending["epoch"],
-                planned,
-                end_step=pending["end_step"],
-                start_params=torch.from_numpy(arrays["round_start"]),
-                start_time=time.perf_counter(),
-            )
-            self._lead_losses.restored = [tuple(pair) for pair in pending["losses"]]
-        self._lead_started = True
+        self._lead_run.restore(arrays, meta, self._trainable_parameters())
         if self.is_world_process_zero():
             # The round log restarts from the checkpoint's rounds, so a resumed run's log equals an uninterrupted one
             os.makedirs(self.args.output_dir, exist_ok=True)
@@ -889,24 +679,15 @@ class LEADSFTTrainer(SFTTrainer):
                 f.write(lines)
 
 
-def _run_steps(args: LEADConfig, round_size: int, budget: int, warmup_rounds: int) -> tuple[int, int]:
-    """Optimizer steps of a run: those asked, and those it takes.
-
-    Asked: `max_steps`, or without it `num_train_epochs` passes over the budget plus the warm-up, in rounds of
-    `round_size` (one round per Trainer epoch). Taken: at most the steps that the budget's `budget * lead_max_reuse`
-    sample visits fill in full rounds and one last round of the rest. The rounds of a run use every visit, so it
-    reaches these steps unless the reuse cap leaves its last rounds so short that they need fewer steps in all (only
-    possible when `round_size` is not a multiple of the samples per step)."""
-    per_round = _steps_per_round(args, round_size)
-    if args.max_steps > 0:
-        asked = args.max_steps
-    else:
-        asked = (math.ceil(args.num_train_epochs * budget / round_size) + warmup_rounds) * per_round
-    full_rounds, rest = divmod(budget * args.lead_max_reuse, round_size)
-    return asked, min(asked, full_rounds * per_round + _steps_per_round(args, rest))
-
-
-def _steps_per_round(args: LEADConfig, round_size: int) -> int:
-    """Optimizer steps of one round: its batches over all ranks, grouped by gradient accumulation."""
-    batches = math.ceil(round_size / (args.per_device_train_batch_size * max(args.world_size, 1)))
-    return math.ceil(batches / max(args.gradient_accumulation_steps, 1))
+def _filter_groups(args: LEADConfig, all_prompted: bool) -> str:
+    """`lead_filter_groups`, or `"clusters"` (with a warning) where prompt groups are asked for and some sample has
+    no prompt."""
+    if args.lead_filter_groups == "prompts" and args.lead_sample_filter == "small_loss" and not all_prompted:
+        logger.warning(
+            "LEAD: `lead_filter_groups='prompts'` compares answers to similar prompts, and some samples have no "
+            "prompt (their first token is trained: language-modeling rows, or `assistant_only_loss`/"
+            "`completion_only_loss` off), so the small-loss filter compares within clusters instead "
+            "(`lead_filter_groups='clusters'`)."
+        )
+        return "clusters"
+    return args.lead_filter_groups
