@@ -260,6 +260,9 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
         ax.set_title(title, fontsize=9)
     axes[0][0].set_ylabel("exact match minus random subset\n(points, paired by seed, 95% interval)")
     handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
+    if not handles:  # nothing paired with a random subset (e.g. one method alone): no empty plot
+        plt.close(fig)
+        return
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(3, len(handles)), fontsize=8,
                frameon=False)  # fmt: skip
     fig.tight_layout(rect=(0, 0.08 + 0.04 * math.ceil(len(handles) / 3), 1, 1))
