@@ -77,7 +77,8 @@ def test_round_view_on_hand_worked_rounds():
 
 
 def test_round_figure_has_the_three_panels():
-    """Top: one stacked band per cluster, the unlearnable one hatched, the pool's learnable share dashed; middle: the
+    """Top: the learnable clusters as one stacked band, each unlearnable one hatched, the pool's learnable share
+    dashed; middle: the
     clean shares with the pool's dashed; bottom: the reward and the budget line; the title carries the verdict."""
     import matplotlib.pyplot as plt
 
@@ -87,8 +88,11 @@ def test_round_figure_has_the_three_panels():
     try:
         top, middle, bottom = fig.axes
         bands = top.collections
-        assert [band.get_label() for band in bands] == ["easy", "copy", "bad_source (unlearnable)"]
-        assert [bool(band.get_hatch()) for band in bands] == [False, False, True]
+        assert [band.get_label() for band in bands] == ["the learnable task families", "bad_source (unlearnable)"]
+        assert [bool(band.get_hatch()) for band in bands] == [False, True]
+        # the learnable band's top edge is the learnable share of each round: easy + copy, [0 + 1/2, 2/4 + 0, 0 + 1/2]
+        top_edge = bands[0].get_paths()[0].vertices[:, 1].max()
+        assert top_edge == pytest.approx(1 / 2)
         dashed = {line.get_label(): line.get_ydata()[0] for ax in (top, middle) for line in ax.get_lines()
                   if line.get_linestyle() == "--"}  # fmt: skip
         assert dashed == {"the pool's unlearnable share above": 0.5, "pool (50%)": 0.5}

@@ -274,8 +274,9 @@ def round_view(rounds: list[dict], cluster: np.ndarray, clean: np.ndarray, budge
 
 
 def round_figure(view: dict, shares: CleanShares, pool_name: str):
-    """The rounds figure: family shares of each round (top), clean shares against the pool's (middle), the reward
-    (bottom); the title says whether the selection beat the pool's clean share."""
+    """The rounds figure: each round's share of the learnable families and of each unlearnable cluster (top), clean
+    shares against the pool's (middle), the reward (bottom); the title says whether the selection beat the pool's
+    clean share."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,13 +284,15 @@ def round_figure(view: dict, shares: CleanShares, pool_name: str):
 
     names, unlearnable = _cluster_names(), _unlearnable()
     index = view["round"]
-    labels = [names[c] + (" (unlearnable)" if names[c] in unlearnable else "") for c in view["clusters"]]
-    learnable = [names[c] not in unlearnable for c in view["clusters"]]
-    palette = plt.get_cmap("tab10").colors
-    colors = [palette[i % 10] if ok else ("0.45", "0.7")[i % 2] for i, ok in enumerate(learnable)]
+    # The learnable families as one band, each unlearnable cluster as its own (the round table has every family)
+    learnable = np.array([names[c] not in unlearnable for c in view["clusters"]])
+    per_cluster = view["cluster_share"]
+    bands = [per_cluster[:, learnable].sum(axis=1)] + [per_cluster[:, i] for i in np.flatnonzero(~learnable)]
+    labels = ["the learnable task families"] + [f"{names[view['clusters'][i]]} (unlearnable)"
+                                                  for i in np.flatnonzero(~learnable)]  # fmt: skip
+    colors = ["tab:blue"] + ["0.45", "0.7"][: len(bands) - 1]
     fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(11, 9), sharex=True)
-    top.stackplot(index, view["cluster_share"].T, labels=labels, colors=colors,
-                  hatch=["" if ok else "//" for ok in learnable])  # fmt: skip
+    top.stackplot(index, np.array(bands), labels=labels, colors=colors, hatch=[""] + ["//"] * (len(bands) - 1))
     top.axhline(view["pool_learnable_share"], ls="--", color="black", label="the pool's unlearnable share above")
     top.set_ylabel("share of the round")
     top.set_ylim(0, 1)
