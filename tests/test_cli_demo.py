@@ -78,8 +78,8 @@ def test_round_view_on_hand_worked_rounds():
 
 def test_round_figure_has_the_three_panels():
     """Top: the learnable clusters as one stacked band, each unlearnable one hatched, the pool's learnable share
-    dashed; middle: the
-    clean shares with the pool's dashed; bottom: the reward and the budget line; the title carries the verdict."""
+    dashed; middle: the clean shares with the pool's dashed; bottom: the reward and the budget line; the title carries
+    the verdict."""
     import matplotlib.pyplot as plt
 
     view = round_view(ROUNDS, CLUSTER, CLEAN, budget=6)
