@@ -101,6 +101,8 @@ PLOT_LABELS = {
     "lead_small_loss": "LEAD, small-loss filter within clusters",
     "lead_default": "LEAD without a filter",
     "lead_paced": "LEAD, filter within clusters, budget paced",
+    "lead_auto_uniform": "LEAD defaults, uniform policy",
+    "lead_auto_nofilter": "LEAD defaults without the filter",
 }
 
 
@@ -263,8 +265,9 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
     if not handles:  # nothing paired with a random subset (e.g. one method alone): no empty plot
         plt.close(fig)
         return
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(3, len(handles)), fontsize=8,
-               frameon=False)  # fmt: skip
+    columns = min(3, len(handles))
+    fig.set_size_inches(max(4.2 * len(panels), 3.4 * columns), 4.2)  # the legend's columns fit under the panels
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=columns, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.08 + 0.04 * math.ceil(len(handles) / 3), 1, 1))
     tmp = os.path.join(out_dir, f"{NAME}.tmp.png")
     fig.savefig(tmp, dpi=110)
