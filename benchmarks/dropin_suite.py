@@ -34,7 +34,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from trl_lead import LEADConfig, LEADSFTTrainer  # noqa: E402
-from trl_lead.embedded import build_tiny_model, build_tokenizer  # noqa: E402
+from trl_lead.embedded import build_tiny_model, build_tiny_moe_model, build_tokenizer  # noqa: E402
 from trl_lead.pool import make_instruction_pool  # noqa: E402
 
 hf_logging.set_verbosity_error()
@@ -309,23 +309,7 @@ def prompt_tuning_peft_model_log(r):
 
 
 def moe_aux_loss_log(r):
-    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
-
-    config = Qwen3MoeConfig(
-        vocab_size=len(TOKENIZER),
-        hidden_size=16,
-        intermediate_size=32,
-        moe_intermediate_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=8,
-        num_experts=4,
-        num_experts_per_tok=2,
-        output_router_logits=True,
-        pad_token_id=TOKENIZER.pad_token_id,
-    )
-    trainer = r.trainer(config=r.config(logging_steps=10), model=Qwen3MoeForCausalLM(config))
+    trainer = r.trainer(config=r.config(logging_steps=10), model=build_tiny_moe_model(TOKENIZER))
     trainer.train()
     assert "aux_loss" in trainer.state.log_history[-1], trainer.state.log_history[-1]
 

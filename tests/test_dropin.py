@@ -18,6 +18,7 @@ from trl import SFTConfig, SFTTrainer
 
 from trl_lead import LEADConfig, LEADSFTTrainer
 from trl_lead.clustering import PROMPT_GROUP_SIZE
+from trl_lead.embedded import build_tiny_moe_model
 
 pytestmark = pytest.mark.numerics
 
@@ -350,32 +351,6 @@ def test_trl_errors_come_through_and_iterable_pools_are_refused(tmp_path, small_
 
 
 # ----- the same log, datasets and run length as SFTTrainer ----------------------------------------------------------
-def tiny_moe(tokenizer):
-    """A randomly initialised Qwen3-MoE (4 experts, 2 per token) whose forward returns the router's aux loss."""
-    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen3MoeConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        moe_intermediate_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=8,
-        num_experts=4,
-        num_experts_per_tok=2,
-        output_router_logits=True,  # SFTTrainer adds the aux loss (`router_aux_loss_coef` of it) to the loss
-        router_aux_loss_coef=0.01,
-        max_position_embeddings=128,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return Qwen3MoeForCausalLM(config)
-
-
 def prompt_tuning():
     from peft import PromptTuningConfig, TaskType
 
@@ -392,7 +367,7 @@ MODELS = {
     # name: (model builder, trainer kwargs, evaluation on, keys SFTTrainer's last entry has)
     "dense": (lambda make_model, tokenizer: make_model(), {}, True, set()),
     # without evaluation, the last entry (the summary) carries the metrics of the steps after the last log
-    "moe": (lambda make_model, tokenizer: tiny_moe(tokenizer), {}, False, {"aux_loss", "mean_token_accuracy"}),
+    "moe": (lambda _, tokenizer: build_tiny_moe_model(tokenizer), {}, False, {"aux_loss", "mean_token_accuracy"}),
     "prompt-tuning": (
         lambda make_model, tokenizer: make_model(),
         {"peft_config": prompt_tuning()},
@@ -452,7 +427,7 @@ def test_moe_loss_has_the_aux_loss_as_sft_trainer_adds_it(tmp_path, small_pool, 
     `router_aux_loss_coef` times the router's aux loss) to 1e-6."""
     monkeypatch.setenv("TRL_LEAD_CACHE", str(tmp_path / "cache"))
     sft_args, lead_args = both_configs(tmp_path, max_steps=1)
-    model = tiny_moe(tokenizer)
+    model = build_tiny_moe_model(tokenizer)
     sft = SFTTrainer(model=model, args=sft_args, train_dataset=small_pool, processing_class=tokenizer)
     lead = LEADSFTTrainer(model=model, args=lead_args, train_dataset=small_pool, processing_class=tokenizer)
     batch = lead.data_collator([lead.train_dataset[i] for i in range(4)])

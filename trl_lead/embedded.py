@@ -239,6 +239,35 @@ def build_tiny_model(
     return model
 
 
+def build_tiny_moe_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> transformers.PreTrainedModel:
+    """Build a randomly initialised Qwen3-MoE causal LM (one layer, 4 experts, 2 per token), a few thousand
+    parameters, for mixture-of-experts checks on CPU. Its forward returns the router's aux loss, which TRL's
+    ``SFTTrainer`` adds to the loss (``router_aux_loss_coef`` of it). The weights depend only on ``seed``."""
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    config = Qwen3MoeConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        moe_intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=8,
+        num_experts=4,
+        num_experts_per_tok=2,
+        output_router_logits=True,
+        router_aux_loss_coef=0.01,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Qwen3MoeForCausalLM(config)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Warm-up (cached)
 # --------------------------------------------------------------------------------------------------------------------
