@@ -12,6 +12,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRL_LEAD_CACHE", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".cache", "trl_lead"))
 
 
+#: The `SFTConfig` settings every CPU training test shares: prompts masked, no reporting or saving, short samples
+CPU_TRAINING_ARGS = dict(
+    assistant_only_loss=True,
+    report_to="none",
+    use_cpu=True,
+    bf16=False,
+    save_strategy="no",
+    max_length=64,
+)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from trl_lead.embedded import build_tokenizer

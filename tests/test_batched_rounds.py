@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import CPU_TRAINING_ARGS
 
 from trl_lead import LEADConfig, LEADSFTTrainer
 from trl_lead.policies import POLICIES, make_policy
@@ -90,12 +91,7 @@ def test_every_policy_trains_in_every_round_mode(tmp_path, pool, tokenizer, make
     extra = {"lead_round_mode": "single"} if mode == "single" else {}
     args = LEADConfig(
         output_dir=str(tmp_path),
-        assistant_only_loss=True,
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        save_strategy="no",
-        max_length=64,
+        **CPU_TRAINING_ARGS,
         per_device_train_batch_size=4,
         max_steps=4,
         disable_tqdm=True,

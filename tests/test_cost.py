@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import CPU_TRAINING_ARGS
 
 from trl_lead import LEADConfig, LEADSFTTrainer
 from trl_lead.selection import draw_candidates
@@ -16,12 +17,7 @@ from trl_lead.selection import draw_candidates
 pytestmark = pytest.mark.numerics
 
 COMMON = dict(
-    assistant_only_loss=True,
-    report_to="none",
-    use_cpu=True,
-    bf16=False,
-    save_strategy="no",
-    max_length=64,
+    **CPU_TRAINING_ARGS,
     seed=0,
     dataloader_num_workers=0,
     per_device_train_batch_size=4,
