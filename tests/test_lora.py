@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import record_iu
+from conftest import CPU_TRAINING_ARGS, record_iu
 from peft import LoraConfig
 from transformers import TrainerCallback
 
@@ -18,12 +18,7 @@ pytestmark = pytest.mark.numerics
 def test_lora_iu_and_update_vectors_are_the_adapters(tmp_path, pool, tokenizer, make_model):
     args = LEADConfig(
         output_dir=str(tmp_path / "out"),
-        assistant_only_loss=True,
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        save_strategy="no",
-        max_length=64,
+        **CPU_TRAINING_ARGS,
         seed=0,
         per_device_train_batch_size=4,
         learning_rate=5e-3,

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import record_iu
+from conftest import CPU_TRAINING_ARGS, record_iu
 from datasets import Dataset
 from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
@@ -16,13 +16,8 @@ from trl import SFTConfig, SFTTrainer
 from trl_lead import LEADConfig, LEADSFTTrainer
 
 COMMON = dict(
-    assistant_only_loss=True,
-    report_to="none",
-    use_cpu=True,
-    bf16=False,
-    save_strategy="no",
+    **CPU_TRAINING_ARGS,
     logging_steps=1,
-    max_length=64,
     seed=0,
     dataloader_num_workers=0,
 )
