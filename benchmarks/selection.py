@@ -71,7 +71,7 @@ _PROMPT = {"lead_sample_filter": "small_loss", "lead_filter_groups": "prompts"}
 _PROMPT_SIZED = {**_PROMPT, "lead_split_by_size": True}
 _PROMPT_SIZED_NOZ = {**_PROMPT_SIZED, "lead_filter_revisits": False}
 # Mechanisms (LEADConfig options), each on top of `lead_default`, then all together
-ISSUE12 = {
+MECHANISMS = {
     "lead_filter": {"lead_sample_filter": "loss_z"},
     "lead_boltzmann": {"lead_policy": "boltzmann"},
     "lead_blend": {"lead_reward": "blend"},
@@ -109,29 +109,31 @@ ISSUE12 = {
     "lead_auto_keep40": {**_PROMPT_SIZED_NOZ, "lead_filter_keep": 0.4},
 }
 # the default's bandit against no bandit (uniform) and a policy that moves within a few rounds (Boltzmann)
-ISSUE12["lead_auto_uniform"] = {**ISSUE12["lead_auto"], "lead_policy": "uniform"}
-ISSUE12["lead_auto_boltzmann"] = {**ISSUE12["lead_auto"], "lead_policy": "boltzmann"}
+MECHANISMS["lead_auto_uniform"] = {**MECHANISMS["lead_auto"], "lead_policy": "uniform"}
+MECHANISMS["lead_auto_boltzmann"] = {**MECHANISMS["lead_auto"], "lead_policy": "boltzmann"}
 # the default without its small-loss filter: what remains where the base model's loss cannot tell right from wrong
-ISSUE12["lead_auto_nofilter"] = {**ISSUE12["lead_auto"], "lead_sample_filter": "none"}
+MECHANISMS["lead_auto_nofilter"] = {**MECHANISMS["lead_auto"], "lead_sample_filter": "none"}
+# the default with its small-loss filter cutting on every pool, whatever the spread of its scores (no gate)
+MECHANISMS["lead_auto_always_filter"] = {**MECHANISMS["lead_auto"], "lead_filter_min_spread": 0.0}
 # a cluster reward paired per sample (initial score minus the loss at first visit) once the filter has removed most
 # of the bad source: does it now find the noise family?
-ISSUE12["lead_auto_gain"] = {**ISSUE12["lead_auto"], "lead_reward": "heldout_gain"}
-ISSUE12["lead_auto_gain_boltzmann"] = {**ISSUE12["lead_auto_gain"], "lead_policy": "boltzmann"}
+MECHANISMS["lead_auto_gain"] = {**MECHANISMS["lead_auto"], "lead_reward": "heldout_gain"}
+MECHANISMS["lead_auto_gain_boltzmann"] = {**MECHANISMS["lead_auto_gain"], "lead_policy": "boltzmann"}
 # ...with most of the mass spread evenly (floor 0.6): it may demote a cluster to 0.6 of uniform, not pile onto one
-ISSUE12["lead_auto_gain_boltzmann_floor"] = {
-    **ISSUE12["lead_auto_gain_boltzmann"],
+MECHANISMS["lead_auto_gain_boltzmann_floor"] = {
+    **MECHANISMS["lead_auto_gain_boltzmann"],
     "lead_policy_kwargs": {"floor": 0.6},
 }
 # the default scored and selected within a candidate subsample of 2, 4 or 8 times the budget, drawn once
 # (lead_candidates; stratified by the family column where it is the clusters): the passes before the first step
 # follow the budget, not the pool
 for _multiple in (2, 4, 8):
-    ISSUE12[f"lead_auto_candidates{_multiple}"] = {**ISSUE12["lead_auto"], "lead_candidates": float(_multiple)}
-for _name, _options in ISSUE12.items():
+    MECHANISMS[f"lead_auto_candidates{_multiple}"] = {**MECHANISMS["lead_auto"], "lead_candidates": float(_multiple)}
+for _name, _options in MECHANISMS.items():
     METHODS[_name] = {**METHODS["lead_default"], **_options}
 # (the first four mechanisms together; measured before "small_loss" and "heldout_gain" were added)
 FIRST_FOUR = ("lead_filter", "lead_boltzmann", "lead_blend", "lead_quantile")
-METHODS["lead_combined"] = {**METHODS["lead_default"], **{k: v for n in FIRST_FOUR for k, v in ISSUE12[n].items()}}
+METHODS["lead_combined"] = {**METHODS["lead_default"], **{k: v for n in FIRST_FOUR for k, v in MECHANISMS[n].items()}}
 # LEAD's option grid: round mode x fine selection x reward
 for _mode in ("single", "mixture"):
     for _fine in ("top", "sample", "random"):
@@ -315,8 +317,10 @@ def run_job(job: Job) -> dict:
                 clusters=np.zeros(n, dtype=np.int64) if no_clusters else None,
             )
         trainer.train()
+        visits = [np.sort(rows)] * 3 if kind == "subset" else [np.arange(n)] * 3
         if kind in ("lead", "loss_iterative"):
             rounds = len(trainer.lead_state.rounds)
+            visits = visits_by_thirds(trainer.lead_state.rounds)
             assert trainer.lead_state.num_selected <= count
             scoring = getattr(trainer, "loss_iterative_scoring_s", 0.0)
         wall = time.perf_counter() - start  # includes every scoring pass
@@ -331,7 +335,31 @@ def run_job(job: Job) -> dict:
         "scoring_s": round(scoring, 2),
         "rounds": rounds,
         **{f"em_{k}": v for k, v in scores.items() if k not in ("overall", "overall_learnable")},
+        **visit_shares(base.train_dataset, visits),
     }
+
+
+def visits_by_thirds(rounds: list[dict]) -> list[np.ndarray]:
+    """The sample ids trained in the first, middle and last third of a run's rounds (one id per visit)."""
+    thirds = np.array_split(np.arange(len(rounds)), 3)
+    return [np.array([i for r in part for i in rounds[r]["sample_ids"]], dtype=np.int64) for part in thirds]
+
+
+def visit_shares(dataset, visits: list[np.ndarray]) -> dict:
+    """Per third of the run: the share of visits to wrong answers (`is_corrupted`) and to the noise family and the
+    bad source; and the mean answer length (characters) of the distinct samples trained over the pool's."""
+    from trl_lead.pool import BAD_SOURCE, NOISE_FAMILY
+
+    wrong = np.asarray(dataset["is_corrupted"])
+    bad = np.isin(np.asarray(dataset["family"]), [NOISE_FAMILY, BAD_SOURCE])
+    length = np.array([len(m[-1]["content"]) for m in dataset["messages"]], dtype=np.float64)
+    shares = {}
+    for third, ids in zip(("first", "middle", "last"), visits):
+        shares[f"wrong_visits_{third}"] = round(float(wrong[ids].mean()), 4) if len(ids) else ""
+        shares[f"bad_visits_{third}"] = round(float(bad[ids].mean()), 4) if len(ids) else ""
+    trained = np.unique(np.concatenate(visits))
+    shares["answer_length_ratio"] = round(float(length[trained].mean() / length.mean()), 4)
+    return shares
 
 
 def _loss_iterative_trainer():
@@ -361,14 +389,33 @@ def read_rows(path: str) -> list[dict]:
 
 
 def append_row(path: str, row: dict) -> None:
-    new = not os.path.exists(path)
+    """Append `row` to the CSV at `path`; a row with columns the file lacks rewrites it with them (empty in the
+    rows before), atomically, so the columns always line up."""
+    rows = read_rows(path)
+    header = list(rows[0]) if rows else list(row)
+    if rows and set(row) - set(header):
+        header += [key for key in row if key not in header]
+        write_csv(path, [*rows, row], header)
+        return
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
+        writer = csv.DictWriter(f, fieldnames=header, restval="")
+        if not rows:
             writer.writeheader()
         writer.writerow(row)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_csv(path: str, rows: list[dict], header: list[str]) -> None:
+    """`rows` under `header` to `path`, written beside it and moved over it (never half-written)."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
 
 
 def summarize(rows: list[dict], out_dir: str, machine: str) -> None:

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from trl_lead.filters import loss_z_excluded, robust_z
+from trl_lead.filters import group_spread, loss_z_excluded, robust_z
 from trl_lead.policies import make_policy
 from trl_lead.rewards import QuantileNormalizer, RewardNormalizer
 from trl_lead.selection import LEADState, RoundSelector
@@ -216,6 +216,57 @@ def test_small_loss_filter_compares_within_filter_groups_across_clusters():
     np.testing.assert_array_equal(other.small_loss_cuts(0.5), state.small_loss_cuts(0.5))
     with pytest.raises(ValueError, match="filter groups"):
         state.set_filter_groups(groups[:-1])
+
+
+def test_group_spread_is_the_median_interquartile_range_of_groups_with_enough_scores():
+    # group 0: 0..9 (IQR 6.75 - 2.25 = 4.5); group 1: 0, 0.1, .., 0.5 and a NaN (six finite: IQR 0.375 - 0.125 =
+    # 0.25); group 2: 0.2, 0.4, 0.6, 0.8, 1.0 (IQR 0.8 - 0.4 = 0.4); group 3: four scores (too few peers: left out).
+    # The median of 4.5, 0.25 and 0.4 is 0.4; independently, numpy's percentiles group by group.
+    scores = np.r_[np.arange(10.0), np.arange(6) / 10, np.nan, [0.2, 0.4, 0.6, 0.8, 1.0], [0.0, 50.0, 90.0, 100.0]]
+    groups = np.repeat([0, 1, 2, 3], [10, 7, 5, 4])
+    assert group_spread(scores, groups) == pytest.approx(0.4)
+    by_hand = [np.subtract(*np.nanpercentile(scores[groups == g], [75, 25])) for g in (0, 1, 2)]
+    assert by_hand == pytest.approx([4.5, 0.25, 0.4])
+    assert math.isnan(group_spread(scores[-4:], groups[-4:]))  # no group large enough
+    # labels need not be contiguous or sorted
+    shuffled = np.random.default_rng(0).permutation(len(scores))
+    assert group_spread(scores[shuffled], groups[shuffled] * 7 + 3) == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("spread, gate_open", [(0.3, False), (2.0, True)])
+def test_small_loss_filter_cuts_only_where_the_groups_scores_spread(spread, gate_open):
+    # One cluster of 20 samples whose initial scores are evenly spaced over `spread` nats: IQR = spread * 9.5 / 19
+    # (numpy's linear quantiles at ranks 14.25 and 4.75).
+    # Gate 0.5: closed at 0.3 nats (IQR 0.15; the filter excludes nothing), open at 2 nats (IQR 1; keep 0.25
+    # takes the 5 lowest, samples 0-4)
+    cluster = np.zeros(20, np.int64)
+    initial = np.linspace(0.0, spread, 20)
+    sel = make_selector(cluster, round_size=10, sample_filter="small_loss", filter_keep=0.25, filter_min_spread=0.5)
+    sel.state.set_initial_scores(initial)
+    assert sel.state.filter_spread() == pytest.approx(spread / 2, rel=1e-6)
+    assert sel.small_loss_gate_open() is gate_open
+    planned = sel.plan_round()
+    if gate_open:
+        assert planned.filtered == {"0": 15} and sorted(planned.sample_ids[~planned.filled]) == [0, 1, 2, 3, 4]
+    else:
+        assert planned.filtered == {"0": 0} and not planned.filled.any() and len(planned.sample_ids) == 10
+    # a gate of 0 always cuts; new scores are measured anew
+    sel.settings.filter_min_spread = 0.0
+    assert sel.small_loss_gate_open()
+    sel.settings.filter_min_spread = 0.5
+    sel.state.set_initial_scores(initial * 10)
+    assert sel.small_loss_gate_open() and sel.state.filter_spread() == pytest.approx(spread * 5, rel=1e-6)
+
+
+def test_filter_min_spread_is_checked_and_said_to_have_no_effect_without_the_small_loss_filter(tmp_path):
+    from trl_lead import LEADConfig
+
+    with pytest.raises(ValueError, match="lead_filter_min_spread"):
+        LEADConfig(output_dir=str(tmp_path), use_cpu=True, lead_filter_min_spread=-1.0)
+    with pytest.raises(ValueError, match="filter_min_spread"):
+        SelectionSettings(round_size=2, budget=4, filter_min_spread=float("nan"))
+    with pytest.warns(UserWarning, match="lead_filter_min_spread=1.0` has no effect"):
+        LEADConfig(output_dir=str(tmp_path), use_cpu=True, lead_sample_filter="none", lead_filter_min_spread=1.0)
 
 
 def test_split_by_size_weights_each_cluster_by_the_samples_it_can_give():

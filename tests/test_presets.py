@@ -28,7 +28,7 @@ def test_the_two_presets_differ_where_the_evidence_moved_away_from_the_paper():
     differ = {name for name in PRESET_FIELDS if PRESETS["default"][name] != PRESETS["paper"][name]}
     assert differ == {
         "round_mode", "fine_selection", "reward", "sample_filter", "filter_keep", "filter_groups", "filter_revisits",
-        "split_by_size",
+        "split_by_size", "filter_min_spread",
     }  # fmt: skip
     assert PRESETS["paper"]["round_mode"] == "single" and PRESETS["paper"]["fine_selection"] == "top"
     assert PRESETS["paper"]["reward"] == "idu_drop" and PRESETS["paper"]["sample_filter"] == "none"
@@ -41,7 +41,7 @@ def test_default_entry_points_resolve_to_the_same_settings():
     assert config_settings() == dict(
         policy="exp3s", round_mode="mixture", fine_selection="random", reward="first_visit", reward_scaling="minmax",
         sample_filter="small_loss", filter_z=2.5, filter_keep=None, filter_groups="prompts", filter_revisits=False,
-        split_by_size=True, budget_pace=0.0, max_reuse=4, smoothing=0.5, gradient_correction=True,
+        filter_min_spread=0.6, split_by_size=True, budget_pace=0.0, max_reuse=4, smoothing=0.5, gradient_correction=True,
         initial_score="loss",
     )  # fmt: skip
     assert SelectionSettings(round_size=8, budget=100).choices() == without_policy(expected)
@@ -88,7 +88,7 @@ def test_unknown_presets_and_settings_are_refused_with_the_fix():
 
 def test_the_proxy_says_what_it_cannot_model():
     default = gymnasium.make("trl_lead/ProxyTraining-v0").unwrapped
-    assert set(default.unmodeled) == {"sample_filter", "filter_groups"}
+    assert set(default.unmodeled) == {"sample_filter", "filter_groups", "filter_min_spread"}
     assert gymnasium.make("trl_lead/ProxyTraining-v0", preset="paper").unwrapped.unmodeled == {}
 
 

@@ -22,6 +22,7 @@ from .settings import (
     check_budget_pace,
     check_choice,
     check_filter_keep,
+    check_filter_min_spread,
     check_filter_z,
 )
 
@@ -130,6 +131,12 @@ class LEADConfig(SFTConfig):
             tokens) in every sample: on a pool where some sample has none (language-modeling rows, or
             `assistant_only_loss`/`completion_only_loss` off) the trainer warns and uses `"clusters"`. No effect
             unless `lead_sample_filter="small_loss"`.
+        lead_filter_min_spread (`float`, *optional*, preset: `0.6`, paper `0.0`):
+            The gate of `lead_sample_filter="small_loss"`: it cuts only where the initial scores of comparable samples
+            lie apart, i.e. the median over comparison groups of their interquartile range is at least this many nats
+            per token; below it the filter excludes nothing (`lead/filtered` is 0). Where answers to similar prompts
+            differ only by length or difficulty their losses lie close, and a cut by loss would keep the easy answers
+            rather than the right ones (docs/results.md). `0` always cuts.
         lead_split_by_size (`bool`, *optional*, preset: `True`, paper `False`):
             Mixture rounds: weight each cluster's probability by the number of samples it can give (eligible, and
             kept by `lead_sample_filter`), so that where the policy is uniform a round samples those candidates evenly
@@ -247,6 +254,13 @@ class LEADConfig(SFTConfig):
             "choices": list(FILTER_GROUPS),
         },
     )
+    lead_filter_min_spread: float | None = field(
+        default=None,
+        metadata={
+            "help": "small_loss filter: cut only where the median interquartile range of initial scores within "
+            "comparison groups is at least this (nats per token; 0: always)."
+        },
+    )
     lead_split_by_size: bool | None = field(
         default=None,
         metadata={"help": "Mixture rounds: weight each cluster's probability by its eligible, filter-kept samples."},
@@ -315,6 +329,7 @@ class LEADConfig(SFTConfig):
         if self.lead_filter_keep is not None:
             check_filter_keep(self.lead_filter_keep)
         check_budget_pace(self.lead_budget_pace)
+        check_filter_min_spread(self.lead_filter_min_spread)
         needs_initial = {"lead_sample_filter": "small_loss", "lead_reward": "heldout_gain"}
         for name, value in needs_initial.items():
             if getattr(self, name) == value and self.lead_initial_score != "loss":
@@ -394,6 +409,7 @@ class LEADConfig(SFTConfig):
             ),
             "filter_keep": (not small_loss, "only `lead_sample_filter='small_loss'` keeps a share"),
             "filter_groups": (not small_loss, "only `lead_sample_filter='small_loss'` compares within groups"),
+            "filter_min_spread": (not small_loss, "only `lead_sample_filter='small_loss'` has a gate"),
             "filter_revisits": (not filtering, "`lead_sample_filter='none'` filters nothing"),
             "split_by_size": (self.lead_round_mode != "mixture", "only mixture rounds are split across clusters"),
         }

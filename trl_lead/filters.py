@@ -67,6 +67,29 @@ def group_cuts(scores: np.ndarray, groups: np.ndarray, keep: float) -> np.ndarra
     return cuts[groups]
 
 
+def group_spread(scores: np.ndarray, groups: np.ndarray) -> float:
+    """The median over `groups` (with at least `MIN_PEERS` finite scores) of the interquartile range of their
+    `scores`: how far apart the losses of comparable samples lie (NaN when no group is large enough).
+
+    The gate of the small-loss filter (`lead_filter_min_spread`). Where a group's answers split into some that the
+    model reads as fitting their prompt and some it reads as belonging elsewhere, the losses spread over a nat per
+    token or more (1.04-1.25 on the benchmark mixtures with wrong answers taken from other prompts); where they
+    differ only by how long or hard the answer is, they lie close (0.22-0.34 on the near-miss mixture and the
+    embedded default pool), and a cut by loss keeps the easy answers instead of the right ones (docs/results.md)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(scores)
+    groups, scores = np.asarray(groups)[finite], scores[finite]
+    order = np.lexsort((scores, groups))
+    sorted_groups, sorted_scores = groups[order], scores[order]
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    ranges = [
+        np.subtract(*np.quantile(group, [0.75, 0.25]))
+        for group in np.split(sorted_scores, starts[1:])
+        if len(group) >= MIN_PEERS
+    ]
+    return float(np.median(ranges)) if ranges else math.nan
+
+
 def unseen_excluded(state: FilterState, members: np.ndarray, threshold: float, keep: float | None) -> np.ndarray:
     """`loss_z_excluded`'s rule for the never-trained `members` (False for the others)."""
     excluded = np.zeros(len(members), bool)

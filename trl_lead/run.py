@@ -17,6 +17,7 @@ A round's life, one Trainer epoch:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,8 @@ import torch
 from .rounds import LossRecorder, RoundInFlight, UpdateTracker
 from .selection import LEADState, PlannedRound, RoundSelector
 from .settings import SelectionSettings
+
+logger = logging.getLogger(__name__)
 
 
 class RoundRun:
@@ -74,6 +77,13 @@ class RoundRun:
         self.policy.reset(self.state.num_clusters, seed=self.seed)
         self.tracker = UpdateTracker(parameters, self.seed)
         self.started = True
+        if self.settings.sample_filter == "small_loss" and not self.selector.small_loss_gate_open():
+            logger.warning(
+                "LEAD: the small-loss filter excludes nothing on this pool. The initial scores of comparable samples "
+                f"lie close (median interquartile range {self.state.filter_spread():.2f} nats per token, under "
+                f"`lead_filter_min_spread={self.settings.filter_min_spread}`), so a cut by loss would keep easy "
+                "answers rather than right ones. Set `lead_filter_min_spread=0` to cut anyway."
+            )
 
     # ----- one round ---------------------------------------------------------------------------------------------
     def epoch_to_train(self, global_step: int) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .filters import group_cuts, loss_z_excluded
+from .filters import group_cuts, group_spread, loss_z_excluded
 from .rewards import REWARD_RULES, ClusterVisit, QuantileNormalizer, RewardNormalizer, give_rewards
 from .settings import SelectionSettings, auto_filter_keep, check_budget, check_policy
 
@@ -120,6 +120,7 @@ class LEADState:
         self.initial_iu: np.ndarray | None = None  # the base model's loss per sample (`set_initial_scores`)
         self.filter_group: np.ndarray | None = None  # the small-loss filter's comparison groups; None: the clusters
         self._cuts: tuple[float, np.ndarray] | None = None
+        self._spread: float | None = None
         self.version = 0  # bumped when arrays are replaced wholesale, so selectors rebuild their caches
 
     def __len__(self) -> int:
@@ -138,7 +139,7 @@ class LEADState:
         self.iu[unseen] = losses[unseen]
         self.idu[unseen] = losses[unseen]
         self.initial_iu = losses.copy()
-        self._cuts = None
+        self._cuts = self._spread = None
         self.version += 1
 
     def set_idu(self, values: np.ndarray) -> None:
@@ -159,7 +160,7 @@ class LEADState:
         if groups.shape != self.cluster.shape or not np.issubdtype(groups.dtype, np.integer) or groups.min() < 0:
             raise ValueError(f"Expected {len(self)} integer filter groups >= 0, got {groups.dtype} {groups.shape}.")
         self.filter_group = groups.astype(np.int32)
-        self._cuts = None
+        self._cuts = self._spread = None
         self.version += 1
 
     def small_loss_cuts(self, keep: float) -> np.ndarray:
@@ -168,6 +169,14 @@ class LEADState:
         if self._cuts is None or self._cuts[0] != keep:
             self._cuts = (keep, group_cuts(self.initial_iu, self.filter_group, keep))
         return self._cuts[1]
+
+    def filter_spread(self) -> float:
+        """`trl_lead.filters.group_spread` of the initial scores within the filter groups (the clusters when there
+        are none): the small-loss filter's gate (`lead_filter_min_spread`). NaN without initial scores."""
+        if self._spread is None:
+            groups = self.filter_group if self.filter_group is not None else self.cluster
+            self._spread = math.nan if self.initial_iu is None else group_spread(self.initial_iu, groups)
+        return self._spread
 
     _ARRAYS = ("cluster", "iu", "idu", "first_iu", "use_count", "cluster_drop", "cluster_round",
                "cluster_first_visit_iu")  # fmt: skip
@@ -188,7 +197,7 @@ class LEADState:
             self.initial_iu = np.array(state["initial_iu"])
         if "filter_group" in state:
             self.filter_group = np.array(state["filter_group"], dtype=np.int32)
-        self._cuts = None
+        self._cuts = self._spread = None
         if rounds is not None:
             self.rounds = list(rounds)
         self.version += 1
@@ -314,7 +323,16 @@ class RoundSelector:
         keep = None
         if s.sample_filter == "small_loss":
             keep = s.filter_keep if s.filter_keep is not None else auto_filter_keep(s.budget, len(self.state))
+            if not self.small_loss_gate_open():
+                keep = 1.0  # the gate is closed: every never-trained sample may be selected
         return loss_z_excluded(self.state, members, s.filter_z, keep, s.filter_revisits)
+
+    def small_loss_gate_open(self) -> bool:
+        """Whether the small-loss filter cuts: the initial scores within comparison groups spread by at least
+        `filter_min_spread` nats per token (`LEADState.filter_spread`; a spread that cannot be measured leaves the
+        gate open)."""
+        spread = self.state.filter_spread()
+        return not spread < self.settings.filter_min_spread
 
     # ----- fine selection -----------------------------------------------------------------------------------------
     def _keys(self, candidates: np.ndarray, rule: str) -> np.ndarray:

@@ -41,6 +41,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "filter_z": 2.5,
         "filter_keep": None,  # follows the budget: `auto_filter_keep`
         "filter_groups": "prompts",
+        "filter_min_spread": 0.6,
         "filter_revisits": False,
         "split_by_size": True,
         "budget_pace": 0.0,
@@ -62,6 +63,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "filter_z": 2.5,
         "filter_keep": 0.5,
         "filter_groups": "clusters",
+        "filter_min_spread": 0.0,
         "filter_revisits": True,
         "split_by_size": False,
         "budget_pace": 0.0,
@@ -108,6 +110,16 @@ def check_filter_keep(value: float, name: str = "lead_filter_keep") -> None:
         raise ValueError(
             f"`{name}={value!r}` must be a fraction in (0, 1]: the share of each cluster's samples, by lowest initial "
             "score, that `lead_sample_filter='small_loss'` lets be selected (0.5 keeps the lower half)."
+        )
+
+
+def check_filter_min_spread(value: float, name: str = "lead_filter_min_spread") -> None:
+    """The small-loss filter's gate is a spread of losses, in nats per token, >= 0."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0.0):
+        raise ValueError(
+            f"`{name}={value!r}` must be a finite number >= 0: the median interquartile range of initial scores "
+            "within comparison groups, in nats per token, below which `lead_sample_filter='small_loss'` excludes "
+            "nothing (0 always filters)."
         )
 
 
@@ -204,6 +216,7 @@ class SelectionSettings:
     split_by_size: bool = _DEFAULT["split_by_size"]
     filter_revisits: bool = _DEFAULT["filter_revisits"]
     filter_groups: str = _DEFAULT["filter_groups"]
+    filter_min_spread: float = _DEFAULT["filter_min_spread"]
     initial_score: str = _DEFAULT["initial_score"]
     budget_pace: float = _DEFAULT["budget_pace"]
 
@@ -219,6 +232,7 @@ class SelectionSettings:
         if self.filter_keep is not None:
             check_filter_keep(self.filter_keep, "filter_keep")
         check_budget_pace(self.budget_pace, "budget_pace")
+        check_filter_min_spread(self.filter_min_spread, "filter_min_spread")
         if self.round_size < 1:
             raise ValueError(f"`round_size={self.round_size}` must be >= 1.")
         if self.budget < 1:
