@@ -41,8 +41,8 @@ def test_default_entry_points_resolve_to_the_same_settings():
     assert config_settings() == dict(
         policy="exp3s", round_mode="mixture", fine_selection="random", reward="first_visit", reward_scaling="minmax",
         sample_filter="small_loss", filter_z=2.5, filter_keep=None, filter_groups="prompts", filter_revisits=False,
-        filter_min_spread=0.6, split_by_size=True, budget_pace=0.0, max_reuse=4, smoothing=0.5, gradient_correction=True,
-        initial_score="loss",
+        filter_min_spread=0.6, split_by_size=True, budget_pace=0.0, max_reuse=4, smoothing=0.5,
+        gradient_correction=True, initial_score="loss",
     )  # fmt: skip
     assert SelectionSettings(round_size=8, budget=100).choices() == without_policy(expected)
     proxy = gymnasium.make("trl_lead/ProxyTraining-v0").unwrapped
