@@ -37,13 +37,13 @@ from .cache import cached, dataset_fingerprint, model_fingerprint, tokenizer_fin
 from .files import atomic_write
 from .kmeans import (
     PCA_DIMS,
+    cell_groups,
     check_features,
     check_k,
     check_method,
     check_seed,
     cluster_embeddings,
     pca_reduce,
-    run_kmeans,
 )
 from .scoring import (
     IGNORE_INDEX,
@@ -503,17 +503,7 @@ def embedding_groups(
     k = min(math.ceil(n / group_size), n)
     if n <= exact_max or k == 1:
         return cluster_embeddings(x, k, "kmeans", seed, show_progress=False)
-    if x.shape[1] > PCA_DIMS:
-        x = pca_reduce(x, PCA_DIMS, seed)
-    cells = run_kmeans(x, math.ceil(math.sqrt(k)), seed)
-    labels = np.empty(n, dtype=np.int64)
-    offset = 0
-    for cell in range(int(cells.max()) + 1):
-        members = np.flatnonzero(cells == cell)
-        groups = min(max(1, round(len(members) / group_size)), len(members))
-        labels[members] = offset + (run_kmeans(x[members], groups, seed) if groups > 1 else 0)
-        offset += groups
-    return labels
+    return cell_groups(x, group_size, seed)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

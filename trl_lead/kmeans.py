@@ -3,13 +3,14 @@ and embeddings, with the checks of its arguments (numpy, scikit-learn, umap-lear
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-__all__ = ["CLUSTER_METHODS", "KMEANS_FULL_MAX_ELEMENTS", "cluster_embeddings"]
+__all__ = ["CLUSTER_METHODS", "KMEANS_FULL_MAX_ELEMENTS", "cell_groups", "cluster_embeddings"]
 
 CLUSTER_METHODS = ("kmeans", "pca-kmeans", "umap-kmeans")
 """Names accepted by `cluster_embeddings(method=...)`."""
@@ -105,12 +106,12 @@ def run_kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return labels
 
 
-def pca_reduce(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
+def pca_reduce(x: np.ndarray, dims: int, seed: int, fit_size: int = PCA_FIT_SIZE) -> np.ndarray:
     from sklearn.decomposition import PCA
 
     dims = min(dims, x.shape[1])
     rng = np.random.default_rng(seed)
-    fit_rows = np.sort(rng.choice(x.shape[0], PCA_FIT_SIZE, replace=False)) if x.shape[0] > PCA_FIT_SIZE else None
+    fit_rows = np.sort(rng.choice(x.shape[0], fit_size, replace=False)) if x.shape[0] > fit_size else None
     sample = x if fit_rows is None else x[fit_rows]
     dims = min(dims, sample.shape[0])
     # covariance_eigh (scikit-learn >= 1.5): one pass to form the d x d covariance, fast when n >> d
@@ -211,3 +212,119 @@ def cluster_embeddings(
     elif method == "umap-kmeans":
         x = _umap(x, seed, umap_fit_size, show_progress)
     return run_kmeans(x, k, seed)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Many small groups of a large pool: k-means inside coarse cells, then a few passes over the neighbouring cells' groups
+# ---------------------------------------------------------------------------------------------------------------------
+
+CELLS_FIT_SIZE = 50_000
+"""Rows the PCA and the coarse k-means of `cell_groups` are fitted on: 50k rows estimate an 896 x 896 covariance and
+~1,000 coarse centres well enough, and fitting on 1M rows would cost as much as all the rest."""
+
+CELL_PROBES = 3
+"""Coarse cells whose groups a sample may move to in `cell_groups`' passes: its nearest 3."""
+
+CELL_PASSES = 2
+"""Passes of `cell_groups` that move each sample to the nearest group of its `CELL_PROBES` cells."""
+
+
+def cell_groups(x: np.ndarray, group_size: int, seed: int) -> np.ndarray:
+    """Groups of about `group_size` similar rows of a large `x`, in time linear in `N` but for the coarse step.
+
+    PCA to `PCA_DIMS` (fitted on `CELLS_FIT_SIZE` rows), then `ceil(k^(2/3))` coarse cells (k = N / group_size) by
+    k-means fitted on `CELLS_FIT_SIZE` rows, every row in its nearest cell, and each cell split by k-means into groups
+    of about `group_size`: cells of about `k^(1/3)` groups keep those k-means small. A kind of sample cut by a cell
+    border leaves a fragment merged into a wrong group or alone in a tiny one; so groups under a quarter of
+    `group_size` are dropped and `CELL_PASSES` times every row moves to the nearest group centre among the groups of
+    its `CELL_PROBES` nearest cells (Lloyd steps restricted to nearby groups). Labels are `0..groups-1`."""
+    n = x.shape[0]
+    if x.shape[1] > PCA_DIMS:
+        x = pca_reduce(x, PCA_DIMS, seed, CELLS_FIT_SIZE)
+    k = math.ceil(n / group_size)
+    n_cells = min(math.ceil(k ** (2 / 3)), n)
+    rng = np.random.default_rng(seed)
+    fit_rows = np.sort(rng.choice(n, CELLS_FIT_SIZE, replace=False)) if n > CELLS_FIT_SIZE else np.arange(n)
+    centres = _fit_centres(x[fit_rows], n_cells, seed)
+    near = nearest_centres(x, centres, min(CELL_PROBES, n_cells))
+    labels, offsets = _split_cells(x, near[:, 0], n_cells, group_size, seed)
+    small = np.bincount(labels, minlength=offsets[-1]) < group_size / 4
+    for _ in range(CELL_PASSES):
+        labels = _move_to_nearest_group(x, labels, offsets, near, dropped=small)
+        small = np.zeros_like(small)
+    return np.unique(labels, return_inverse=True)[1].astype(np.int64)
+
+
+def _fit_centres(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    from sklearn.cluster import KMeans
+
+    # one initialisation and few steps: the cells only need to be compact, the passes fix what their borders cut
+    return KMeans(n_clusters=k, n_init=1, max_iter=20, random_state=seed).fit(x).cluster_centers_.astype(np.float32)
+
+
+def nearest_centres(x: np.ndarray, centres: np.ndarray, probes: int) -> np.ndarray:
+    """`(N, probes)` int64: the indices of each row's `probes` nearest `centres`, nearest first (chunks of rows)."""
+    out = np.empty((x.shape[0], probes), dtype=np.int64)
+    norms = (centres.astype(np.float32) ** 2).sum(axis=1)
+    for s in range(0, x.shape[0], _CHUNK):
+        dist = norms - 2 * (x[s : s + _CHUNK] @ centres.T)  # squared distance less the row's own norm
+        top = np.argpartition(dist, probes - 1, axis=1)[:, :probes] if probes < dist.shape[1] else np.argsort(dist, 1)
+        out[s : s + _CHUNK] = np.take_along_axis(top, np.argsort(np.take_along_axis(dist, top, 1), 1), 1)
+    return out
+
+
+def _split_cells(
+    x: np.ndarray, cells: np.ndarray, n_cells: int, group_size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's own k-means into groups of about `group_size`; the labels, numbered cell after cell, and
+    `offsets` (cell `c` holds groups `offsets[c]..offsets[c+1]-1`)."""
+    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
+
+    labels = np.empty(x.shape[0], dtype=np.int64)
+    offsets = np.zeros(n_cells + 1, dtype=np.int64)
+    order = np.argsort(cells, kind="stable")
+    bounds = np.searchsorted(cells[order], np.arange(n_cells + 1))
+    # one thread: a k-means of ~1,000 rows is over before a second one helps, and on a busy machine the OpenMP
+    # threads' barriers made each one take 25 times longer (0.23 s instead of 9 ms)
+    with threadpool_limits(limits=1):
+        for cell in range(n_cells):
+            members = order[bounds[cell] : bounds[cell + 1]]
+            groups = min(max(1, round(len(members) / group_size)), len(members))
+            if groups > 1:
+                labels[members] = offsets[cell] + run_kmeans(x[members], groups, seed)
+            elif len(members):
+                labels[members] = offsets[cell]
+            offsets[cell + 1] = offsets[cell] + groups
+    return labels, offsets
+
+
+def _move_to_nearest_group(
+    x: np.ndarray, labels: np.ndarray, offsets: np.ndarray, near: np.ndarray, dropped: np.ndarray
+) -> np.ndarray:
+    """One Lloyd step restricted to nearby groups: each row's nearest group centre among the groups of its `near`
+    cells, one probe at a time (the rows whose j-th cell is `c` against the groups of `c`: small products)."""
+    from scipy.sparse import csr_matrix
+
+    k, n = int(offsets[-1]), x.shape[0]
+    counts = np.bincount(labels, minlength=k)
+    sums = csr_matrix((np.ones(n, dtype=np.float32), (labels, np.arange(n))), shape=(k, n)) @ x
+    centres = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+    norms = (centres**2).sum(axis=1)
+    norms[(counts == 0) | dropped] = np.inf  # an empty or dropped group takes no row
+    best, best_dist = labels.copy(), np.full(n, np.inf, dtype=np.float32)
+    for probe in range(near.shape[1]):
+        cells = near[:, probe]
+        order = np.argsort(cells, kind="stable")
+        bounds = np.searchsorted(cells[order], np.arange(len(offsets)))
+        for cell in np.flatnonzero(np.diff(bounds)):
+            rows, first, last = order[bounds[cell] : bounds[cell + 1]], offsets[cell], offsets[cell + 1]
+            if last == first:
+                continue
+            dist = norms[first:last] - 2 * (x[rows] @ centres[first:last].T)
+            pick = dist.argmin(axis=1)
+            closer = dist[np.arange(rows.size), pick] < best_dist[rows]
+            best[rows[closer]], best_dist[rows[closer]] = (
+                first + pick[closer],
+                dist[np.arange(rows.size), pick][closer],
+            )
+    return best
