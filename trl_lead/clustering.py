@@ -494,10 +494,10 @@ def embedding_groups(
     Up to `exact_max` samples: k-means with `k = ceil(N / group_size)`. Above ([`trl_lead.kmeans.cell_groups`]): PCA
     to `PCA_DIMS` dimensions fitted on 50k random rows and applied to all in chunks; `ceil(k^0.6)` coarse cells by a
     k-means fitted on 50k rows, each sample in its nearest cell; each cell split by its own k-means into groups of
-    about `group_size`; then 3 passes that move every sample to the nearest group centre among the groups of its 16
-    nearest cells (groups under a quarter of `group_size` give up their samples), which mend the kinds the cell borders
-    cut. The cost is about linear in `N` (1M x 896 in under 2 minutes on 2 cores, benchmarks/scale.py --groups); the
-    labels are `0..groups-1`, numbered cell after cell."""
+    about `group_size`; then 3 passes that move every sample to the nearest group centre among the groups of its 32
+    nearest cells, which mend the kinds the cell borders cut. The small k-means and the passes grow as `N^1.4`, the
+    nearest-cell search as `N^1.6` (1M x 896 in under 2 minutes on 2 cores: benchmarks/scale.py --groups); the labels
+    are `0..groups-1`, numbered cell after cell."""
     if not (isinstance(group_size, int) and group_size >= 1):
         raise ValueError(f"`group_size={group_size!r}` must be an int >= 1 (samples per group).")
     seed = check_seed(seed)

@@ -222,15 +222,16 @@ CELLS_FIT_SIZE = 50_000
 """Rows the PCA and the coarse k-means of `cell_groups` are fitted on: 50k rows estimate an 896 x 896 covariance and
 ~500 coarse centres well enough, and fitting on 1M rows would cost as much as all the rest."""
 
-CELL_PROBES = 16
-"""Coarse cells whose groups a sample may move to in `cell_groups`' passes: its nearest 16. On N / 32 random kinds
-of 896-wide embeddings (benchmarks/scale.py --groups) the points of one kind fell in 7 cells on average at 1M samples
+CELL_PROBES = 32
+"""Coarse cells whose groups a sample may move to in `cell_groups`' passes: its nearest 32. On N / 32 random kinds
+of 896-wide embeddings (benchmarks/scale.py --groups) the samples of one kind fell in 7 cells on average at 1M samples
 (2.5 at 100k): in 50 dims many cell centres are about as near as the nearest, so the noise of a sample decides its
-cell. The adjusted Rand index at 1M after the passes: 0.60 with 3 probes, 0.77 with 8, 0.85 with 16."""
+cell. The adjusted Rand index at 1M after the passes: about 0.60 with 3 probes, 0.77 with 8, 0.85 with 16, 0.88 with
+32 (each pass costs ~0.35 s per probe there); at 100k, 0.95 from 8 probes on."""
 
 CELL_PASSES = 3
 """Passes of `cell_groups` that move each sample to the nearest group of its `CELL_PROBES` cells (a fourth changed
-the adjusted Rand index by less than 0.001 at 100k and 1M)."""
+the adjusted Rand index by less than 0.005 at 100k and 1M)."""
 
 
 def cell_groups(x: np.ndarray, group_size: int, seed: int) -> np.ndarray:
@@ -240,9 +241,8 @@ def cell_groups(x: np.ndarray, group_size: int, seed: int) -> np.ndarray:
     PCA to `PCA_DIMS` (fitted on `CELLS_FIT_SIZE` rows); `ceil(k^0.6)` coarse cells (k = N / group_size) by a k-means
     fitted on `CELLS_FIT_SIZE` rows, every row in its nearest cell; each cell split by its own k-means into groups of
     about `group_size` (cells of about `k^0.4` groups keep those k-means small). A kind of sample cut by cell borders
-    leaves fragments merged into wrong groups or alone in tiny ones, so `CELL_PASSES` times every row moves to the
-    nearest group centre among the groups of its `CELL_PROBES` nearest cells, groups under a quarter of `group_size`
-    giving up their rows. Labels are `0..groups-1`."""
+    leaves fragments in wrong groups, so `CELL_PASSES` times every row moves to the nearest group centre among the
+    groups of its `CELL_PROBES` nearest cells (Lloyd steps over nearby groups only). Labels are `0..groups-1`."""
     from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
     n = x.shape[0]
@@ -258,8 +258,7 @@ def cell_groups(x: np.ndarray, group_size: int, seed: int) -> np.ndarray:
     with threadpool_limits(limits=1):
         labels, offsets = _split_cells(x, near[:, 0], n_cells, group_size, seed)
         for _ in range(CELL_PASSES):
-            small = np.bincount(labels, minlength=offsets[-1]) < group_size / 4
-            labels = _move_to_nearest_group(x, labels, offsets, near, dropped=small)
+            labels = _move_to_nearest_group(x, labels, offsets, near)
     return np.unique(labels, return_inverse=True)[1].astype(np.int64)
 
 
@@ -301,9 +300,7 @@ def _split_cells(
     return labels, offsets
 
 
-def _move_to_nearest_group(
-    x: np.ndarray, labels: np.ndarray, offsets: np.ndarray, near: np.ndarray, dropped: np.ndarray
-) -> np.ndarray:
+def _move_to_nearest_group(x: np.ndarray, labels: np.ndarray, offsets: np.ndarray, near: np.ndarray) -> np.ndarray:
     """One Lloyd step restricted to nearby groups: each row's nearest group centre among the groups of its `near`
     cells, one probe at a time (the rows whose j-th cell is `c` against the groups of `c`: small products)."""
     from scipy.sparse import csr_matrix
@@ -313,7 +310,7 @@ def _move_to_nearest_group(
     sums = csr_matrix((np.ones(n, dtype=np.float32), (labels, np.arange(n))), shape=(k, n)) @ x
     centres = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
     norms = (centres**2).sum(axis=1)
-    norms[(counts == 0) | dropped] = np.inf  # an empty or dropped group takes no row
+    norms[counts == 0] = np.inf  # an emptied group has no centre and takes no row
     best, best_dist = labels.copy(), np.full(n, np.inf, dtype=np.float32)
     for probe in range(near.shape[1]):
         cells = near[:, probe]
