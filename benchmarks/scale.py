@@ -96,9 +96,10 @@ def groups_main(sizes: list[int]) -> None:
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} cores (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}), "
         f"{platform.platform()}, shared with other jobs (the wall time moves with their load; the CPU time of the 2 "
-        "threads, halved, is what an idle machine would take). `embedding_groups` on N x 896 float32 embeddings, "
-        "N / 32 kinds of prompt (random centres, noise 0.5 per coordinate); adjusted Rand index against the kinds on "
-        "20,000 samples.",
+        "threads, halved, is what an idle machine would take, but above 10,000 samples the many small k-means and the "
+        "passes run on one thread, so there it is closer to the CPU time unhalved). `embedding_groups` on N x 896 "
+        "float32 embeddings, N / 32 kinds of prompt (random centres, noise 0.5 per coordinate); adjusted Rand index "
+        "against the kinds on 20,000 samples.",
         "",
         "| N | wall (s) | CPU time, both threads (s) | groups | median group size | adjusted Rand index |",
         "|---|---|---|---|---|---|",

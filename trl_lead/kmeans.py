@@ -265,8 +265,11 @@ def cell_groups(x: np.ndarray, group_size: int, seed: int) -> np.ndarray:
 def _fit_centres(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     from sklearn.cluster import KMeans
 
-    # one initialisation and few steps: the cells only need to be compact, the passes fix what their borders cut
-    return KMeans(n_clusters=k, n_init=1, max_iter=20, random_state=seed).fit(x).cluster_centers_.astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Number of distinct clusters")  # as in run_kmeans
+        # one initialisation and few steps: the cells only need to be compact, the passes mend what their borders cut
+        model = KMeans(n_clusters=k, n_init=1, max_iter=20, random_state=seed).fit(x)
+    return model.cluster_centers_.astype(np.float32)
 
 
 def nearest_centres(x: np.ndarray, centres: np.ndarray, probes: int) -> np.ndarray:
