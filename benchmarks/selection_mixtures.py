@@ -226,6 +226,7 @@ def summarize(rows: list[dict], out_dir: str, machine: str) -> None:
             )
         lines.append("")
     lines += _contrast_lines(score)
+    lines += _visit_lines(rows)
     tmp = os.path.join(out_dir, f"{NAME}.md.tmp")
     with open(tmp, "w") as f:
         f.write("\n".join(lines))
@@ -299,6 +300,41 @@ def _contrast_lines(score: dict[tuple[str, int, float], dict[str, dict[int, floa
     ]
     for method, reference, what, values in rows:
         lines.append(f"| {what} | {method} | {reference} | " + " | ".join(values.get(k, "") for k in shown) + " |")
+    return [*lines, ""]
+
+
+VISIT_COLUMNS = (
+    ("wrong_visits_first", "wrong, first third"),
+    ("wrong_visits_middle", "wrong, middle third"),
+    ("wrong_visits_last", "wrong, last third"),
+    ("bad_visits_last", "noise family and bad source, last third"),
+    ("answer_length_ratio", "answer length of the trained samples / the pool's"),
+)
+
+
+def _visit_lines(rows: list[dict]) -> list[str]:
+    """Where rows recorded them: what each method trained on, as shares of its visits (mean over seeds)."""
+    recorded = [row for row in rows if row.get("wrong_visits_first") not in (None, "")]
+    if not recorded:
+        return []
+    cells: dict[tuple[str, float, str], list[dict]] = {}
+    for row in recorded:
+        cells.setdefault((row["mixture"], float(row["budget"]), row["method"]), []).append(row)
+    order = list(METHODS)
+    lines = [
+        "## What the runs trained on (share of visits, mean over seeds; a subset's visits are its rows)",
+        "",
+        "| mixture | budget | method | seeds | " + " | ".join(label for _, label in VISIT_COLUMNS) + " |",
+        "|---|---|---|---|" + "---|" * len(VISIT_COLUMNS),
+    ]
+    for mixture, budget, method in sorted(
+        cells, key=lambda k: (k[0], k[1], order.index(k[2]) if k[2] in order else 0)
+    ):
+        group = cells[(mixture, budget, method)]
+        means = [np.mean([float(row[column]) for row in group]) for column, _ in VISIT_COLUMNS]
+        lines.append(
+            f"| ({mixture}) | {budget:.0%} | {method} | {len(group)} | " + " | ".join(f"{m:.2f}" for m in means) + " |"
+        )
     return [*lines, ""]
 
 

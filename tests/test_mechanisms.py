@@ -274,15 +274,18 @@ def test_split_by_size_weights_each_cluster_by_the_samples_it_can_give():
     # at least a round of 4, so no share runs short. Uniform policy: a mixture round is split with p = (1/3 each) x
     # (20, 4, 12) / 12 = (5/9, 1/9, 1/3): 2.22, 0.44 and 1.33 of 4 samples on average, against 4/3 each without the
     # option. Planning does not change the state: 2000 draws of the first round (standard error of a mean <= 0.025).
+    # Where the filter's gate is closed (scores 100 times closer: a spread of 0.18 under the gate of 0.6) the filter
+    # excludes nothing and the split has no verdicts to weigh: the round is split as without the option.
     cluster = np.repeat([0, 1, 2], [40, 8, 24])
     initial = np.random.default_rng(1).permutation(72).astype(float)
-    expected = {True: np.array([5, 1, 3]) * 4 / 9, False: np.full(3, 4 / 3)}
-    for split in (False, True):
+    expected = {True: np.array([5, 1, 3]) * 4 / 9, False: np.full(3, 4 / 3), "closed": np.full(3, 4 / 3)}
+    for split in (False, True, "closed"):
         policy = make_policy("uniform")
         policy.reset(3, seed=0)
         sel = make_selector(cluster, policy, round_size=4, round_mode="mixture", sample_filter="small_loss",
-                            filter_keep=0.5, split_by_size=split)  # fmt: skip
-        sel.state.set_initial_scores(initial)
+                            filter_keep=0.5, split_by_size=bool(split), filter_min_spread=0.6)  # fmt: skip
+        sel.state.set_initial_scores(initial / 100 if split == "closed" else initial)
+        assert sel.filter_held_back() is (split == "closed")
         taken = np.zeros(3)
         for _ in range(2000):
             planned = sel.plan_round()

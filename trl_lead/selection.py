@@ -323,9 +323,14 @@ class RoundSelector:
         keep = None
         if s.sample_filter == "small_loss":
             keep = s.filter_keep if s.filter_keep is not None else auto_filter_keep(s.budget, len(self.state))
-            if not self.small_loss_gate_open():
-                keep = 1.0  # the gate is closed: every never-trained sample may be selected
+            if self.filter_held_back():
+                keep = 1.0  # every never-trained sample may be selected
         return loss_z_excluded(self.state, members, s.filter_z, keep, s.filter_revisits)
+
+    def filter_held_back(self) -> bool:
+        """Whether the small-loss filter is on but its gate closed (`small_loss_gate_open`): it excludes nothing, and
+        mixture rounds are split by the policy alone (`split_by_size` has no verdicts to weigh)."""
+        return self.settings.sample_filter == "small_loss" and not self.small_loss_gate_open()
 
     def small_loss_gate_open(self) -> bool:
         """Whether the small-loss filter cuts: the initial scores within comparison groups spread by at least
@@ -444,9 +449,10 @@ class RoundSelector:
             return [arm], {arm: s.round_size}, probabilities
         p = round_distribution(self.policy, mask, s.round_size)
         probabilities = [float(x) for x in p]
-        if s.split_by_size:
+        if s.split_by_size and not self.filter_held_back():
             # each cluster's probability times the samples it can give: the round samples the candidates evenly
-            # where the policy is uniform (rather than the clusters), and the filter's verdicts weigh in
+            # where the policy is uniform (rather than the clusters), and the filter's verdicts weigh in. Where the
+            # gate holds the filter back there are no verdicts, and sizes alone would only copy the pool's make-up
             pools = candidates if candidates is not None else [self._candidates(k) for k in range(len(p))]
             sizes = np.array([len(pool) for pool in pools])
             if (p * sizes).sum() > 0:
