@@ -141,7 +141,8 @@ class LEADConfig(SFTConfig):
             Mixture rounds: weight each cluster's probability by the number of samples it can give (eligible, and
             kept by `lead_sample_filter`), so that where the policy is uniform a round samples those candidates evenly
             instead of the clusters (a cluster the filter mostly excludes gets a small share; large clusters are not
-            starved). No effect with `lead_round_mode="single"`.
+            starved). No effect with `lead_round_mode="single"`, nor where the filter's gate is closed
+            (`lead_filter_min_spread`): with no verdicts to weigh, the policy alone splits the round.
         lead_candidates (`float`, *optional*):
             Before any pass, draw once a candidate subsample of `lead_candidates` times the budget (stratified by the
             cluster column when one is given, in proportion to each cluster's size); the scoring pass, the clusters
