@@ -258,13 +258,31 @@ def test_small_loss_filter_cuts_only_where_the_groups_scores_spread(spread, gate
     assert sel.small_loss_gate_open() and sel.state.filter_spread() == pytest.approx(spread * 5, rel=1e-6)
 
 
-def test_filter_min_spread_is_checked_and_said_to_have_no_effect_without_the_small_loss_filter(tmp_path):
+@pytest.mark.parametrize(
+    "name, allowed, refused",
+    [
+        ("filter_z", [1e-9, 2.5, 100.0], [0.0, -1.0, math.inf]),
+        ("filter_keep", [1e-9, 0.5, 1.0], [0.0, 1.0001, math.nan]),
+        ("filter_min_spread", [0.0, 0.6, 50.0], [-1e-9, math.nan, math.inf]),
+        ("budget_pace", [0.0, 0.5, 1.0], [-0.1, 1.5, "0.5"]),
+    ],
+)
+def test_numeric_settings_are_checked_against_their_ranges_at_both_entry_points(tmp_path, name, allowed, refused):
     from trl_lead import LEADConfig
 
-    with pytest.raises(ValueError, match="lead_filter_min_spread"):
-        LEADConfig(output_dir=str(tmp_path), use_cpu=True, lead_filter_min_spread=-1.0)
-    with pytest.raises(ValueError, match="filter_min_spread"):
-        SelectionSettings(round_size=2, budget=4, filter_min_spread=float("nan"))
+    for value in allowed:
+        SelectionSettings(round_size=2, budget=4, **{name: value})
+        LEADConfig(output_dir=str(tmp_path), use_cpu=True, **{f"lead_{name}": value})
+    for value in refused:
+        with pytest.raises(ValueError, match=f"`{name}={value!r}` must be a finite number"):
+            SelectionSettings(round_size=2, budget=4, **{name: value})
+        with pytest.raises(ValueError, match=f"`lead_{name}={value!r}` must be a finite number"):
+            LEADConfig(output_dir=str(tmp_path), use_cpu=True, **{f"lead_{name}": value})
+
+
+def test_filter_min_spread_is_said_to_have_no_effect_without_the_small_loss_filter(tmp_path):
+    from trl_lead import LEADConfig
+
     with pytest.warns(UserWarning, match="lead_filter_min_spread=1.0` has no effect"):
         LEADConfig(output_dir=str(tmp_path), use_cpu=True, lead_sample_filter="none", lead_filter_min_spread=1.0)
 

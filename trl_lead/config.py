@@ -19,11 +19,8 @@ from .settings import (
     REWARDS,
     ROUND_MODES,
     SAMPLE_FILTERS,
-    check_budget_pace,
     check_choice,
-    check_filter_keep,
-    check_filter_min_spread,
-    check_filter_z,
+    check_numbers,
 )
 
 CLUSTER_DEFAULTS = {"lead_clusters": "ifd", "lead_num_clusters": 7}
@@ -326,11 +323,7 @@ class LEADConfig(SFTConfig):
         }
         for name, allowed in choices.items():
             check_choice(name, getattr(self, name), allowed)
-        check_filter_z(self.lead_filter_z)
-        if self.lead_filter_keep is not None:
-            check_filter_keep(self.lead_filter_keep)
-        check_budget_pace(self.lead_budget_pace)
-        check_filter_min_spread(self.lead_filter_min_spread)
+        check_numbers(self.selection_choices())
         needs_initial = {"lead_sample_filter": "small_loss", "lead_reward": "heldout_gain"}
         for name, value in needs_initial.items():
             if getattr(self, name) == value and self.lead_initial_score != "loss":

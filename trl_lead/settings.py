@@ -95,32 +95,32 @@ def check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:
         raise ValueError(f"`{name}={value!r}` is not one of {list(allowed)}; pick one of them.")
 
 
-def check_filter_z(value: float, name: str = "lead_filter_z") -> None:
-    """The filter's threshold is a positive number of robust standard deviations."""
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(
-            f"`{name}={value!r}` must be a finite number > 0: the robust z-score above which the filter excludes a "
-            "sample (2 to 3 keeps the bulk of a cluster)."
-        )
+#: The numeric preset settings' ranges: name -> (low, high, whether `low` itself is allowed, what the number means).
+NUMBER_RANGES: dict[str, tuple[float, float, bool, str]] = {
+    "filter_z": (0.0, math.inf, False, "the robust z-score above which the filter excludes a sample (2 to 3 keeps "
+                 "the bulk of a cluster)"),
+    "filter_keep": (0.0, 1.0, False, "the share of each cluster's samples, by lowest initial score, that "
+                    "`lead_sample_filter='small_loss'` lets be selected (0.5 keeps the lower half)"),
+    "filter_min_spread": (0.0, math.inf, True, "the median interquartile range of initial scores within comparison "
+                          "groups, in nats per token, below which `lead_sample_filter='small_loss'` excludes nothing "
+                          "(0 always filters)"),
+    "budget_pace": (0.0, 1.0, True, "the share of the run's rounds over which the budget's new samples are admitted "
+                    "evenly (0 admits them as early as possible, as the paper does)"),
+}  # fmt: skip
 
 
-def check_filter_keep(value: float, name: str = "lead_filter_keep") -> None:
-    """The small-loss filter keeps a share in (0, 1] of each cluster's never-trained samples."""
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 < value <= 1.0):
-        raise ValueError(
-            f"`{name}={value!r}` must be a fraction in (0, 1]: the share of each cluster's samples, by lowest initial "
-            "score, that `lead_sample_filter='small_loss'` lets be selected (0.5 keeps the lower half)."
-        )
-
-
-def check_filter_min_spread(value: float, name: str = "lead_filter_min_spread") -> None:
-    """The small-loss filter's gate is a spread of losses, in nats per token, >= 0."""
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0.0):
-        raise ValueError(
-            f"`{name}={value!r}` must be a finite number >= 0: the median interquartile range of initial scores "
-            "within comparison groups, in nats per token, below which `lead_sample_filter='small_loss'` excludes "
-            "nothing (0 always filters)."
-        )
+def check_numbers(settings: dict[str, Any], prefix: str = "lead_") -> None:
+    """A clear error for the first of `settings` (names without `prefix`) outside its `NUMBER_RANGES` range; `None`
+    (not set) passes."""
+    for name, (low, high, low_allowed, meaning) in NUMBER_RANGES.items():
+        value = settings.get(name)
+        if value is None:
+            continue
+        in_range = isinstance(value, (int, float)) and math.isfinite(value) and value <= high
+        if not (in_range and (value >= low if low_allowed else value > low)):
+            bound = ">=" if low_allowed else ">"
+            where = f"{bound} {low:g}" if math.isinf(high) else f"in {'[' if low_allowed else '('}{low:g}, {high:g}]"
+            raise ValueError(f"`{prefix}{name}={value!r}` must be a finite number {where}: {meaning}.")
 
 
 def auto_filter_keep(budget: int, pool_size: int) -> float:
@@ -128,15 +128,6 @@ def auto_filter_keep(budget: int, pool_size: int) -> float:
     keeps outnumber the budget 1.6 to 1 (0.16 at a 10% budget, 0.4 at 25%, 0.5 from 31.25%): the smaller the budget,
     the clearer the answers it takes. Measured on the benchmark mixtures (docs/results.md)."""
     return min(0.5, 8 * budget / (5 * pool_size))  # 1.6 as a ratio of integers: 0.16 and 0.4 exactly as written
-
-
-def check_budget_pace(value: float, name: str = "lead_budget_pace") -> None:
-    """The pace is a share in [0, 1] of the run's rounds."""
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise ValueError(
-            f"`{name}={value!r}` must be a fraction in [0, 1]: the share of the run's rounds over which the budget's "
-            "new samples are admitted evenly (0 admits them as early as possible, as the paper does)."
-        )
 
 
 def resolve_count(value: float, pool_size: int, name: str) -> int:
@@ -228,11 +219,7 @@ class SelectionSettings:
         check_choice("reward_scaling", self.reward_scaling, REWARD_SCALINGS)
         check_choice("filter_groups", self.filter_groups, FILTER_GROUPS)
         check_choice("initial_score", self.initial_score, INITIAL_SCORES)
-        check_filter_z(self.filter_z, "filter_z")
-        if self.filter_keep is not None:
-            check_filter_keep(self.filter_keep, "filter_keep")
-        check_budget_pace(self.budget_pace, "budget_pace")
-        check_filter_min_spread(self.filter_min_spread, "filter_min_spread")
+        check_numbers(self.choices(), prefix="")
         if self.round_size < 1:
             raise ValueError(f"`round_size={self.round_size}` must be >= 1.")
         if self.budget < 1:
