@@ -244,18 +244,23 @@ def test_small_loss_filter_cuts_only_where_the_groups_scores_spread(spread, gate
     sel = make_selector(cluster, round_size=10, sample_filter="small_loss", filter_keep=0.25, filter_min_spread=0.5)
     sel.state.set_initial_scores(initial)
     assert sel.state.filter_spread() == pytest.approx(spread / 2, rel=1e-6)
-    assert sel.small_loss_gate_open() is gate_open
+    assert sel.filter_held_back() is not gate_open
     planned = sel.plan_round()
     if gate_open:
         assert planned.filtered == {"0": 15} and sorted(planned.sample_ids[~planned.filled]) == [0, 1, 2, 3, 4]
     else:
         assert planned.filtered == {"0": 0} and not planned.filled.any() and len(planned.sample_ids) == 10
-    # a gate of 0 always cuts; new scores are measured anew
+    # a gate of 0 always cuts, and so does a filter whose spread cannot be measured; new scores are measured anew
     sel.settings.filter_min_spread = 0.0
-    assert sel.small_loss_gate_open()
+    assert not sel.filter_held_back()
     sel.settings.filter_min_spread = 0.5
+    sel.state.set_initial_scores(np.full(20, np.nan))
+    assert math.isnan(sel.state.filter_spread()) and not sel.filter_held_back()
     sel.state.set_initial_scores(initial * 10)
-    assert sel.small_loss_gate_open() and sel.state.filter_spread() == pytest.approx(spread * 5, rel=1e-6)
+    assert not sel.filter_held_back() and sel.state.filter_spread() == pytest.approx(spread * 5, rel=1e-6)
+    sel.settings.sample_filter = "loss_z"  # another filter has no gate
+    sel.state.set_initial_scores(initial / 100)
+    assert not sel.filter_held_back()
 
 
 @pytest.mark.parametrize(

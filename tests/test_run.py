@@ -72,3 +72,16 @@ def test_a_checkpoint_inside_a_round_continues_as_the_run_it_was_taken_from():
     assert [r["sample_ids"] for r in restored.state.rounds] == [r["sample_ids"] for r in run.state.rounds]
     assert [r["reward"] for r in restored.state.rounds] == [r["reward"] for r in run.state.rounds]
     np.testing.assert_array_equal(restored.state.idu, run.state.idu)
+
+
+@pytest.mark.parametrize("spread, warns", [(0.2, True), (2.0, False)])
+def test_starting_rounds_says_when_the_filters_gate_holds_it_back(caplog, spread, warns):
+    # Initial scores evenly spaced over `spread` nats in each cluster of 10: interquartile range 0.5 * spread, against
+    # the default gate of 0.6
+    settings = SelectionSettings.for_pool(len(CLUSTERS), 8, 0.5, "default", rounds=6)
+    run = RoundRun(settings, make_policy("exp3s"), seed=3)
+    initial = np.tile(np.linspace(0.0, spread, 10), 4)
+    with caplog.at_level("WARNING", logger="trl_lead.run"):
+        run.start(CLUSTERS, [torch.nn.Parameter(torch.zeros(3))], initial_scores=initial)
+    assert ("the small-loss filter excludes nothing" in caplog.text) is warns
+    assert (f"interquartile range {spread / 2:.2f} nats" in caplog.text) is warns

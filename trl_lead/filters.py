@@ -53,12 +53,18 @@ def small_loss_cut(scores: np.ndarray, keep: float) -> float:
     return np.partition(finite, rank)[rank]  # linear time: this runs for every cluster every round
 
 
+def sorted_by_group(scores: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The order sorting samples by group, then by score (NaN last in a group), and where each group starts in it."""
+    order = np.lexsort((scores, groups))
+    sorted_groups = groups[order]
+    return order, np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+
+
 def group_cuts(scores: np.ndarray, groups: np.ndarray, keep: float) -> np.ndarray:
     """Per sample, `small_loss_cut` of the `scores` of its group (`groups`: one label >= 0 per sample), for all
     groups at once."""
-    order = np.lexsort((scores, groups))  # by group, then score; NaN last in a group
+    order, starts = sorted_by_group(scores, groups)
     sorted_groups = groups[order]
-    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
     finite = np.add.reduceat(np.isfinite(scores[order]).astype(np.int64), starts)
     ranks = np.maximum(np.ceil(keep * finite).astype(np.int64) - 1, 0)
     cut_of_group = np.where(finite > 0, scores[order][starts + ranks], np.nan)
@@ -79,12 +85,10 @@ def group_spread(scores: np.ndarray, groups: np.ndarray) -> float:
     scores = np.asarray(scores, dtype=np.float64)
     finite = np.isfinite(scores)
     groups, scores = np.asarray(groups)[finite], scores[finite]
-    order = np.lexsort((scores, groups))
-    sorted_groups, sorted_scores = groups[order], scores[order]
-    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    order, starts = sorted_by_group(scores, groups)
     ranges = [
         np.subtract(*np.quantile(group, [0.75, 0.25]))
-        for group in np.split(sorted_scores, starts[1:])
+        for group in np.split(scores[order], starts[1:])
         if len(group) >= MIN_PEERS
     ]
     return float(np.median(ranges)) if ranges else math.nan

@@ -77,7 +77,7 @@ class RoundRun:
         self.policy.reset(self.state.num_clusters, seed=self.seed)
         self.tracker = UpdateTracker(parameters, self.seed)
         self.started = True
-        if self.settings.sample_filter == "small_loss" and not self.selector.small_loss_gate_open():
+        if self.selector.filter_held_back():
             logger.warning(
                 "LEAD: the small-loss filter excludes nothing on this pool. The initial scores of comparable samples "
                 f"lie close (median interquartile range {self.state.filter_spread():.2f} nats per token, under "

@@ -328,16 +328,12 @@ class RoundSelector:
         return loss_z_excluded(self.state, members, s.filter_z, keep, s.filter_revisits)
 
     def filter_held_back(self) -> bool:
-        """Whether the small-loss filter is on but its gate closed (`small_loss_gate_open`): it excludes nothing, and
-        mixture rounds are split by the policy alone (`split_by_size` has no verdicts to weigh)."""
-        return self.settings.sample_filter == "small_loss" and not self.small_loss_gate_open()
-
-    def small_loss_gate_open(self) -> bool:
-        """Whether the small-loss filter cuts: the initial scores within comparison groups spread by at least
-        `filter_min_spread` nats per token (`LEADState.filter_spread`; a spread that cannot be measured leaves the
-        gate open)."""
-        spread = self.state.filter_spread()
-        return not spread < self.settings.filter_min_spread
+        """Whether the small-loss filter is on but its gate closed: the initial scores within comparison groups spread
+        by less than `filter_min_spread` nats per token (`LEADState.filter_spread`; a spread that cannot be measured
+        leaves the gate open). Then it excludes nothing, and mixture rounds are split by the policy alone
+        (`split_by_size` has no verdicts to weigh)."""
+        s = self.settings
+        return s.sample_filter == "small_loss" and self.state.filter_spread() < s.filter_min_spread
 
     # ----- fine selection -----------------------------------------------------------------------------------------
     def _keys(self, candidates: np.ndarray, rule: str) -> np.ndarray:
