@@ -393,11 +393,16 @@ def read_rows(path: str) -> list[dict]:
 def append_row(path: str, row: dict) -> None:
     """Append `row` to the CSV at `path`; a row with columns the file lacks rewrites it with them (empty in the
     rows before), atomically, so the columns always line up."""
+    from trl_lead.files import atomic_write
+
     rows = read_rows(path)
     header = list(rows[0]) if rows else list(row)
     if rows and set(row) - set(header):
         header += [key for key in row if key not in header]
-        write_csv(path, [*rows, row], header)
+        with atomic_write(path) as f:
+            writer = csv.DictWriter(f, fieldnames=header, restval="")
+            writer.writeheader()
+            writer.writerows([*rows, row])
         return
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=header, restval="")
@@ -406,18 +411,6 @@ def append_row(path: str, row: dict) -> None:
         writer.writerow(row)
         f.flush()
         os.fsync(f.fileno())
-
-
-def write_csv(path: str, rows: list[dict], header: list[str]) -> None:
-    """`rows` under `header` to `path`, written beside it and moved over it (never half-written)."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
 
 
 def summarize(rows: list[dict], out_dir: str, machine: str) -> None:

@@ -132,3 +132,20 @@ def test_the_package_has_one_cache_directory_and_imports_no_torch():
     assert [p.name for p in package.glob("*.py") if "def cache_dir_path(" in p.read_text()] == ["files.py"]
     code = "import sys, trl_lead.files; assert not {'torch', 'numpy'} & set(sys.modules), sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_benchmark_rows_keep_their_columns_when_a_row_brings_new_ones(tmp_path):
+    from benchmarks.selection import append_row, read_rows
+
+    path = str(tmp_path / "runs.csv")
+    append_row(path, {"method": "random", "score": 1})
+    append_row(path, {"score": 2, "method": "oracle"})  # another key order: written under the file's header
+    append_row(path, {"method": "lead", "share": 0.5, "score": 3})  # a new column: the file is rewritten with it
+    append_row(path, {"method": "stratified", "score": 4})
+    assert read_rows(path) == [
+        {"method": "random", "score": "1", "share": ""},
+        {"method": "oracle", "score": "2", "share": ""},
+        {"method": "lead", "score": "3", "share": "0.5"},
+        {"method": "stratified", "score": "4", "share": ""},
+    ]
+    assert os.listdir(tmp_path) == ["runs.csv"]  # no temporary file left beside it
