@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from selection import cpu_training_args  # noqa: E402
 from selection_mixtures import POOL_SIZE, describe_machine, paired  # noqa: E402
 
 from trl_lead.clustering import PROMPT_GROUP_SIZE  # noqa: E402
@@ -132,22 +133,7 @@ def timed_run(kind: str, pool, tokenizer, width: int, budget: float, candidates:
 
     with tempfile.TemporaryDirectory() as out:
         os.environ["TRL_LEAD_CACHE"] = os.path.join(out, "cache")  # nothing cached
-        common = dict(
-            output_dir=os.path.join(out, "run"),
-            assistant_only_loss=True,
-            per_device_train_batch_size=BATCH,
-            learning_rate=1e-3,
-            max_steps=steps,
-            max_length=64,
-            save_strategy="no",
-            report_to="none",
-            use_cpu=True,
-            bf16=False,
-            seed=0,
-            disable_tqdm=True,
-            logging_steps=10_000,
-            dataloader_num_workers=0,
-        )
+        common = cpu_training_args(os.path.join(out, "run"), BATCH, steps, logging_steps=10_000)
         model = build_model(tokenizer, width)
         start, cpu_start = time.perf_counter(), time.process_time()
         if kind == "sft":

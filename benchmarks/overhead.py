@@ -17,6 +17,7 @@ import gc
 import os
 import platform
 import resource
+import sys
 import time
 
 import numpy as np
@@ -30,6 +31,9 @@ from trl_lead.cli import DEFAULT_DEMO_MIXTURE
 from trl_lead.embedded import build_tokenizer
 from trl_lead.files import atomic_write
 from trl_lead.pool import make_instruction_pool
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from selection import cpu_training_args  # noqa: E402
 
 STEPS, BATCH, ROUND, POOL = 40, 8, 80, 600  # rounds of 10 steps; a small pool keeps LEAD's scoring pass short
 
@@ -74,21 +78,7 @@ def run(kind: str, order: list[int] | None = None) -> dict:
     tokenizer = build_tokenizer()
     pool, _ = make_instruction_pool(num_train=POOL, num_eval_per_family=2)
     output_dir = f"/tmp/overhead-{kind}"
-    common = dict(
-        output_dir=output_dir,
-        assistant_only_loss=True,
-        per_device_train_batch_size=BATCH,
-        learning_rate=1e-3,
-        max_steps=STEPS,
-        max_length=64,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
-        disable_tqdm=True,
-        logging_steps=1000,
-    )
+    common = cpu_training_args(output_dir, BATCH, STEPS)
     timer = StepTimer()
     gc.collect()
     base_rss = rss_mb()  # after imports and data: what the run itself adds is measured against this

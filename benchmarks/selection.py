@@ -173,24 +173,37 @@ class Job:
     num_eval_per_family: int | None = None  # None: the embedded default's
 
 
+def cpu_training_args(output_dir: str, batch_size: int, steps: int, **overrides) -> dict:
+    """The `SFTConfig` arguments the benchmarks' runs share (the embedded model's length, CPU, assistant-only loss, no
+    saving or reporting), with `overrides`."""
+    return {
+        "output_dir": output_dir,
+        "assistant_only_loss": True,
+        "per_device_train_batch_size": batch_size,
+        "learning_rate": 1e-3,
+        "max_steps": steps,
+        "max_length": 64,
+        "save_strategy": "no",
+        "report_to": "none",
+        "use_cpu": True,
+        "bf16": False,
+        "seed": 0,
+        "disable_tqdm": True,
+        "logging_steps": 1000,
+        **overrides,
+    }
+
+
 def common_args(job: Job, output_dir: str) -> dict:
-    return dict(
-        output_dir=output_dir,
-        assistant_only_loss=True,
-        per_device_train_batch_size=job.batch_size,
+    return cpu_training_args(
+        output_dir,
+        job.batch_size,
+        job.steps,
         per_device_eval_batch_size=128,
         learning_rate=job.learning_rate,
         lr_scheduler_type="constant",
-        max_steps=job.steps,
-        max_length=64,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
         seed=job.seed,
         data_seed=job.seed,
-        disable_tqdm=True,
-        logging_steps=1000,
     )
 
 
