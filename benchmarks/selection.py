@@ -115,8 +115,6 @@ MECHANISMS["lead_auto_boltzmann"] = {**MECHANISMS["lead_auto"], "lead_policy": "
 MECHANISMS["lead_auto_nofilter"] = {**MECHANISMS["lead_auto"], "lead_sample_filter": "none"}
 # the default with its small-loss filter cutting on every pool, whatever the spread of its scores (no gate)
 MECHANISMS["lead_auto_always_filter"] = {**MECHANISMS["lead_auto"], "lead_filter_min_spread": 0.0}
-# the default with rounds split by the policy alone: equal shares per cluster where the policy is uniform
-MECHANISMS["lead_auto_nosplit"] = {**MECHANISMS["lead_auto"], "lead_split_by_size": False}
 # a cluster reward paired per sample (initial score minus the loss at first visit) once the filter has removed most
 # of the bad source: does it now find the noise family?
 MECHANISMS["lead_auto_gain"] = {**MECHANISMS["lead_auto"], "lead_reward": "heldout_gain"}

@@ -89,6 +89,11 @@ def test_unknown_presets_and_settings_are_refused_with_the_fix():
 def test_the_proxy_says_what_it_cannot_model():
     default = gymnasium.make("trl_lead/ProxyTraining-v0").unwrapped
     assert set(default.unmodeled) == {"sample_filter", "filter_groups", "filter_min_spread"}
+    held_back = []  # what `unmodeled` says of the gate: the surrogate's spread lies about it, seed by seed
+    for seed in range(8):
+        default.reset(seed=seed)
+        held_back.append(default.selector.filter_held_back())
+    assert any(held_back) and not all(held_back)
     assert gymnasium.make("trl_lead/ProxyTraining-v0", preset="paper").unwrapped.unmodeled == {}
 
 
