@@ -48,6 +48,13 @@ METHODS: dict[str, dict] = {
     "small_loss_subset": {"kind": "subset", "how": "small_loss"},
     # the same within groups of about 32 similar prompts (lead_filter_groups="prompts" without LEAD)
     "small_loss_prompts_subset": {"kind": "subset", "how": "small_loss_prompts"},
+    # the ceiling of any filter that reads a model's loss: the small-loss subset, scored instead by a model trained
+    # like the oracle (the base on a random subset of the clean rows only), which has learned each task from right
+    # answers alone
+    "clean_model_small_loss_subset": {"kind": "subset", "how": "clean_model_small_loss"},
+    # the same scored by a model trained like the random subset (on a random subset of the pool, wrong answers
+    # included): what re-scoring the pool with the model a run has trained so far would tell
+    "trained_model_small_loss_subset": {"kind": "subset", "how": "trained_model_small_loss"},
     "loss_iterative": {"kind": "loss_iterative"},
     # LEAD as in the paper (family clusters, K = 8) and its ablations
     "lead": {"kind": "lead", **PAPER},
@@ -115,6 +122,12 @@ MECHANISMS["lead_auto_boltzmann"] = {**MECHANISMS["lead_auto"], "lead_policy": "
 MECHANISMS["lead_auto_nofilter"] = {**MECHANISMS["lead_auto"], "lead_sample_filter": "none"}
 # the default with its small-loss filter cutting on every pool, whatever the spread of its scores (no gate)
 MECHANISMS["lead_auto_always_filter"] = {**MECHANISMS["lead_auto"], "lead_filter_min_spread": 0.0}
+# following the model: the revisit rules (a trained sample is left out when its first-visit loss stands out of its
+# cluster's, or its loss did not fall where its peers' did: a loss trajectory); rewards measurable on revisits (the
+# paper's IDU drop since the last visit; `blend`: the loss drop since the first visit once the budget is spent)
+MECHANISMS["lead_auto_revisits"] = {**MECHANISMS["lead_auto"], "lead_filter_revisits": True}
+MECHANISMS["lead_auto_idu_drop"] = {**MECHANISMS["lead_auto"], "lead_reward": "idu_drop"}
+MECHANISMS["lead_auto_blend"] = {**MECHANISMS["lead_auto"], "lead_reward": "blend"}
 # a cluster reward paired per sample (initial score minus the loss at first visit) once the filter has removed most
 # of the bad source: does it now find the noise family?
 MECHANISMS["lead_auto_gain"] = {**MECHANISMS["lead_auto"], "lead_reward": "heldout_gain"}
@@ -231,11 +244,17 @@ def _subset(base, job: Job, how: str, count: int) -> tuple[np.ndarray, float]:
                 take[i] += 1
                 left -= 1
         return np.concatenate([m[:t] for m, t in zip(members, take)]), 0.0
-    if how in ("small_loss", "small_loss_prompts"):
+    if how in ("small_loss", "small_loss_prompts", "clean_model_small_loss", "trained_model_small_loss"):
         from trl_lead.scoring import answer_losses
 
         start = time.perf_counter()
-        losses = answer_losses(base.model, base.tokenizer, base.train_dataset, batch_size=128, show_progress=False)
+        model = base.model
+        if how in ("clean_model_small_loss", "trained_model_small_loss"):
+            rows = np.arange(n)
+            if how == "clean_model_small_loss":
+                rows = np.flatnonzero(~np.asarray(base.train_dataset["is_corrupted"]))
+            model = train_on_rows(base, rng.choice(rows, min(count, len(rows)), replace=False), job)
+        losses = answer_losses(model, base.tokenizer, base.train_dataset, batch_size=128, show_progress=False)
         family = np.asarray(base.train_dataset["family_id"])
         if how == "small_loss_prompts":  # groups of about 32 similar prompts instead of the families
             from trl_lead.kmeans import cluster_embeddings
@@ -256,6 +275,44 @@ def _subset(base, job: Job, how: str, count: int) -> tuple[np.ndarray, float]:
     return np.argsort(-scores)[:count], time.perf_counter() - start
 
 
+def load_base(mixture: str | None, num_eval_per_family: int | None = None):
+    """The warmed-up base model (`EmbeddedDefault`) with the pool and held-out items of `mixture` (a name in
+    `trl_lead.pool.MIXTURES`; None: the embedded default pool). The base is warmed up on the embedded default pool, or
+    on the mixture's noisy pool itself where the mixture says so (`pool_warmup_steps`)."""
+    from trl_lead.embedded import load_embedded_default
+    from trl_lead.pool import MIXTURES, make_instruction_pool
+
+    pool_warmup = 0 if mixture is None else MIXTURES[mixture].pool_warmup_steps
+    base = load_embedded_default(mixture=mixture, warmup_steps=pool_warmup) if pool_warmup else load_embedded_default()
+    if mixture is not None or num_eval_per_family is not None:
+        # The warmed-up base model, fine-tuned on another pool of the same tasks
+        pool_args = {"mixture": mixture}
+        if num_eval_per_family is not None:
+            pool_args["num_eval_per_family"] = num_eval_per_family
+        base.train_dataset, base.eval_dataset = make_instruction_pool(**pool_args)
+    return base
+
+
+def train_on_rows(base, rows: np.ndarray, job: Job, callbacks: tuple = ()):
+    """A fresh copy of the base model trained on `rows` of its pool with `SFTTrainer`, as the subsets of `job` are."""
+    import tempfile
+
+    import transformers
+    from trl import SFTConfig, SFTTrainer
+
+    fresh = transformers.AutoModelForCausalLM.from_pretrained(base.model_path)
+    with tempfile.TemporaryDirectory() as output_dir:
+        trainer = SFTTrainer(
+            model=fresh,
+            args=SFTConfig(**common_args(job, output_dir)),
+            train_dataset=base.train_dataset.select(np.sort(rows)),
+            processing_class=base.tokenizer,
+            callbacks=list(callbacks),
+        )
+        trainer.train()
+    return trainer.model
+
+
 def run_job(job: Job) -> dict:
     """Train one method from the warmed-up base and score it. Runs in a worker process (one torch thread)."""
     import tempfile
@@ -265,24 +322,11 @@ def run_job(job: Job) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from trl_lead import LEADConfig, LEADSFTTrainer
-    from trl_lead.embedded import exact_match, load_embedded_default
-    from trl_lead.pool import MIXTURES, make_instruction_pool
+    from trl_lead.embedded import exact_match
 
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
-    # the base model: warmed up on the embedded default pool, or on the mixture's noisy pool itself where it says so
-    pool_warmup = 0 if job.mixture is None else MIXTURES[job.mixture].pool_warmup_steps
-    base = (
-        load_embedded_default(mixture=job.mixture, warmup_steps=pool_warmup)
-        if pool_warmup
-        else load_embedded_default()
-    )
-    if job.mixture is not None or job.num_eval_per_family is not None:
-        # The warmed-up base model, fine-tuned on another pool of the same tasks
-        pool_args = {"mixture": job.mixture}
-        if job.num_eval_per_family is not None:
-            pool_args["num_eval_per_family"] = job.num_eval_per_family
-        base.train_dataset, base.eval_dataset = make_instruction_pool(**pool_args)
+    base = load_base(job.mixture, job.num_eval_per_family)
     spec = dict(METHODS[job.method])
     kind = spec.pop("kind")
     n = len(base.train_dataset)

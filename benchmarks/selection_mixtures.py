@@ -62,6 +62,9 @@ GOAL_POINTS, GOAL_SHARE = 2.0, 0.5
 CONTRASTS: tuple[tuple[str, str, str], ...] = (
     ("lead_auto_uniform", "lead_auto", "uniform policy instead of EXP3-S"),
     ("lead_auto_boltzmann", "lead_auto", "Boltzmann policy instead of EXP3-S"),
+    ("lead_auto_revisits", "lead_auto", "revisit rules on: trained samples left out by their loss trajectory"),
+    ("lead_auto_idu_drop", "lead_auto", "idu_drop reward, measured on revisits too"),
+    ("lead_auto_blend", "lead_auto", "blend reward: the loss drop since the first visit once the budget is spent"),
     ("lead_auto_gain", "lead_auto", "heldout_gain reward (EXP3-S)"),
     ("lead_auto_gain_boltzmann", "lead_auto", "heldout_gain reward, Boltzmann policy"),
     ("lead_auto_gain_boltzmann_floor", "lead_auto", "heldout_gain reward, Boltzmann policy, floor 0.6"),
