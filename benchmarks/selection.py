@@ -404,7 +404,9 @@ def visits_by_thirds(rounds: list[dict]) -> list[np.ndarray]:
 
 def visit_shares(dataset, visits: list[np.ndarray]) -> dict:
     """Per third of the run: the share of visits to wrong answers (`is_corrupted`) and to the noise family and the
-    bad source; and the mean answer length (characters) of the distinct samples trained over the pool's."""
+    bad source. And how the answer lengths (characters) of the distinct samples trained compare with the pool's: their
+    mean over the pool's mean, and the share of them at or below the pool's lower quartile, and at or above its upper
+    quartile, each over the pool's share there (1.0: as in the pool)."""
     from trl_lead.pool import BAD_SOURCE, NOISE_FAMILY
 
     wrong = np.asarray(dataset["is_corrupted"])
@@ -416,6 +418,9 @@ def visit_shares(dataset, visits: list[np.ndarray]) -> dict:
         shares[f"bad_visits_{third}"] = round(float(bad[ids].mean()), 4) if len(ids) else ""
     trained = np.unique(np.concatenate(visits))
     shares["answer_length_ratio"] = round(float(length[trained].mean() / length.mean()), 4)
+    low, high = np.quantile(length, [0.25, 0.75])
+    for name, tail in (("short", length <= low), ("long", length >= high)):
+        shares[f"{name}_answers_ratio"] = round(float(tail[trained].mean() / tail.mean()), 4)
     return shares
 
 

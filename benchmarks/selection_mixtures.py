@@ -312,6 +312,8 @@ VISIT_COLUMNS = (
     ("wrong_visits_last", "wrong, last third"),
     ("bad_visits_last", "noise family and bad source, last third"),
     ("answer_length_ratio", "answer length of the trained samples / the pool's"),
+    ("short_answers_ratio", "share of them in the pool's shortest quarter / the pool's"),
+    ("long_answers_ratio", "share in the longest quarter / the pool's"),
 )
 
 
@@ -334,10 +336,9 @@ def _visit_lines(rows: list[dict]) -> list[str]:
         cells, key=lambda k: (k[0], k[1], order.index(k[2]) if k[2] in order else 0)
     ):
         group = cells[(mixture, budget, method)]
-        means = [np.mean([float(row[column]) for row in group]) for column, _ in VISIT_COLUMNS]
-        lines.append(
-            f"| ({mixture}) | {budget:.0%} | {method} | {len(group)} | " + " | ".join(f"{m:.2f}" for m in means) + " |"
-        )
+        values = [[float(row[c]) for row in group if row.get(c) not in (None, "")] for c, _ in VISIT_COLUMNS]
+        cells_text = " | ".join(f"{np.mean(v):.2f}" if v else "" for v in values)  # a column older rows did not record
+        lines.append(f"| ({mixture}) | {budget:.0%} | {method} | {len(group)} | {cells_text} |")
     return [*lines, ""]
 
 

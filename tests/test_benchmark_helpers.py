@@ -54,3 +54,7 @@ def test_visits_by_thirds_and_their_shares():
     assert shares["bad_visits_last"] == pytest.approx(2 / 3, abs=1e-4)
     lengths = np.array([2, 4, 1, 6, 3, 1])
     assert shares["answer_length_ratio"] == pytest.approx(lengths[:5].mean() / lengths.mean(), abs=1e-4)
+    # the pool's quartiles of [1, 1, 2, 3, 4, 6] are 1.25 and 3.75: two of six answers at or below, two at or above;
+    # of the five trained, one (sample 2) and two (samples 1 and 3)
+    assert shares["short_answers_ratio"] == pytest.approx((1 / 5) / (2 / 6), abs=1e-4)
+    assert shares["long_answers_ratio"] == pytest.approx((2 / 5) / (2 / 6), abs=1e-4)

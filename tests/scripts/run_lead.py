@@ -59,6 +59,12 @@ def main():
         rounds = [{k: v for k, v in r.items() if k != "wall_time"} for r in trainer.lead_state.rounds]
         record = {"world": world, "rounds": rounds, "idu": trainer.lead_state.idu.tolist(), "scored": sum(scored)}
         json.dump({**record, "clusters": trainer.lead_state.cluster.tolist()}, f)
+    # Destroy the process group before the interpreter exits: gloo's worker threads left to the interpreter's teardown
+    # can abort a rank ("terminate called without an active exception") after its work is done
+    if hasattr(trainer, "end"):  # transformers >= 5.18
+        trainer.end()
+    elif dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
