@@ -10,10 +10,12 @@ cut). Signals, as a filter would read them:
 * `trained, step k`: the current model's loss of the rows it has trained, after k steps (a filter of revisits);
 * `untrained, step k`: its loss of rows it has not trained (scoring fresh candidates with the current model);
 * `trajectory`: each trained row's mean loss over the checkpoints (Dataset Cartography's confidence);
+* `greedy disagreement`: whether the current model's greedy answer differs from the row's (a yes/no score);
 * `clean-trained`: the untrained rows' loss under a model trained the same way on a random subset of the clean rows
-  only: what a model that learned each task from right answers alone would tell.
+  only: what a model that learned each task from right answers alone would tell (by its loss, and by greedy
+  disagreement).
 
-    python benchmarks/loss_signal.py --pools a,c,d,default --seeds 3 --workers 2    # ~3 min on 2 cores
+    python benchmarks/loss_signal.py --pools a,c,d,default --seeds 5 --workers 2    # ~10 min on 2 cores
 
 Writes benchmarks/results/loss_signal.csv (one row per pool, seed, signal and task) and loss_signal.md.
 """
@@ -50,8 +52,9 @@ def task_aucs(losses: np.ndarray, rows: np.ndarray, wrong: np.ndarray, family: n
     return out
 
 
-def train_and_read(base, rows: np.ndarray, seed: int, budget: float) -> dict[int, np.ndarray]:
-    """Train a fresh copy of the base on `rows` for the benchmarks' steps; every row's loss at the checkpoints."""
+def train_and_read(base, rows: np.ndarray, seed: int, budget: float) -> tuple[dict[int, np.ndarray], object]:
+    """Train a fresh copy of the base on `rows` for the benchmarks' steps: every row's loss at the checkpoints, and
+    the trained model."""
     from transformers import TrainerCallback
 
     from trl_lead.scoring import answer_losses
@@ -64,8 +67,18 @@ def train_and_read(base, rows: np.ndarray, seed: int, budget: float) -> dict[int
                 data = base.train_dataset
                 losses[state.global_step] = answer_losses(model, base.tokenizer, data, 128, show_progress=False)
 
-    train_on_rows(base, rows, Job("random", budget, seed, max(CHECKPOINTS)), (Checkpoints(),))
-    return losses
+    model = train_on_rows(base, rows, Job("random", budget, seed, max(CHECKPOINTS)), (Checkpoints(),))
+    return losses, model
+
+
+def disagreement(model, base) -> np.ndarray:
+    """1.0 where the model's greedy answer to a row's prompt differs from the row's answer, else 0.0."""
+    from trl_lead.embedded import generate_answers
+
+    prompts = [row[:-1] for row in base.train_dataset["messages"]]
+    answers = generate_answers(model, base.tokenizer, prompts, batch_size=200, num_threads=None)
+    labels = [row[-1]["content"].strip() for row in base.train_dataset["messages"]]
+    return np.array([answer != label for answer, label in zip(answers, labels)], dtype=np.float64)
 
 
 def run_pool(pool: str, seed: int, budget: float) -> list[dict]:
@@ -80,21 +93,27 @@ def run_pool(pool: str, seed: int, budget: float) -> list[dict]:
     base = load_base(MIXTURES[pool][0])
     data = base.train_dataset
     wrong, family = np.asarray(data["is_corrupted"]), np.asarray(data["family"])
-    n, rng = len(data), np.random.default_rng(seed)
+    n, rng, last = len(data), np.random.default_rng(seed), max(CHECKPOINTS)
     everything = np.arange(n)
     signals = {"base": task_aucs(answer_losses(base.model, base.tokenizer, data, 128, show_progress=False),
                                  everything, wrong, family)}  # fmt: skip
     trained = rng.choice(n, round(budget * n), replace=False)
     untrained = np.setdiff1d(everything, trained)
-    current = train_and_read(base, trained, seed, budget)
+    current, model = train_and_read(base, trained, seed, budget)
     for step, losses in current.items():
         signals[f"trained, step {step}"] = task_aucs(losses, trained, wrong, family)
         signals[f"untrained, step {step}"] = task_aucs(losses, untrained, wrong, family)
     signals["trajectory"] = task_aucs(np.mean(list(current.values()), axis=0), trained, wrong, family)
+    greedy = disagreement(model, base)
+    signals[f"greedy disagreement, trained, step {last}"] = task_aucs(greedy, trained, wrong, family)
+    signals[f"greedy disagreement, untrained, step {last}"] = task_aucs(greedy, untrained, wrong, family)
     clean = rng.choice(np.flatnonzero(~wrong), round(budget * n), replace=False)
     unseen = np.setdiff1d(everything, clean)
-    clean_model = train_and_read(base, clean, seed, budget)[max(CHECKPOINTS)]
-    signals[f"clean-trained, step {max(CHECKPOINTS)}"] = task_aucs(clean_model, unseen, wrong, family)
+    clean_losses, clean_model = train_and_read(base, clean, seed, budget)
+    signals[f"clean-trained, step {last}"] = task_aucs(clean_losses[last], unseen, wrong, family)
+    signals[f"clean-trained greedy disagreement, step {last}"] = task_aucs(
+        disagreement(clean_model, base), unseen, wrong, family
+    )
     return [{"pool": pool, "seed": seed, "signal": signal, "task": task, "auc": round(value, 4)}
             for signal, values in signals.items() for task, value in values.items()]  # fmt: skip
 
