@@ -315,13 +315,9 @@ def train_on_rows(base, rows: np.ndarray, job: Job, callbacks: tuple = ()):
 
 def run_job(job: Job) -> dict:
     """Train one method from the warmed-up base and score it. Runs in a worker process (one torch thread)."""
-    import tempfile
-
     import torch
     import transformers
-    from trl import SFTConfig, SFTTrainer
 
-    from trl_lead import LEADConfig, LEADSFTTrainer
     from trl_lead.embedded import exact_match
 
     torch.set_num_threads(1)
@@ -331,57 +327,20 @@ def run_job(job: Job) -> dict:
     kind = spec.pop("kind")
     n = len(base.train_dataset)
     count = int(round(job.budget * n))
-    fresh = transformers.AutoModelForCausalLM.from_pretrained(base.model_path)
     start = time.perf_counter()
     scoring, rounds = 0.0, 0
-    with tempfile.TemporaryDirectory() as output_dir:
-        common = common_args(job, output_dir)
-        if kind in ("subset", "full"):
-            if kind == "full":
-                train = base.train_dataset
-            else:
-                rows, scoring = _subset(base, job, spec["how"], count)
-                train = base.train_dataset.select(np.sort(rows))
-            trainer = SFTTrainer(
-                model=fresh, args=SFTConfig(**common), train_dataset=train, processing_class=base.tokenizer
-            )
-        else:
-            no_clusters = spec.pop("no_clusters", False)
-            computed = job.clusters == "computed"
-            if kind == "loss_iterative":
-                spec = dict(
-                    lead_policy="uniform",
-                    lead_smoothing=0.0,
-                    lead_gradient_correction=False,
-                    lead_round_mode="single",
-                    lead_fine_selection="top",
-                )
-                no_clusters = True
-            args = LEADConfig(
-                **common,
-                lead_cluster_column=None if no_clusters or computed else "family_id",
-                lead_round_size=job.round_size,
-                lead_budget=count,
-                lead_max_reuse=job.max_reuse,
-                **spec,
-            )
-            trainer_class = _loss_iterative_trainer() if kind == "loss_iterative" else LEADSFTTrainer
-            trainer = trainer_class(
-                model=fresh,
-                args=args,
-                train_dataset=base.train_dataset,
-                processing_class=base.tokenizer,
-                clusters=np.zeros(n, dtype=np.int64) if no_clusters else None,
-            )
-        trainer.train()
-        visits = [np.sort(rows)] * 3 if kind == "subset" else [np.arange(n)] * 3
-        if kind in ("lead", "loss_iterative"):
-            rounds = len(trainer.lead_state.rounds)
-            visits = visits_by_thirds(trainer.lead_state.rounds)
-            assert trainer.lead_state.num_selected <= count
-            scoring = getattr(trainer, "loss_iterative_scoring_s", 0.0)
-        wall = time.perf_counter() - start  # includes every scoring pass
-        scores = exact_match(trainer.model, base.tokenizer, base.eval_dataset, batch_size=200)
+    if kind in ("subset", "full"):
+        rows, scoring = _subset(base, job, spec["how"], count) if kind == "subset" else (np.arange(n), 0.0)
+        model = train_on_rows(base, rows, job)
+        visits = [np.sort(rows)] * 3
+    else:
+        trainer = _train_lead(base, job, kind, spec, count)
+        model, rounds = trainer.model, len(trainer.lead_state.rounds)
+        visits = visits_by_thirds(trainer.lead_state.rounds)
+        assert trainer.lead_state.num_selected <= count
+        scoring = getattr(trainer, "loss_iterative_scoring_s", 0.0)
+    wall = time.perf_counter() - start  # includes every scoring pass
+    scores = exact_match(model, base.tokenizer, base.eval_dataset, batch_size=200)
     return {
         "method": job.method,
         "budget": job.budget,
@@ -394,6 +353,47 @@ def run_job(job: Job) -> dict:
         **{f"em_{k}": v for k, v in scores.items() if k not in ("overall", "overall_learnable")},
         **visit_shares(base.train_dataset, visits),
     }
+
+
+def _train_lead(base, job: Job, kind: str, spec: dict, count: int):
+    """A fresh copy of the base trained by `LEADSFTTrainer` (or the loss-iterative baseline) with the method's
+    `spec` over the whole pool, at most `count` distinct samples; the trainer after training."""
+    import tempfile
+
+    import transformers
+
+    from trl_lead import LEADConfig, LEADSFTTrainer
+
+    no_clusters = spec.pop("no_clusters", False)
+    if kind == "loss_iterative":
+        spec = dict(
+            lead_policy="uniform",
+            lead_smoothing=0.0,
+            lead_gradient_correction=False,
+            lead_round_mode="single",
+            lead_fine_selection="top",
+        )
+        no_clusters = True
+    fresh = transformers.AutoModelForCausalLM.from_pretrained(base.model_path)
+    with tempfile.TemporaryDirectory() as output_dir:
+        args = LEADConfig(
+            **common_args(job, output_dir),
+            lead_cluster_column=None if no_clusters or job.clusters == "computed" else "family_id",
+            lead_round_size=job.round_size,
+            lead_budget=count,
+            lead_max_reuse=job.max_reuse,
+            **spec,
+        )
+        trainer_class = _loss_iterative_trainer() if kind == "loss_iterative" else LEADSFTTrainer
+        trainer = trainer_class(
+            model=fresh,
+            args=args,
+            train_dataset=base.train_dataset,
+            processing_class=base.tokenizer,
+            clusters=np.zeros(len(base.train_dataset), dtype=np.int64) if no_clusters else None,
+        )
+        trainer.train()
+    return trainer
 
 
 def visits_by_thirds(rounds: list[dict]) -> list[np.ndarray]:
